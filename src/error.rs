@@ -1,0 +1,153 @@
+//! The gateway's one error type and the one place it becomes a response.
+//!
+//! Inner steps return `Result<_, GatewayError>` with `?`; [`rescue`] turns an error into an
+//! answer in the API's error shape. The mapping is an exhaustive `match`, so a new variant cannot
+//! ship without a status. Bodies say what the client can act on and nothing about internals;
+//! internal detail is logged here, once.
+
+use http::{header, HeaderValue, StatusCode};
+use http_body_util::Either;
+
+use crate::api_error::ApiError;
+use crate::metrics::UpstreamErrorKind;
+use crate::policy::Disposition;
+use crate::proxy::{GatewayResponse, Outcome};
+
+/// Everything that can stop the gateway from completing a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `CONNECT`: modegate is not a tunnel.
+    #[error("CONNECT requested")]
+    ConnectMethod,
+    /// An absolute-form target naming a host other than the upstream.
+    #[error("absolute-form target names a foreign host")]
+    ForeignTarget,
+    /// Both `Content-Length` and `Transfer-Encoding` (request smuggling vector).
+    #[error("both Content-Length and Transfer-Encoding present")]
+    AmbiguousFraming,
+    /// A body larger than `server.max_policy_body_bytes` on a policy route.
+    #[error("policy body over {limit} bytes")]
+    BodyTooLarge {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// The client's body could not be read to the end.
+    #[error("client body read failed: {0}")]
+    ClientBody(String),
+    /// A policy route's body is not what the API accepts (malformed JSON, wrong shape).
+    #[error("invalid request body: {message}")]
+    InvalidBody {
+        /// Client-safe description (a field path and what is wrong; never the body itself).
+        message: String,
+    },
+    /// The app's mode could not be learned and `policy.unknown_mode = "reject"`.
+    #[error("processing mode unavailable")]
+    ModeUnavailable,
+    /// The upstream could not be reached or broke off.
+    #[error("upstream {kind:?}: {detail}")]
+    Upstream {
+        /// Connect, timeout or reset.
+        kind: UpstreamErrorKind,
+        /// Internal detail for the log only.
+        detail: String,
+        /// What the gateway had decided before the upstream failed.
+        attempted: Disposition,
+    },
+}
+
+impl GatewayError {
+    /// The client-facing error.
+    pub fn to_api_error(&self) -> ApiError {
+        match self {
+            GatewayError::ConnectMethod => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "CONNECT is not supported: modegate is a reverse proxy for the Conversation API, not a tunnel",
+            ),
+            GatewayError::ForeignTarget => ApiError::invalid_argument(
+                "request target names another host: modegate only forwards to its configured upstream; send origin-form paths such as /v1/projects/{project_id}/apps",
+            ),
+            GatewayError::AmbiguousFraming => ApiError::invalid_argument(
+                "request has both Content-Length and Transfer-Encoding; send exactly one",
+            ),
+            GatewayError::BodyTooLarge { limit } => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("request body is larger than the gateway's policy limit of {limit} bytes"),
+            ),
+            GatewayError::ClientBody(_) => {
+                ApiError::invalid_argument("request body could not be read to the end")
+            }
+            GatewayError::InvalidBody { message } => ApiError::invalid_argument(message.clone()),
+            GatewayError::ModeUnavailable => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the app's processing mode cannot be determined right now; retry later",
+            ),
+            GatewayError::Upstream { kind, .. } => match kind {
+                UpstreamErrorKind::Timeout => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the Conversation API did not answer in time",
+                ),
+                UpstreamErrorKind::Connect => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the Conversation API could not be reached",
+                ),
+                UpstreamErrorKind::Reset | UpstreamErrorKind::Status5xx => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the connection to the Conversation API failed",
+                ),
+            },
+        }
+    }
+
+    /// The `x-modegate-decision` to report.
+    pub fn disposition(&self) -> Disposition {
+        match self {
+            GatewayError::Upstream { attempted, .. } => *attempted,
+            GatewayError::ConnectMethod
+            | GatewayError::ForeignTarget
+            | GatewayError::AmbiguousFraming
+            | GatewayError::BodyTooLarge { .. }
+            | GatewayError::ClientBody(_)
+            | GatewayError::InvalidBody { .. }
+            | GatewayError::ModeUnavailable => Disposition::Rejected,
+        }
+    }
+
+    /// Whether the connection must not be reused after this answer (unread or untrustworthy
+    /// request bytes may follow).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::AmbiguousFraming
+                | GatewayError::BodyTooLarge { .. }
+                | GatewayError::ClientBody(_)
+        )
+    }
+}
+
+/// The rescue point: turns an inner error into an API-shaped response carrying an [`Outcome`]
+/// for the observe layer. Used as `ServiceBuilder::map_result(rescue)`.
+pub fn rescue(
+    result: Result<GatewayResponse, GatewayError>,
+) -> Result<GatewayResponse, std::convert::Infallible> {
+    let error = match result {
+        Ok(response) => return Ok(response),
+        Err(error) => error,
+    };
+    match &error {
+        GatewayError::Upstream { .. } => tracing::warn!(error = %error, "upstream failure"),
+        _ => tracing::info!(error = %error, "request refused by gateway"),
+    }
+    let api = error.to_api_error();
+    let mut response = api.into_response().map(Either::Right);
+    if error.closes_connection() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response.extensions_mut().insert(Outcome {
+        disposition: error.disposition(),
+        rule: None,
+        error: true,
+    });
+    Ok(response)
+}

@@ -1,0 +1,75 @@
+//! Identifier generation for request ids, decision ids and simulator resources.
+//!
+//! Ids only need to be unique and unguessable enough to correlate logs, so a per-process random
+//! key mixed with a counter through SipHash (std's `RandomState`) is plenty and costs no syscall
+//! per request.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn keys() -> &'static (RandomState, RandomState) {
+    static KEYS: OnceLock<(RandomState, RandomState)> = OnceLock::new();
+    KEYS.get_or_init(|| (RandomState::new(), RandomState::new()))
+}
+
+fn next_u128() -> u128 {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let (a, b) = keys();
+    let mut ha = a.build_hasher();
+    ha.write_u64(n);
+    let mut hb = b.build_hasher();
+    hb.write_u64(n);
+    (u128::from(ha.finish()) << 64) | u128::from(hb.finish())
+}
+
+/// A new 32-character lowercase hex id (128 bits), used for `x-request-id` and decision ids.
+pub fn hex_id() -> String {
+    format!("{:032x}", next_u128())
+}
+
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+/// A new 26-character ULID-shaped id (48-bit millisecond time + 80 random bits, Crockford
+/// base32), the shape the Conversation API uses for apps, messages and contacts.
+pub fn ulid() -> String {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let value = (u128::from(millis & 0xFFFF_FFFF_FFFF) << 80) | (next_u128() >> 48);
+    let mut out = String::with_capacity(26);
+    for i in (0..26).rev() {
+        let idx = ((value >> (i * 5)) & 0x1F) as usize;
+        out.push(char::from(CROCKFORD[idx]));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn hex_ids_are_unique_and_well_formed() {
+        let ids: HashSet<String> = (0..10_000).map(|_| hex_id()).collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn ulids_are_unique_and_crockford() {
+        let ids: HashSet<String> = (0..10_000).map(|_| ulid()).collect();
+        assert_eq!(ids.len(), 10_000);
+        for id in &ids {
+            assert_eq!(id.len(), 26);
+            assert!(id.bytes().all(|b| CROCKFORD.contains(&b)), "{id}");
+        }
+    }
+}

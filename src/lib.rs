@@ -1,0 +1,308 @@
+//! modegate: a reverse-proxy policy gateway for the Sinch Conversation API.
+//!
+//! [`App::bind`] is the factory both `main.rs` and the tests use: it takes a validated
+//! [`Config`], binds the listeners (and starts the embedded simulator when configured), and
+//! [`App::run`] serves until shutdown, then drains.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api_error;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod ids;
+pub mod logging;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod simulator;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::Uri;
+use tokio::net::TcpListener;
+
+use admin::{AdminState, Readiness};
+pub use config::Config;
+use config::UpstreamTarget;
+use metrics::Metrics;
+use proxy::forward::UpstreamClient;
+use proxy::{ClientAddr, GatewayState};
+use server::{ConnectionSettings, Shutdown, ShutdownTrigger};
+use simulator::{Seed, Simulator};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The embedded simulator's seed is unusable.
+    #[error("{0}")]
+    Seed(String),
+}
+
+impl StartError {
+    /// The process exit code: 2 for configuration problems, 1 for runtime failures.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            StartError::Bind { .. } => 1,
+            StartError::Seed(_) => 2,
+        }
+    }
+}
+
+/// A simulator bound to a listener, not yet serving.
+struct EmbeddedSimulator {
+    simulator: Arc<Simulator>,
+    listener: TcpListener,
+}
+
+/// A gateway with its listeners bound, ready to [`run`](App::run).
+pub struct App {
+    config: Config,
+    proxy: TcpListener,
+    admin: TcpListener,
+    state: Arc<GatewayState>,
+    readiness: Readiness,
+    embedded: Option<EmbeddedSimulator>,
+    upstream_uri: Uri,
+}
+
+async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
+    server::bind(name, addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Binds a simulator on `addr` (logged as `listening on ADDR`).
+pub async fn bind_simulator(
+    seed: Seed,
+    addr: SocketAddr,
+) -> Result<(Arc<Simulator>, TcpListener), StartError> {
+    let listener = bind("simulator", addr).await?;
+    Ok((Simulator::new(seed), listener))
+}
+
+/// Serves a simulator until `shutdown`.
+pub async fn serve_simulator(simulator: Arc<Simulator>, listener: TcpListener, shutdown: Shutdown) {
+    let settings = ConnectionSettings {
+        shutdown_grace: std::time::Duration::from_secs(5),
+        ..ConnectionSettings::default()
+    };
+    let service = simulator.service();
+    server::serve(
+        "simulator",
+        listener,
+        move |_: server::ConnectionInfo| service.clone(),
+        settings,
+        shutdown,
+    )
+    .await;
+}
+
+impl App {
+    /// Binds every listener for `config`. Nothing is served until [`App::run`].
+    pub async fn bind(config: Config) -> Result<App, StartError> {
+        let (embedded, upstream_uri, token_uri) = match &config.upstream.target {
+            UpstreamTarget::Embedded { seed } => {
+                let seed = match seed {
+                    Some(path) => Seed::load(path).map_err(StartError::Seed)?,
+                    None => Seed::default(),
+                };
+                let (simulator, listener) =
+                    bind_simulator(seed, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+                let addr = listener.local_addr().map_err(|source| StartError::Bind {
+                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+                    source,
+                })?;
+                let base: Uri = format!("http://{addr}").parse().unwrap_or_default();
+                let token: Uri = format!("http://{addr}/oauth2/token")
+                    .parse()
+                    .unwrap_or_default();
+                let token = config.auth.token_url.clone().unwrap_or(token);
+                (
+                    Some(EmbeddedSimulator {
+                        simulator,
+                        listener,
+                    }),
+                    base,
+                    token,
+                )
+            }
+            UpstreamTarget::Url(uri) => {
+                let token = config
+                    .auth
+                    .token_url
+                    .clone()
+                    .unwrap_or_else(|| Uri::from_static(config::DEFAULT_TOKEN_URL));
+                (None, uri.clone(), token)
+            }
+        };
+        let metrics = Arc::new(Metrics::new());
+        let client = UpstreamClient::new(&config.upstream);
+        // The validated config guarantees an absolute http(s) URL here.
+        let state = GatewayState::new(client, &upstream_uri, token_uri, metrics)
+            .ok_or_else(|| StartError::Seed(format!("upstream {upstream_uri} is not usable")))?;
+        let proxy = bind("proxy", config.server.listen).await?;
+        let admin = bind("admin", config.server.admin_listen).await?;
+        Ok(App {
+            config,
+            proxy,
+            admin,
+            state: Arc::new(state),
+            readiness: Readiness::default(),
+            embedded,
+            upstream_uri,
+        })
+    }
+
+    /// The proxy listener's address.
+    pub fn proxy_addr(&self) -> SocketAddr {
+        self.proxy.local_addr().unwrap_or(self.config.server.listen)
+    }
+
+    /// The admin listener's address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin
+            .local_addr()
+            .unwrap_or(self.config.server.admin_listen)
+    }
+
+    /// The upstream origin requests go to (the embedded simulator's address when embedded).
+    pub fn upstream_uri(&self) -> &Uri {
+        &self.upstream_uri
+    }
+
+    /// The embedded simulator, when `upstream.base_url = "embedded"`.
+    pub fn simulator(&self) -> Option<Arc<Simulator>> {
+        self.embedded.as_ref().map(|e| e.simulator.clone())
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.state.metrics().clone()
+    }
+
+    /// Serves until `shutdown`: readiness turns 503, the proxy stops accepting and drains for
+    /// up to `shutdown_grace`, then the admin listener and embedded simulator stop.
+    pub async fn run(self, mut shutdown: Shutdown) {
+        let App {
+            config,
+            proxy,
+            admin,
+            state,
+            readiness,
+            embedded,
+            ..
+        } = self;
+        let (inner_trigger, inner) = server::shutdown_channel();
+        let (aux_trigger, aux) = server::shutdown_channel();
+        let settings = ConnectionSettings {
+            header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
+            http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
+            shutdown_grace: config.server.shutdown_grace,
+        };
+        let admin_service = AdminState {
+            metrics: state.metrics().clone(),
+            readiness: readiness.clone(),
+        };
+        let admin_task = tokio::spawn(server::serve(
+            "admin",
+            admin,
+            move |_: server::ConnectionInfo| admin_service.clone(),
+            ConnectionSettings {
+                shutdown_grace: std::time::Duration::from_secs(1),
+                ..settings
+            },
+            aux.clone(),
+        ));
+        let simulator_task =
+            embedded.map(|e| tokio::spawn(serve_simulator(e.simulator, e.listener, aux.clone())));
+        let stack = proxy::stack(state);
+        readiness.set_ready();
+        let drain = {
+            let readiness = readiness.clone();
+            async move {
+                shutdown.wait().await;
+                tracing::info!("shutdown requested; draining");
+                readiness.set_draining();
+                inner_trigger.trigger();
+            }
+        };
+        let serve = server::serve(
+            "proxy",
+            proxy,
+            move |conn: server::ConnectionInfo| {
+                tower::ServiceExt::map_request(stack.clone(), move |mut req: http::Request<_>| {
+                    req.extensions_mut().insert(ClientAddr(conn.peer));
+                    req.extensions_mut().insert(conn.framing.clone());
+                    req
+                })
+            },
+            settings,
+            inner,
+        );
+        tokio::join!(drain, serve);
+        aux_trigger.trigger();
+        let _ = admin_task.await;
+        if let Some(t) = simulator_task {
+            let _ = t.await;
+        }
+        tracing::info!("stopped");
+    }
+
+    /// Runs in a background task; the handle stops it.
+    pub fn spawn(self) -> RunningApp {
+        let proxy_addr = self.proxy_addr();
+        let admin_addr = self.admin_addr();
+        let simulator = self.simulator();
+        let metrics = self.metrics();
+        let (trigger, shutdown) = server::shutdown_channel();
+        let task = tokio::spawn(self.run(shutdown));
+        RunningApp {
+            proxy_addr,
+            admin_addr,
+            simulator,
+            metrics,
+            trigger,
+            task,
+        }
+    }
+}
+
+/// A gateway serving in the background.
+pub struct RunningApp {
+    /// Proxy address.
+    pub proxy_addr: SocketAddr,
+    /// Admin address.
+    pub admin_addr: SocketAddr,
+    /// The embedded simulator, if any.
+    pub simulator: Option<Arc<Simulator>>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningApp {
+    /// Starts draining without waiting.
+    pub fn begin_shutdown(&self) {
+        self.trigger.trigger();
+    }
+
+    /// Drains and waits until everything stopped.
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,192 @@
+//! The `modegate` command line: serve, check-config, simulate, demo.
+
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use modegate::config::{Config, LogFormat, DEFAULT_CONFIG_PATH};
+use modegate::server::{shutdown_channel, Shutdown};
+use modegate::simulator::Seed;
+use modegate::{logging, App};
+
+/// Reverse-proxy policy gateway for the Sinch Conversation API.
+#[derive(Debug, Parser)]
+#[command(name = "modegate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Config file.
+        #[arg(long, env = "MODEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate a config file without binding anything (exit 0 valid, 2 invalid).
+    CheckConfig {
+        /// Config file.
+        #[arg(long, env = "MODEGATE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run the built-in Conversation API simulator (API and OAuth2 token endpoint).
+    Simulate {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:3014")]
+        listen: SocketAddr,
+        /// Seed file (projects, apps, contacts, credentials, faults).
+        #[arg(long)]
+        seed: Option<PathBuf>,
+    },
+    /// Offline quick start: simulator + gateway on 127.0.0.1:8080, admin on 127.0.0.1:9090.
+    Demo {
+        /// Demo config file.
+        #[arg(long, default_value = "config/demo.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn termination() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+fn signal_shutdown() -> Shutdown {
+    let (trigger, shutdown) = shutdown_channel();
+    tokio::spawn(async move {
+        termination().await;
+        trigger.trigger();
+    });
+    shutdown
+}
+
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        eprintln!("modegate: invalid configuration\n{e}");
+        ExitCode::from(2)
+    })
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(config.log.format, &config.log.level);
+    let app = match App::bind(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    app.run(signal_shutdown()).await;
+    ExitCode::SUCCESS
+}
+
+async fn simulate(listen: SocketAddr, seed: Option<PathBuf>) -> ExitCode {
+    logging::init(LogFormat::Text, "info");
+    let seed = match seed.map(|p| Seed::load(&p)).transpose() {
+        Ok(s) => s.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("modegate: invalid seed\n{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match modegate::bind_simulator(seed, listen).await {
+        Ok((sim, listener)) => {
+            modegate::serve_simulator(sim, listener, signal_shutdown()).await;
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            ExitCode::from(e.exit_code() as u8)
+        }
+    }
+}
+
+async fn demo(path: PathBuf) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(config.log.format, &config.log.level);
+    let app = match App::bind(config).await {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(e.exit_code() as u8);
+        }
+    };
+    println!(
+        "{}",
+        modegate::demo::instructions(app.proxy_addr(), app.admin_addr())
+    );
+    app.run(signal_shutdown()).await;
+    ExitCode::SUCCESS
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    if let Command::CheckConfig { config } = &cli.command {
+        return match Config::load(config) {
+            Ok(c) => {
+                println!("{}: valid\n\n{}", config.display(), c.summary());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("modegate: invalid configuration\n{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    // The multi-thread runtime honours TOKIO_WORKER_THREADS.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("modegate: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Simulate { listen, seed } => simulate(listen, seed).await,
+            Command::Demo { config } => demo(config).await,
+            Command::CheckConfig { .. } => ExitCode::SUCCESS,
+        }
+    })
+}

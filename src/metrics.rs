@@ -1,0 +1,420 @@
+//! Every metric the gateway exports, on one explicit [`Registry`].
+//!
+//! Label values are `&'static str` from closed sets (operations, decisions, rules, modes), so
+//! cardinality is bounded by construction. Per-operation series are resolved once at start-up
+//! and indexed by [`Operation::index`], so the request path never hashes a label set.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::policy::{Action, ProcessingMode, RuleId};
+use crate::proxy::classify::Operation;
+
+/// Latency buckets (seconds): fine below a millisecond, where a proxy's own cost lives, and wide
+/// enough for slow upstream calls.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+    10.0, 30.0,
+];
+
+/// How a request ended, as counted in `modegate_requests_total{decision}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DecisionLabel {
+    /// Forwarded unchanged.
+    Forwarded,
+    /// Rewritten, then forwarded.
+    Rewritten,
+    /// Rejected by a rule.
+    Rejected,
+    /// A rule matched in shadow; forwarded unchanged.
+    Shadow,
+    /// The gateway could not complete the request (upstream failure, bad framing, …).
+    Error,
+}
+
+impl DecisionLabel {
+    /// All labels.
+    pub const ALL: [DecisionLabel; 5] = [
+        DecisionLabel::Forwarded,
+        DecisionLabel::Rewritten,
+        DecisionLabel::Rejected,
+        DecisionLabel::Shadow,
+        DecisionLabel::Error,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DecisionLabel::Forwarded => "forwarded",
+            DecisionLabel::Rewritten => "rewritten",
+            DecisionLabel::Rejected => "rejected",
+            DecisionLabel::Shadow => "shadow",
+            DecisionLabel::Error => "error",
+        }
+    }
+}
+
+/// Upstream failure kinds for `modegate_upstream_errors_total{kind}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UpstreamErrorKind {
+    /// Could not connect (refused, DNS, TLS).
+    Connect,
+    /// No response head within the request timeout.
+    Timeout,
+    /// The connection broke mid-exchange or the upstream spoke garbage.
+    Reset,
+    /// The upstream answered 5xx.
+    Status5xx,
+}
+
+impl UpstreamErrorKind {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Timeout => "timeout",
+            UpstreamErrorKind::Reset => "reset",
+            UpstreamErrorKind::Status5xx => "status_5xx",
+        }
+    }
+}
+
+/// Mode-cache lookup outcome for `modegate_mode_cache_lookups_total{result}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CacheResult {
+    /// Served from cache.
+    Hit,
+    /// Loaded from upstream.
+    Miss,
+    /// Served a stale entry because the lookup failed.
+    Stale,
+    /// Nothing to serve.
+    Error,
+}
+
+impl CacheResult {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CacheResult::Hit => "hit",
+            CacheResult::Miss => "miss",
+            CacheResult::Stale => "stale",
+            CacheResult::Error => "error",
+        }
+    }
+}
+
+struct PerOperation {
+    requests: [IntCounter; DecisionLabel::ALL.len()],
+    request_duration: Histogram,
+    upstream_duration: Histogram,
+}
+
+/// The gateway's metrics.
+pub struct Metrics {
+    registry: Registry,
+    per_operation: Vec<PerOperation>,
+    policy_decisions: IntCounterVec,
+    migration_blockers: IntCounterVec,
+    mode_cache_lookups: IntCounterVec,
+    mode_cache_apps: IntGaugeVec,
+    upstream_errors: IntCounterVec,
+    config_reloads: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
+    // Names are fixed and unique within this struct, so registration cannot collide.
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric registration: {e}"));
+    c
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    register(registry, c)
+}
+
+fn histogram_vec(registry: &Registry, name: &str, help: &str) -> HistogramVec {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(LATENCY_BUCKETS.to_vec()),
+        &["operation"],
+    )
+    .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    register(registry, h)
+}
+
+impl Metrics {
+    /// Creates every metric on a fresh registry.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let requests = counter_vec(
+            &registry,
+            "modegate_requests_total",
+            "Requests handled, by API operation and gateway decision.",
+            &["operation", "decision"],
+        );
+        let request_duration = histogram_vec(
+            &registry,
+            "modegate_request_duration_seconds",
+            "Time from request head to response head at the gateway, by operation.",
+        );
+        let upstream_duration = histogram_vec(
+            &registry,
+            "modegate_upstream_duration_seconds",
+            "Time the upstream took to answer with a response head, by operation.",
+        );
+        let per_operation = Operation::ALL
+            .iter()
+            .map(|op| PerOperation {
+                requests: DecisionLabel::ALL
+                    .map(|d| requests.with_label_values(&[op.as_str(), d.as_str()])),
+                request_duration: request_duration.with_label_values(&[op.as_str()]),
+                upstream_duration: upstream_duration.with_label_values(&[op.as_str()]),
+            })
+            .collect();
+        let policy_decisions = counter_vec(
+            &registry,
+            "modegate_policy_decisions_total",
+            "Rule matches, by rule, the action taken, and the app's processing mode.",
+            &["rule", "action", "mode"],
+        );
+        let migration_blockers = counter_vec(
+            &registry,
+            "modegate_migration_blockers_total",
+            "Requests on CONVERSATION apps that a DISPATCH rule would have blocked or changed.",
+            &["rule"],
+        );
+        let mode_cache_lookups = counter_vec(
+            &registry,
+            "modegate_mode_cache_lookups_total",
+            "Processing-mode cache lookups, by result.",
+            &["result"],
+        );
+        let mode_cache_apps = IntGaugeVec::new(
+            Opts::new(
+                "modegate_mode_cache_apps",
+                "Apps whose mode is cached, by mode.",
+            ),
+            &["mode"],
+        )
+        .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        let mode_cache_apps = register(&registry, mode_cache_apps);
+        for mode in ProcessingMode::ALL {
+            mode_cache_apps.with_label_values(&[mode.as_str()]).set(0);
+        }
+        let upstream_errors = counter_vec(
+            &registry,
+            "modegate_upstream_errors_total",
+            "Upstream failures, by kind.",
+            &["kind"],
+        );
+        for kind in [
+            UpstreamErrorKind::Connect,
+            UpstreamErrorKind::Timeout,
+            UpstreamErrorKind::Reset,
+            UpstreamErrorKind::Status5xx,
+        ] {
+            upstream_errors.with_label_values(&[kind.as_str()]);
+        }
+        let config_reloads = counter_vec(
+            &registry,
+            "modegate_config_reloads_total",
+            "Configuration reloads, by result.",
+            &["result"],
+        );
+        let build_info = IntGaugeVec::new(
+            Opts::new("modegate_build_info", "Build information; always 1."),
+            &["version"],
+        )
+        .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        let build_info = register(&registry, build_info);
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        Self {
+            registry,
+            per_operation,
+            policy_decisions,
+            migration_blockers,
+            mode_cache_lookups,
+            mode_cache_apps,
+            upstream_errors,
+            config_reloads,
+        }
+    }
+
+    /// Records one finished request (called exactly once per request).
+    pub fn record_request(&self, op: Operation, decision: DecisionLabel, seconds: f64) {
+        let m = &self.per_operation[op.index()];
+        m.requests[decision as usize].inc();
+        m.request_duration.observe(seconds);
+    }
+
+    /// Records the upstream's time to response head.
+    pub fn record_upstream(&self, op: Operation, seconds: f64) {
+        self.per_operation[op.index()]
+            .upstream_duration
+            .observe(seconds);
+    }
+
+    /// Counts an upstream failure.
+    pub fn upstream_error(&self, kind: UpstreamErrorKind) {
+        self.upstream_errors
+            .with_label_values(&[kind.as_str()])
+            .inc();
+    }
+
+    /// Counts a rule match.
+    pub fn policy_decision(&self, rule: RuleId, action: Action, mode: ProcessingMode) {
+        self.policy_decisions
+            .with_label_values(&[rule.as_str(), action.as_str(), mode.as_str()])
+            .inc();
+    }
+
+    /// Counts a migration blocker.
+    pub fn migration_blocker(&self, rule: RuleId) {
+        self.migration_blockers
+            .with_label_values(&[rule.as_str()])
+            .inc();
+    }
+
+    /// Counts a mode-cache lookup.
+    pub fn cache_lookup(&self, result: CacheResult) {
+        self.mode_cache_lookups
+            .with_label_values(&[result.as_str()])
+            .inc();
+    }
+
+    /// Sets the cached-apps gauge for one mode.
+    pub fn set_cached_apps(&self, mode: ProcessingMode, n: i64) {
+        self.mode_cache_apps
+            .with_label_values(&[mode.as_str()])
+            .set(n);
+    }
+
+    /// Counts a config reload attempt (`result` is `success` or `failure`).
+    pub fn config_reload(&self, success: bool) {
+        let result = if success { "success" } else { "failure" };
+        self.config_reloads.with_label_values(&[result]).inc();
+    }
+
+    /// The exposition text.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        let encoder = TextEncoder::new();
+        // Encoding into a Vec only fails on invalid metric families, which we never build.
+        let _ = encoder.encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// The registry (for tests and embedding).
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Reads one sample from exposition text, e.g. `sample(&text, "modegate_requests_total",
+/// &[("operation","other"),("decision","forwarded")])`. For tests and tooling.
+pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, rest) = match series.find('{') {
+                Some(i) => (&series[..i], &series[i..]),
+                None => (series, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
+            if all {
+                value.parse().ok()
+            } else {
+                None
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_interface_metric_is_exported() {
+        let m = Metrics::new();
+        m.record_request(Operation::SendMessage, DecisionLabel::Rejected, 0.001);
+        m.policy_decision(
+            RuleId::SendContactRecipient,
+            Action::Enforce,
+            ProcessingMode::Dispatch,
+        );
+        m.migration_blocker(RuleId::SendContactRecipient);
+        m.cache_lookup(CacheResult::Hit);
+        m.upstream_error(UpstreamErrorKind::Connect);
+        m.record_upstream(Operation::SendMessage, 0.002);
+        let text = m.render();
+        for name in [
+            "modegate_requests_total",
+            "modegate_request_duration_seconds",
+            "modegate_upstream_duration_seconds",
+            "modegate_policy_decisions_total",
+            "modegate_migration_blockers_total",
+            "modegate_mode_cache_lookups_total",
+            "modegate_mode_cache_apps",
+            "modegate_upstream_errors_total",
+            "modegate_build_info",
+        ] {
+            assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                "modegate_requests_total",
+                &[("operation", "send_message"), ("decision", "rejected")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "modegate_upstream_errors_total",
+                &[("kind", "connect")]
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "modegate_build_info",
+                &[("version", env!("CARGO_PKG_VERSION"))]
+            ),
+            Some(1.0)
+        );
+    }
+
+    #[test]
+    fn decision_labels_index_their_array() {
+        for (i, d) in DecisionLabel::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+        }
+    }
+}

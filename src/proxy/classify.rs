@@ -1,0 +1,664 @@
+//! Pure classification of a request into a Conversation API [`Operation`].
+//!
+//! `classify(method, path)` never allocates and never fails: anything it does not recognise is
+//! [`Operation::Other`], which the gateway forwards untouched. The simulator routes with the same
+//! function, so the gateway and its stand-in upstream cannot disagree about what a path means.
+
+use http::Method;
+
+/// Where an operation names the app whose processing mode drives policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppIdLocation {
+    /// The operation names no app; its mode can only come from what the gateway knows of the
+    /// project.
+    None,
+    /// `/apps/{app_id}/…`.
+    Path,
+    /// The `app_id` query parameter.
+    Query,
+    /// The `app_id` field of the JSON body.
+    Body,
+}
+
+macro_rules! operations {
+    ($($variant:ident => $name:literal, $app:ident, $body:literal;)*) => {
+        /// A Conversation API call, as named in metrics and logs.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum Operation {
+            $(#[doc = concat!("`", $name, "`")] $variant,)*
+        }
+
+        impl Operation {
+            /// Every operation, in declaration order (`ALL[op.index()] == op`).
+            pub const ALL: &'static [Operation] = &[$(Operation::$variant,)*];
+
+            /// The metric label / log name, e.g. `send_message`.
+            pub const fn as_str(self) -> &'static str {
+                match self { $(Operation::$variant => $name,)* }
+            }
+
+            /// Where the request names the app whose mode applies.
+            pub const fn app_id_location(self) -> AppIdLocation {
+                match self { $(Operation::$variant => AppIdLocation::$app,)* }
+            }
+
+            /// Whether some rule may read this operation's JSON body.
+            pub const fn policy_reads_body(self) -> bool {
+                match self { $(Operation::$variant => $body,)* }
+            }
+        }
+    };
+}
+
+operations! {
+    ListApps => "list_apps", None, false;
+    CreateApp => "create_app", None, true;
+    GetApp => "get_app", Path, false;
+    UpdateApp => "update_app", Path, true;
+    DeleteApp => "delete_app", Path, false;
+    ListAppWebhooks => "list_app_webhooks", Path, false;
+    ListConsents => "list_consents", Path, false;
+    SendMessage => "send_message", Body, true;
+    ListMessages => "list_messages", Query, false;
+    GetMessage => "get_message", None, false;
+    UpdateMessage => "update_message", None, false;
+    DeleteMessage => "delete_message", None, false;
+    FetchLastMessage => "fetch_last_message", Body, true;
+    TranscodeMessage => "transcode_message", Body, false;
+    SendEvent => "send_event", Body, true;
+    ListEvents => "list_events", None, false;
+    GetEvent => "get_event", None, false;
+    DeleteEvent => "delete_event", None, false;
+    ListConversations => "list_conversations", Query, false;
+    CreateConversation => "create_conversation", Body, true;
+    RecentConversations => "recent_conversations", Query, false;
+    GetConversation => "get_conversation", None, false;
+    UpdateConversation => "update_conversation", None, false;
+    DeleteConversation => "delete_conversation", None, false;
+    StopConversation => "stop_conversation", None, false;
+    InjectMessage => "inject_message", None, false;
+    InjectEvent => "inject_event", None, false;
+    ListContacts => "list_contacts", None, false;
+    CreateContact => "create_contact", None, false;
+    GetContact => "get_contact", None, false;
+    UpdateContact => "update_contact", None, false;
+    DeleteContact => "delete_contact", None, false;
+    MergeContact => "merge_contact", None, false;
+    IdentityConflicts => "identity_conflicts", None, false;
+    GetChannelProfile => "get_channel_profile", Body, false;
+    QueryCapability => "query_capability", Body, false;
+    CreateWebhook => "create_webhook", Body, false;
+    GetWebhook => "get_webhook", None, false;
+    UpdateWebhook => "update_webhook", None, false;
+    DeleteWebhook => "delete_webhook", None, false;
+    Settings => "settings", None, false;
+    OauthToken => "oauth_token", None, false;
+    Other => "other", None, false;
+}
+
+impl Operation {
+    /// Dense index for per-operation tables (metrics).
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A byte range of the request path (kept instead of a borrow so a classification can travel
+/// in request extensions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PathSpan {
+    start: u32,
+    end: u32,
+}
+
+impl PathSpan {
+    fn of(path: &str, part: &str) -> Self {
+        // `part` is always a sub-slice of `path`.
+        let start = part.as_ptr() as usize - path.as_ptr() as usize;
+        Self {
+            start: start as u32,
+            end: (start + part.len()) as u32,
+        }
+    }
+
+    fn get(self, path: &str) -> Option<&str> {
+        path.get(self.start as usize..self.end as usize)
+    }
+}
+
+/// What the classifier learned of one request: its operation and where its ids are in the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Classification {
+    /// The API call.
+    pub operation: Operation,
+    project: Option<PathSpan>,
+    resource: Option<PathSpan>,
+}
+
+impl Classification {
+    fn other() -> Self {
+        Self {
+            operation: Operation::Other,
+            project: None,
+            resource: None,
+        }
+    }
+
+    /// `{project_id}` of `/v1/projects/{project_id}/…`.
+    pub fn project_id<'a>(&self, path: &'a str) -> Option<&'a str> {
+        self.project.and_then(|s| s.get(path))
+    }
+
+    /// The id named in the path after the collection: the app id of `/apps/{app_id}…`, the
+    /// message id of `/messages/{message_id}`, the contact id of `/contacts/{contact_id}`, …
+    pub fn resource_id<'a>(&self, path: &'a str) -> Option<&'a str> {
+        self.resource.and_then(|s| s.get(path))
+    }
+
+    /// The app id when the operation carries it in the path.
+    pub fn path_app_id<'a>(&self, path: &'a str) -> Option<&'a str> {
+        match self.operation.app_id_location() {
+            AppIdLocation::Path => self.resource_id(path),
+            _ => None,
+        }
+    }
+}
+
+/// Splits `"{id}:verb"` (or `"{id}%3Averb"`) into the id and the verb.
+fn split_verb(segment: &str) -> (&str, Option<&str>) {
+    if let Some(i) = segment.find(':') {
+        return (&segment[..i], Some(&segment[i + 1..]));
+    }
+    let bytes = segment.as_bytes();
+    for i in 0..bytes.len().saturating_sub(2) {
+        if bytes[i] == b'%' && bytes[i + 1] == b'3' && (bytes[i + 2] | 0x20) == b'a' {
+            return (&segment[..i], Some(&segment[i + 3..]));
+        }
+    }
+    (segment, None)
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains('%')
+}
+
+/// Classifies a request by method and path (the query is not needed to name the operation).
+pub fn classify(method: &Method, path: &str) -> Classification {
+    if path == "/oauth2/token" {
+        return if method == Method::POST {
+            Classification {
+                operation: Operation::OauthToken,
+                project: None,
+                resource: None,
+            }
+        } else {
+            Classification::other()
+        };
+    }
+    let Some(rest) = path.strip_prefix("/v1/projects/") else {
+        return Classification::other();
+    };
+    let mut segments = rest.split('/');
+    let project = match segments.next() {
+        Some(p) if valid_id(p) => p,
+        _ => return Classification::other(),
+    };
+    let first = segments.next().unwrap_or("");
+    let second = segments.next();
+    let third = segments.next();
+    let fourth = segments.next();
+    let more = segments.next().is_some();
+
+    let (collection, collection_verb) = split_verb(first);
+    let mut resource = None;
+    use Operation as Op;
+    let m = method;
+    let op = match (collection, collection_verb, second, third) {
+        ("apps", None, None, _) => match *m {
+            Method::GET => Op::ListApps,
+            Method::POST => Op::CreateApp,
+            _ => Op::Other,
+        },
+        ("apps", None, Some(app), tail) if valid_id(app) && !app.contains(':') => {
+            resource = Some(app);
+            match (tail, fourth, m) {
+                (None, _, &Method::GET) => Op::GetApp,
+                (None, _, &Method::PATCH) => Op::UpdateApp,
+                (None, _, &Method::DELETE) => Op::DeleteApp,
+                (Some("webhooks"), None, &Method::GET) if !more => Op::ListAppWebhooks,
+                (Some("consents"), Some(_), &Method::GET) => Op::ListConsents,
+                _ => Op::Other,
+            }
+        }
+        ("messages", Some("send"), None, _) if m == Method::POST => Op::SendMessage,
+        ("messages", Some("fetch-last-message"), None, _) if m == Method::POST => {
+            Op::FetchLastMessage
+        }
+        ("messages", Some("transcode"), None, _) if m == Method::POST => Op::TranscodeMessage,
+        ("messages", None, None, _) if m == Method::GET => Op::ListMessages,
+        ("messages", None, Some(id), None) if valid_id(id) && !id.contains(':') => {
+            resource = Some(id);
+            match *m {
+                Method::GET => Op::GetMessage,
+                Method::PATCH => Op::UpdateMessage,
+                Method::DELETE => Op::DeleteMessage,
+                _ => Op::Other,
+            }
+        }
+        ("events", Some("send"), None, _) if m == Method::POST => Op::SendEvent,
+        ("events", None, None, _) if m == Method::GET => Op::ListEvents,
+        ("events", None, Some(id), None) if valid_id(id) && !id.contains(':') => {
+            resource = Some(id);
+            match *m {
+                Method::GET => Op::GetEvent,
+                Method::DELETE => Op::DeleteEvent,
+                _ => Op::Other,
+            }
+        }
+        ("conversations", None, None, _) => match *m {
+            Method::GET => Op::ListConversations,
+            Method::POST => Op::CreateConversation,
+            _ => Op::Other,
+        },
+        ("conversations", Some("recent"), None, _) if m == Method::GET => Op::RecentConversations,
+        ("conversations", None, Some(seg), None) => {
+            let (id, verb) = split_verb(seg);
+            if valid_id(id) {
+                resource = Some(id);
+            }
+            match (valid_id(id), verb, m) {
+                (true, None, &Method::GET) => Op::GetConversation,
+                (true, None, &Method::PATCH) => Op::UpdateConversation,
+                (true, None, &Method::DELETE) => Op::DeleteConversation,
+                (true, Some("stop"), &Method::POST) => Op::StopConversation,
+                (true, Some("inject-message"), &Method::POST) => Op::InjectMessage,
+                (true, Some("inject-event"), &Method::POST) => Op::InjectEvent,
+                _ => Op::Other,
+            }
+        }
+        ("contacts", None, None, _) => match *m {
+            Method::GET => Op::ListContacts,
+            Method::POST => Op::CreateContact,
+            _ => Op::Other,
+        },
+        ("contacts", Some("identityConflicts"), None, _) if m == Method::GET => {
+            Op::IdentityConflicts
+        }
+        ("contacts", Some("getChannelProfile"), None, _) if m == Method::POST => {
+            Op::GetChannelProfile
+        }
+        ("contacts", None, Some(seg), None) => {
+            let (id, verb) = split_verb(seg);
+            if valid_id(id) {
+                resource = Some(id);
+            }
+            match (valid_id(id), verb, m) {
+                (true, None, &Method::GET) => Op::GetContact,
+                (true, None, &Method::PATCH) => Op::UpdateContact,
+                (true, None, &Method::DELETE) => Op::DeleteContact,
+                (true, Some("merge"), &Method::POST) => Op::MergeContact,
+                _ => Op::Other,
+            }
+        }
+        ("capability", Some("query"), None, _) if m == Method::POST => Op::QueryCapability,
+        ("webhooks", None, None, _) if m == Method::POST => Op::CreateWebhook,
+        ("webhooks", None, Some(id), None) if valid_id(id) && !id.contains(':') => {
+            resource = Some(id);
+            match *m {
+                Method::GET => Op::GetWebhook,
+                Method::PATCH => Op::UpdateWebhook,
+                Method::DELETE => Op::DeleteWebhook,
+                _ => Op::Other,
+            }
+        }
+        ("settings", None, _, _) => Op::Settings,
+        _ => Op::Other,
+    };
+    // Deeper paths than any endpoint has are not API calls we know.
+    let too_deep = fourth.is_some() && op != Op::ListConsents;
+    if op == Op::Other || too_deep {
+        return Classification::other();
+    }
+    Classification {
+        operation: op,
+        project: Some(PathSpan::of(path, project)),
+        resource: resource.map(|r| PathSpan::of(path, r)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use AppIdLocation as L;
+    use Operation as Op;
+
+    const P: &str = "/v1/projects/proj-1";
+
+    /// Every endpoint row of the API reference: method, path suffix, operation, app id location,
+    /// and the id the path carries.
+    fn table() -> Vec<(Method, String, Op, L, Option<&'static str>)> {
+        let g = Method::GET;
+        let po = Method::POST;
+        let pa = Method::PATCH;
+        let d = Method::DELETE;
+        let rows: Vec<(Method, &str, Op, L, Option<&'static str>)> = vec![
+            (g.clone(), "/apps", Op::ListApps, L::None, None),
+            (po.clone(), "/apps", Op::CreateApp, L::None, None),
+            (g.clone(), "/apps/APP1", Op::GetApp, L::Path, Some("APP1")),
+            (
+                pa.clone(),
+                "/apps/APP1",
+                Op::UpdateApp,
+                L::Path,
+                Some("APP1"),
+            ),
+            (
+                d.clone(),
+                "/apps/APP1",
+                Op::DeleteApp,
+                L::Path,
+                Some("APP1"),
+            ),
+            (
+                g.clone(),
+                "/apps/APP1/webhooks",
+                Op::ListAppWebhooks,
+                L::Path,
+                Some("APP1"),
+            ),
+            (
+                g.clone(),
+                "/apps/APP1/consents/lists/x",
+                Op::ListConsents,
+                L::Path,
+                Some("APP1"),
+            ),
+            (po.clone(), "/messages:send", Op::SendMessage, L::Body, None),
+            (
+                po.clone(),
+                "/messages%3Asend",
+                Op::SendMessage,
+                L::Body,
+                None,
+            ),
+            (
+                po.clone(),
+                "/messages%3asend",
+                Op::SendMessage,
+                L::Body,
+                None,
+            ),
+            (g.clone(), "/messages", Op::ListMessages, L::Query, None),
+            (
+                g.clone(),
+                "/messages/M1",
+                Op::GetMessage,
+                L::None,
+                Some("M1"),
+            ),
+            (
+                pa.clone(),
+                "/messages/M1",
+                Op::UpdateMessage,
+                L::None,
+                Some("M1"),
+            ),
+            (
+                d.clone(),
+                "/messages/M1",
+                Op::DeleteMessage,
+                L::None,
+                Some("M1"),
+            ),
+            (
+                po.clone(),
+                "/messages:fetch-last-message",
+                Op::FetchLastMessage,
+                L::Body,
+                None,
+            ),
+            (
+                po.clone(),
+                "/messages:transcode",
+                Op::TranscodeMessage,
+                L::Body,
+                None,
+            ),
+            (po.clone(), "/events:send", Op::SendEvent, L::Body, None),
+            (g.clone(), "/events", Op::ListEvents, L::None, None),
+            (g.clone(), "/events/E1", Op::GetEvent, L::None, Some("E1")),
+            (
+                d.clone(),
+                "/events/E1",
+                Op::DeleteEvent,
+                L::None,
+                Some("E1"),
+            ),
+            (
+                g.clone(),
+                "/conversations",
+                Op::ListConversations,
+                L::Query,
+                None,
+            ),
+            (
+                po.clone(),
+                "/conversations",
+                Op::CreateConversation,
+                L::Body,
+                None,
+            ),
+            (
+                g.clone(),
+                "/conversations:recent",
+                Op::RecentConversations,
+                L::Query,
+                None,
+            ),
+            (
+                g.clone(),
+                "/conversations/C1",
+                Op::GetConversation,
+                L::None,
+                Some("C1"),
+            ),
+            (
+                pa.clone(),
+                "/conversations/C1",
+                Op::UpdateConversation,
+                L::None,
+                Some("C1"),
+            ),
+            (
+                d.clone(),
+                "/conversations/C1",
+                Op::DeleteConversation,
+                L::None,
+                Some("C1"),
+            ),
+            (
+                po.clone(),
+                "/conversations/C1:stop",
+                Op::StopConversation,
+                L::None,
+                Some("C1"),
+            ),
+            (
+                po.clone(),
+                "/conversations/C1:inject-message",
+                Op::InjectMessage,
+                L::None,
+                Some("C1"),
+            ),
+            (
+                po.clone(),
+                "/conversations/C1%3Ainject-event",
+                Op::InjectEvent,
+                L::None,
+                Some("C1"),
+            ),
+            (g.clone(), "/contacts", Op::ListContacts, L::None, None),
+            (po.clone(), "/contacts", Op::CreateContact, L::None, None),
+            (
+                g.clone(),
+                "/contacts/K1",
+                Op::GetContact,
+                L::None,
+                Some("K1"),
+            ),
+            (
+                pa.clone(),
+                "/contacts/K1",
+                Op::UpdateContact,
+                L::None,
+                Some("K1"),
+            ),
+            (
+                d.clone(),
+                "/contacts/K1",
+                Op::DeleteContact,
+                L::None,
+                Some("K1"),
+            ),
+            (
+                po.clone(),
+                "/contacts/K1:merge",
+                Op::MergeContact,
+                L::None,
+                Some("K1"),
+            ),
+            (
+                g.clone(),
+                "/contacts:identityConflicts",
+                Op::IdentityConflicts,
+                L::None,
+                None,
+            ),
+            (
+                po.clone(),
+                "/contacts:getChannelProfile",
+                Op::GetChannelProfile,
+                L::Body,
+                None,
+            ),
+            (
+                po.clone(),
+                "/capability:query",
+                Op::QueryCapability,
+                L::Body,
+                None,
+            ),
+            (po.clone(), "/webhooks", Op::CreateWebhook, L::Body, None),
+            (
+                g.clone(),
+                "/webhooks/W1",
+                Op::GetWebhook,
+                L::None,
+                Some("W1"),
+            ),
+            (
+                pa.clone(),
+                "/webhooks/W1",
+                Op::UpdateWebhook,
+                L::None,
+                Some("W1"),
+            ),
+            (
+                d.clone(),
+                "/webhooks/W1",
+                Op::DeleteWebhook,
+                L::None,
+                Some("W1"),
+            ),
+            (g.clone(), "/settings", Op::Settings, L::None, None),
+            (pa, "/settings", Op::Settings, L::None, None),
+        ];
+        rows.into_iter()
+            .map(|(m, p, o, l, id)| (m, format!("{P}{p}"), o, l, id))
+            .collect()
+    }
+
+    #[test]
+    fn every_endpoint_row_is_classified() {
+        for (method, path, op, loc, id) in table() {
+            let c = classify(&method, &path);
+            assert_eq!(c.operation, op, "{method} {path}");
+            assert_eq!(op.app_id_location(), loc, "{method} {path}");
+            assert_eq!(c.project_id(&path), Some("proj-1"), "{method} {path}");
+            assert_eq!(c.resource_id(&path), id, "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn path_app_id_only_for_app_scoped_paths() {
+        let path = format!("{P}/apps/APP1");
+        assert_eq!(
+            classify(&Method::GET, &path).path_app_id(&path),
+            Some("APP1")
+        );
+        let path = format!("{P}/messages/M1");
+        assert_eq!(classify(&Method::GET, &path).path_app_id(&path), None);
+    }
+
+    #[test]
+    fn token_endpoint_is_classified() {
+        assert_eq!(
+            classify(&Method::POST, "/oauth2/token").operation,
+            Op::OauthToken
+        );
+        assert_eq!(classify(&Method::GET, "/oauth2/token").operation, Op::Other);
+    }
+
+    #[test]
+    fn unknown_shapes_are_other() {
+        for (m, p) in [
+            (Method::GET, "/"),
+            (Method::GET, "/v1/projects/"),
+            (Method::GET, "/v1/projects/p"),
+            (Method::GET, "/v2/projects/p/apps"),
+            (Method::PUT, "/v1/projects/p/apps"),
+            (Method::POST, "/v1/projects/p/messages"),
+            (Method::GET, "/v1/projects/p/messages:send"),
+            (Method::POST, "/v1/projects/p/messages:unknown"),
+            (Method::GET, "/v1/projects/p/messages/M1/extra"),
+            (Method::GET, "/v1/projects/p/apps/A/webhooks/x"),
+            (Method::POST, "/v1/projects/p/conversations/C1:explode"),
+            (Method::GET, "/v1/projects/p/nothing"),
+            (Method::GET, "/v1/projects/p/apps/A/b/c/d"),
+            (Method::GET, "/v1/projects/p/messages/"),
+        ] {
+            assert_eq!(classify(&m, p).operation, Op::Other, "{m} {p}");
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_indexes_dense() {
+        let mut names: Vec<_> = Operation::ALL.iter().map(|o| o.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Operation::ALL.len());
+        for (i, op) in Operation::ALL.iter().enumerate() {
+            assert_eq!(op.index(), i);
+        }
+    }
+
+    #[test]
+    fn body_is_read_only_where_rules_need_it() {
+        let readers: Vec<_> = Operation::ALL
+            .iter()
+            .filter(|o| o.policy_reads_body())
+            .map(|o| o.as_str())
+            .collect();
+        assert_eq!(
+            readers,
+            [
+                "create_app",
+                "update_app",
+                "send_message",
+                "fetch_last_message",
+                "send_event",
+                "create_conversation"
+            ]
+        );
+    }
+}

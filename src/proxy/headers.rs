@@ -1,0 +1,164 @@
+//! Header hygiene, as pure functions over a `HeaderMap` (RFC 9110 §7.6.1).
+//!
+//! Work is proportional to what is present: the common request has no `Connection` tokens to
+//! chase, so stripping is a handful of map lookups.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderName};
+use http::{HeaderMap, HeaderValue};
+
+/// `x-request-id`: kept from the caller or generated.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `x-modegate-decision`: forwarded | rewritten | rejected | shadow.
+pub const X_MODEGATE_DECISION: HeaderName = HeaderName::from_static("x-modegate-decision");
+/// `x-modegate-rule`: the rule that rewrote or rejected.
+pub const X_MODEGATE_RULE: HeaderName = HeaderName::from_static("x-modegate-rule");
+/// `x-forwarded-for`.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `x-forwarded-proto`.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Hop-by-hop headers that never cross a proxy, whether or not `Connection` lists them.
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// End-to-end headers the gateway relies on (body framing, request correlation); a
+/// `Connection` token naming them is ignored rather than honoured.
+fn protected(name: &HeaderName) -> bool {
+    name == header::CONTENT_LENGTH || name == header::CONTENT_TYPE || name == X_REQUEST_ID
+}
+
+/// Removes hop-by-hop headers, including every header named in `Connection`, and `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if headers.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .filter(|name| !protected(name))
+            .collect();
+        for name in listed {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        if headers.contains_key(name) {
+            headers.remove(name);
+        }
+    }
+    if headers.contains_key(header::UPGRADE) {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Prepares a client request's headers for the upstream: hop-by-hop removed, `Host` dropped (the
+/// client sets it from the upstream URI), `x-forwarded-for` appended, `x-forwarded-proto` set.
+pub fn to_upstream(headers: &mut HeaderMap, client_ip: Option<IpAddr>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    if let Some(ip) = client_ip {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
+            _ => ip.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+}
+
+/// Prepares upstream response headers for the client.
+pub fn to_client(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("connection", "x-other"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("x-other", "2"),
+            ("te", "trailers"),
+            ("trailer", "x"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("authorization", "Bearer t"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["authorization", "x-keep"]);
+    }
+
+    #[test]
+    fn connection_cannot_strip_protected_headers() {
+        let mut h = map(&[
+            ("connection", "content-length, x-request-id"),
+            ("content-length", "3"),
+            ("x-request-id", "abc"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        assert!(h.contains_key("content-length"));
+        assert!(h.contains_key("x-request-id"));
+    }
+
+    #[test]
+    fn upstream_headers_get_forwarding_info_and_lose_host() {
+        let mut h = map(&[("host", "gateway.local"), ("x-forwarded-for", "10.0.0.1")]);
+        to_upstream(&mut h, Some("127.0.0.1".parse().expect("ip")));
+        assert!(!h.contains_key("host"));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+
+        let mut h = HeaderMap::new();
+        to_upstream(&mut h, Some("::1".parse().expect("ip")));
+        assert_eq!(h["x-forwarded-for"], "::1");
+    }
+
+    #[test]
+    fn response_headers_lose_hop_by_hop_only() {
+        let mut h = map(&[
+            ("connection", "close"),
+            ("content-type", "application/json"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        to_client(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["content-type"]);
+    }
+}

@@ -1,0 +1,279 @@
+//! The built-in Conversation API simulator: an in-memory stand-in for
+//! `https://{region}.conversation.api.sinch.com` plus its OAuth2 token endpoint, on one port.
+//!
+//! It is its own service, never part of the gateway's request path. Besides the API it answers
+//! two control endpoints for tests and benchmarks: `GET /_simulator/calls` (per-operation call
+//! counts) and `POST /_simulator/tokens:expire` (expire every issued token).
+
+mod api;
+mod auth;
+pub mod seed;
+mod store;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use serde_json::Value;
+
+use crate::api_error::ApiError;
+use crate::proxy::classify::{classify, Operation};
+pub use seed::Seed;
+pub use store::{default_mode, DISPATCH_DEFAULT_SINCE_UNIX};
+
+/// Largest body the simulator reads.
+const MAX_BODY: usize = 8 * 1024 * 1024;
+
+struct State {
+    authority: auth::Authority,
+    projects: HashMap<String, store::Project>,
+}
+
+/// The simulator.
+pub struct Simulator {
+    state: Mutex<State>,
+    faults: seed::Faults,
+    calls: Vec<AtomicU64>,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").finish_non_exhaustive()
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Whether request number `n` (0-based) of a stream falls in a `ratio` share spread evenly.
+fn in_share(n: u64, ratio: f64) -> bool {
+    if ratio <= 0.0 {
+        return false;
+    }
+    ((n + 1) as f64 * ratio).floor() > (n as f64 * ratio).floor()
+}
+
+impl Simulator {
+    /// A simulator holding `seed`.
+    pub fn new(seed: Seed) -> Arc<Simulator> {
+        let projects = seed
+            .projects
+            .iter()
+            .map(|p| (p.id.clone(), store::Project::from_seed(p)))
+            .collect();
+        Arc::new(Simulator {
+            state: Mutex::new(State {
+                authority: auth::Authority::new(
+                    seed.credentials.clone(),
+                    Duration::from_secs(seed.token_ttl_secs),
+                ),
+                projects,
+            }),
+            faults: seed.faults,
+            calls: Operation::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many calls of `op` arrived so far (every call counts, including refused ones).
+    pub fn calls(&self, op: Operation) -> u64 {
+        self.calls[op.index()].load(Ordering::Relaxed)
+    }
+
+    /// Expires every issued token.
+    pub fn expire_tokens(&self) {
+        self.state().authority.expire_all();
+    }
+
+    /// The current mode of an app, if it exists.
+    pub fn app_mode(&self, project: &str, app: &str) -> Option<crate::policy::ProcessingMode> {
+        self.state()
+            .projects
+            .get(project)
+            .and_then(|p| p.apps.get(app))
+            .map(store::app_mode)
+    }
+
+    /// The service for [`crate::server::serve`].
+    pub fn service(
+        self: Arc<Self>,
+    ) -> impl tower::Service<
+        Request<Incoming>,
+        Response = Response<Full<Bytes>>,
+        Error = Infallible,
+        Future = impl std::future::Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send,
+    > + Clone
+           + Send
+           + 'static {
+        tower::service_fn(move |req: Request<Incoming>| {
+            let sim = self.clone();
+            async move { Ok(sim.handle(req).await) }
+        })
+    }
+
+    /// Answers one request.
+    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        if let Some(control) = path.strip_prefix("/_simulator/") {
+            return self.control(&parts.method, control);
+        }
+        let class = classify(&parts.method, &path);
+        let op = class.operation;
+        let n = self.calls[op.index()].fetch_add(1, Ordering::Relaxed);
+
+        let knobs = self
+            .faults
+            .operations
+            .get(op.as_str())
+            .copied()
+            .unwrap_or(self.faults.all);
+        if knobs.latency_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(knobs.latency_ms)).await;
+        }
+        if in_share(n, knobs.rate_limit_ratio) {
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit exceeded; retry later",
+            )
+            .into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        if in_share(n, knobs.failure_ratio) {
+            let status = knobs
+                .failure_status
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return ApiError::new(status, "simulated failure").into_response();
+        }
+
+        let bytes = match Limited::new(body, MAX_BODY).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => {
+                return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
+                    .into_response()
+            }
+        };
+
+        if op == Operation::OauthToken {
+            return match self.state().authority.issue(&parts.headers, &bytes) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err((status, v)) => json_response(status, &v),
+            };
+        }
+        if op == Operation::Other {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no endpoint {} {path}", parts.method),
+            )
+            .into_response();
+        }
+        let Some(project_id) = class.project_id(&path) else {
+            return ApiError::new(StatusCode::NOT_FOUND, "no such project").into_response();
+        };
+        let body_json = if bytes.is_empty() {
+            Value::Object(Default::default())
+        } else {
+            match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => v,
+                Err(e) => {
+                    return ApiError::invalid_argument(format!(
+                        "body: invalid JSON at line {} column {}",
+                        e.line(),
+                        e.column()
+                    ))
+                    .into_response()
+                }
+            }
+        };
+        let query: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+
+        let mut state = self.state();
+        if let Err(failure) = state.authority.verify(&parts.headers, Some(project_id)) {
+            let mut r = failure.error.into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, failure.challenge);
+            return r;
+        }
+        let project = state.projects.entry(project_id.to_string()).or_default();
+        let call = api::Call {
+            operation: op,
+            id: class.resource_id(&path),
+            query: &query,
+            body: body_json,
+        };
+        match api::handle(project, &call) {
+            Ok(v) => json_response(StatusCode::OK, &v),
+            Err(e) => e.into_response(),
+        }
+    }
+
+    fn control(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        match (method, path) {
+            (&Method::GET, "calls") => {
+                let counts: serde_json::Map<String, Value> = Operation::ALL
+                    .iter()
+                    .map(|op| (op.as_str().to_string(), Value::from(self.calls(*op))))
+                    .filter(|(_, v)| v.as_u64() != Some(0))
+                    .collect();
+                json_response(StatusCode::OK, &serde_json::json!({ "operations": counts }))
+            }
+            (&Method::POST, "tokens:expire") => {
+                self.expire_tokens();
+                json_response(StatusCode::OK, &serde_json::json!({}))
+            }
+            _ => ApiError::new(StatusCode::NOT_FOUND, "no such simulator control endpoint")
+                .into_response(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_are_spread_evenly() {
+        let hits = (0..100).filter(|n| in_share(*n, 0.25)).count();
+        assert_eq!(hits, 25);
+        assert!((0..100).all(|n| in_share(n, 1.0)));
+        assert!(!(0..100).any(|n| in_share(n, 0.0)));
+    }
+
+    #[test]
+    fn dispatch_default_starts_on_2025_04_16() {
+        let day = std::time::UNIX_EPOCH + Duration::from_secs(DISPATCH_DEFAULT_SINCE_UNIX);
+        assert_eq!(
+            humantime::format_rfc3339(day).to_string(),
+            "2025-04-16T00:00:00Z"
+        );
+        assert_eq!(default_mode(day), crate::policy::ProcessingMode::Dispatch);
+        assert_eq!(
+            default_mode(day - Duration::from_secs(1)),
+            crate::policy::ProcessingMode::Conversation
+        );
+    }
+}
