@@ -1,6 +1,10 @@
-//! The admin listener: `/metrics`, `/healthz`, `/readyz` (503 while draining), `/apps`.
+//! The admin listener: `/metrics`, `/healthz`, `/readyz` (503 while draining), `/apps`,
+//! `DELETE /apps/{project_id}/{app_id}`, `/report/migration`.
+//!
+//! Mutating endpoints answer loopback clients only, wherever the listener is bound.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -11,6 +15,7 @@ use hyper::body::Incoming;
 
 use crate::api_error::ApiError;
 use crate::metrics::Metrics;
+use crate::proxy::GatewayState;
 
 /// Flips to ready once listeners are bound and back to not ready when draining starts.
 #[derive(Clone, Debug, Default)]
@@ -40,6 +45,10 @@ pub struct AdminState {
     pub metrics: Arc<Metrics>,
     /// Readiness latch.
     pub readiness: Readiness,
+    /// The gateway (mode cache, policy, report).
+    pub gateway: Arc<GatewayState>,
+    /// The client of this connection.
+    pub peer: Option<SocketAddr>,
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -62,10 +71,45 @@ fn json(body: serde_json::Value) -> Response<Full<Bytes>> {
 }
 
 impl AdminState {
+    /// This state for one client connection.
+    pub fn for_peer(&self, peer: SocketAddr) -> Self {
+        Self {
+            peer: Some(peer),
+            ..self.clone()
+        }
+    }
+
+    fn loopback(&self) -> bool {
+        self.peer.is_some_and(|p| p.ip().is_loopback())
+    }
+
+    fn apps(&self) -> serde_json::Value {
+        let mut apps: Vec<serde_json::Value> = self
+            .gateway
+            .modes()
+            .known_apps()
+            .into_iter()
+            .filter_map(|a| serde_json::to_value(a).ok())
+            .collect();
+        let policy = self.gateway.policy();
+        for pinned in policy.pinned_apps() {
+            apps.push(serde_json::json!({
+                "project_id": pinned.project_id,
+                "app_id": pinned.app_id,
+                "mode": pinned.processing_mode.map(|m| m.as_str()),
+                "source": "static",
+                "age_secs": 0,
+                "fresh": true,
+            }));
+        }
+        serde_json::json!({ "apps": apps })
+    }
+
     /// Answers one admin request.
-    pub fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle(&self, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         let method = req.method();
-        match (method, req.uri().path()) {
+        let path = req.uri().path();
+        match (method, path) {
             (&Method::GET, "/metrics") => {
                 let mut r = Response::new(Full::new(Bytes::from(self.metrics.render())));
                 r.headers_mut().insert(
@@ -82,12 +126,42 @@ impl AdminState {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 }
             }
-            (&Method::GET, "/apps") => json(serde_json::json!({ "apps": [] })),
-            (_, "/metrics" | "/healthz" | "/readyz" | "/apps") => ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed here"),
-            )
-            .into_response(),
+            (&Method::GET, "/apps") => json(self.apps()),
+            (&Method::GET, "/report/migration") => json(
+                self.gateway
+                    .report()
+                    .to_json(self.gateway.policy().settings.what_if_dispatch),
+            ),
+            (&Method::DELETE, p) if p.starts_with("/apps/") => {
+                if !self.loopback() {
+                    return ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "mutating admin endpoints answer loopback clients only",
+                    )
+                    .into_response();
+                }
+                let ids: Vec<&str> = p["/apps/".len()..].split('/').collect();
+                match ids.as_slice() {
+                    [project, app] if !project.is_empty() && !app.is_empty() => {
+                        self.gateway.modes().forget(project, app).await;
+                        json(
+                            serde_json::json!({"forgotten": {"project_id": project, "app_id": app}}),
+                        )
+                    }
+                    _ => ApiError::new(
+                        StatusCode::NOT_FOUND,
+                        "use DELETE /apps/{project_id}/{app_id}",
+                    )
+                    .into_response(),
+                }
+            }
+            (_, "/metrics" | "/healthz" | "/readyz" | "/apps" | "/report/migration") => {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    format!("{method} is not allowed here"),
+                )
+                .into_response()
+            }
             _ => ApiError::new(StatusCode::NOT_FOUND, "no such admin endpoint").into_response(),
         }
     }
@@ -96,7 +170,9 @@ impl AdminState {
 impl tower::Service<Request<Incoming>> for AdminState {
     type Response = Response<Full<Bytes>>;
     type Error = Infallible;
-    type Future = std::future::Ready<Result<Self::Response, Infallible>>;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, Infallible>> + Send>,
+    >;
 
     fn poll_ready(
         &mut self,
@@ -106,6 +182,7 @@ impl tower::Service<Request<Incoming>> for AdminState {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        std::future::ready(Ok(self.handle(&req)))
+        let this = self.clone();
+        Box::pin(async move { Ok(this.handle(&req).await) })
     }
 }

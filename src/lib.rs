@@ -9,13 +9,16 @@
 pub mod admin;
 pub mod api_error;
 pub mod config;
+pub mod contact_cache;
 pub mod demo;
 pub mod error;
 pub mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod mode_cache;
 pub mod policy;
 pub mod proxy;
+pub mod report;
 pub mod server;
 pub mod simulator;
 
@@ -29,7 +32,6 @@ use admin::{AdminState, Readiness};
 pub use config::Config;
 use config::UpstreamTarget;
 use metrics::Metrics;
-use proxy::forward::UpstreamClient;
 use proxy::{ClientAddr, GatewayState};
 use server::{ConnectionSettings, Shutdown, ShutdownTrigger};
 use simulator::{Seed, Simulator};
@@ -148,9 +150,8 @@ impl App {
             }
         };
         let metrics = Arc::new(Metrics::new());
-        let client = UpstreamClient::new(&config.upstream);
         // The validated config guarantees an absolute http(s) URL here.
-        let state = GatewayState::new(client, &upstream_uri, token_uri, metrics)
+        let state = GatewayState::new(&config, &upstream_uri, token_uri, metrics)
             .ok_or_else(|| StartError::Seed(format!("upstream {upstream_uri} is not usable")))?;
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
@@ -187,6 +188,11 @@ impl App {
         self.embedded.as_ref().map(|e| e.simulator.clone())
     }
 
+    /// The shared gateway state (mode cache, policy, report).
+    pub fn state(&self) -> Arc<GatewayState> {
+        self.state.clone()
+    }
+
     /// The gateway's metrics.
     pub fn metrics(&self) -> Arc<Metrics> {
         self.state.metrics().clone()
@@ -215,11 +221,13 @@ impl App {
         let admin_service = AdminState {
             metrics: state.metrics().clone(),
             readiness: readiness.clone(),
+            gateway: state.clone(),
+            peer: None,
         };
         let admin_task = tokio::spawn(server::serve(
             "admin",
             admin,
-            move |_: server::ConnectionInfo| admin_service.clone(),
+            move |conn: server::ConnectionInfo| admin_service.for_peer(conn.peer),
             ConnectionSettings {
                 shutdown_grace: std::time::Duration::from_secs(1),
                 ..settings
@@ -267,6 +275,7 @@ impl App {
         let admin_addr = self.admin_addr();
         let simulator = self.simulator();
         let metrics = self.metrics();
+        let state = self.state();
         let (trigger, shutdown) = server::shutdown_channel();
         let task = tokio::spawn(self.run(shutdown));
         RunningApp {
@@ -274,6 +283,7 @@ impl App {
             admin_addr,
             simulator,
             metrics,
+            state,
             trigger,
             task,
         }
@@ -290,6 +300,8 @@ pub struct RunningApp {
     pub simulator: Option<Arc<Simulator>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Shared gateway state.
+    pub state: Arc<GatewayState>,
     trigger: ShutdownTrigger,
     task: tokio::task::JoinHandle<()>,
 }

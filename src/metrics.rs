@@ -274,10 +274,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts a rule match.
-    pub fn policy_decision(&self, rule: RuleId, action: Action, mode: ProcessingMode) {
+    /// Counts a rule match (`mode` is `CONVERSATION`, `DISPATCH` or `unknown`).
+    pub fn policy_decision(&self, rule: RuleId, action: Action, mode: &'static str) {
         self.policy_decisions
-            .with_label_values(&[rule.as_str(), action.as_str(), mode.as_str()])
+            .with_label_values(&[rule.as_str(), action.as_str(), mode])
             .inc();
     }
 
@@ -295,11 +295,11 @@ impl Metrics {
             .inc();
     }
 
-    /// Sets the cached-apps gauge for one mode.
-    pub fn set_cached_apps(&self, mode: ProcessingMode, n: i64) {
+    /// Moves the cached-apps gauge for one mode.
+    pub fn add_cached_apps(&self, mode: ProcessingMode, delta: i64) {
         self.mode_cache_apps
             .with_label_values(&[mode.as_str()])
-            .set(n);
+            .add(delta);
     }
 
     /// Counts a config reload attempt (`result` is `success` or `failure`).
@@ -362,11 +362,7 @@ mod tests {
     fn every_interface_metric_is_exported() {
         let m = Metrics::new();
         m.record_request(Operation::SendMessage, DecisionLabel::Rejected, 0.001);
-        m.policy_decision(
-            RuleId::SendContactRecipient,
-            Action::Enforce,
-            ProcessingMode::Dispatch,
-        );
+        m.policy_decision(RuleId::SendContactRecipient, Action::Enforce, "DISPATCH");
         m.migration_blocker(RuleId::SendContactRecipient);
         m.cache_lookup(CacheResult::Hit);
         m.upstream_error(UpstreamErrorKind::Connect);

@@ -232,3 +232,98 @@ fn port_in_use_is_a_runtime_failure() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
 }
+
+#[test]
+fn json_decision_logs_carry_every_field_and_no_secrets() {
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-seed.toml");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 1\n\
+         [upstream]\nbase_url = \"embedded\"\nembedded_seed = \"{}\"\n[log]\nformat = \"json\"\n",
+        seed.display()
+    );
+    let file = write_config(&config);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addrs = Vec::new();
+    let mut lines = Vec::new();
+    while addrs.len() < 3 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("listening lines");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
+        if let Some(rest) = v["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("listening on "))
+        {
+            addrs.push(rest.to_string());
+        }
+        lines.push(line);
+    }
+    let proxy = &addrs[1];
+    let secret_token = "Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
+    let phone = "+15550100";
+    let body = format!(
+        r#"{{"app_id":"new-app","recipient":{{"contact_id":"alice"}},"message":{{"text_message":{{"text":"{phone}"}}}}}}"#
+    );
+    let request = format!(
+        "POST /v1/projects/demo-project/messages:send HTTP/1.1\r\nHost: x\r\nAuthorization: {secret_token}\r\n\
+         x-request-id: req-42\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(proxy).expect("connect");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut reply = String::new();
+    let _ = s.read_to_string(&mut reply);
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+    lines.extend(rx.try_iter());
+    let decision = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "modegate::decision")
+        .expect("a decision line");
+    for field in [
+        "decision_id",
+        "request_id",
+        "rule",
+        "action",
+        "mode",
+        "project_id",
+        "app_id",
+        "operation",
+        "outcome",
+    ] {
+        assert!(
+            decision.get(field).is_some(),
+            "{field} missing from {decision}"
+        );
+    }
+    assert_eq!(decision["request_id"], "req-42");
+    assert_eq!(decision["rule"], "dispatch.send.contact_recipient");
+    assert_eq!(decision["action"], "enforce");
+    assert_eq!(decision["mode"], "DISPATCH");
+    assert_eq!(decision["outcome"], "rejected");
+    let all = lines.join("\n");
+    for secret in [
+        secret_token,
+        "ZGVtby1rZXk6ZGVtby1zZWNyZXQ=",
+        "demo-secret",
+        phone,
+    ] {
+        assert!(!all.contains(secret), "{secret} leaked into the logs");
+    }
+}

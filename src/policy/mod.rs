@@ -73,3 +73,14 @@ impl Disposition {
         }
     }
 }
+
+pub mod decision;
+pub mod evaluate;
+
+pub use decision::{apply_body_edits, Decision, Edit, Match, Rejection};
+pub use evaluate::{evaluate, what_if_blockers, PolicyContext, Query, RequestFacts};
+
+/// The metric / log spelling of an optional mode (`unknown` when not known).
+pub fn mode_label(mode: Option<ProcessingMode>) -> &'static str {
+    mode.map_or("unknown", ProcessingMode::as_str)
+}

@@ -8,8 +8,10 @@
 //! The core's own future ends in [`rescue`], the one place a `GatewayError` becomes a response.
 
 pub mod classify;
+pub mod enforce;
 pub mod forward;
 pub mod headers;
+pub mod lookup;
 pub mod observe;
 pub mod request_id;
 
@@ -17,7 +19,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
 
 use http::{header, Request, Response, Uri, Version};
@@ -26,13 +28,19 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use crate::config::{AuthMode, Config};
+use crate::contact_cache::ContactCache;
 use crate::error::{rescue, GatewayError};
 use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::mode_cache::ModeCache;
 use crate::policy::{Disposition, RuleId};
+use crate::report::MigrationReport;
 use crate::server::framing::FramingFlag;
 use classify::{classify, Classification, Operation};
+use enforce::PolicyRuntime;
 pub use forward::GatewayBody;
 use forward::{Origin, UpstreamClient};
+use lookup::UpstreamLookup;
 
 /// What every gateway response is.
 pub type GatewayResponse = Response<GatewayBody>;
@@ -69,28 +77,67 @@ pub struct GatewayState {
     api_origin: Origin,
     token_uri: Uri,
     metrics: Arc<Metrics>,
+    policy: RwLock<Arc<PolicyRuntime>>,
+    modes: Arc<ModeCache>,
+    contacts: ContactCache,
+    report: Arc<MigrationReport>,
+    max_policy_body_bytes: usize,
+    /// Passthrough auth: a caller's credential must be seen to work before mode-based decisions.
+    verify_credentials: bool,
 }
 
 impl GatewayState {
-    /// Creates the shared state. `api` is the validated upstream origin, `token_uri` the
-    /// absolute URL `POST /oauth2/token` is forwarded to.
-    pub fn new(
-        upstream: UpstreamClient,
-        api: &Uri,
-        token_uri: Uri,
-        metrics: Arc<Metrics>,
-    ) -> Option<Self> {
+    /// Creates the shared state from a validated config. `api` is the upstream origin,
+    /// `token_uri` the absolute URL `POST /oauth2/token` is forwarded to.
+    pub fn new(config: &Config, api: &Uri, token_uri: Uri, metrics: Arc<Metrics>) -> Option<Self> {
+        let upstream = UpstreamClient::new(&config.upstream);
+        let api_origin = Origin::from_uri(api)?;
+        let lookup = Arc::new(UpstreamLookup::new(
+            upstream.clone(),
+            api_origin.clone(),
+            metrics.clone(),
+        ));
+        let modes = Arc::new(ModeCache::new(
+            &config.mode_cache,
+            lookup.clone(),
+            metrics.clone(),
+        ));
+        let contacts = ContactCache::new(config.mode_cache.ttl, config.mode_cache.max_apps, lookup);
         Some(Self {
             upstream,
-            api_origin: Origin::from_uri(api)?,
+            api_origin,
             token_uri,
             metrics,
+            policy: RwLock::new(Arc::new(PolicyRuntime::new(config.policy.clone()))),
+            modes,
+            contacts,
+            report: Arc::default(),
+            max_policy_body_bytes: config.server.max_policy_body_bytes,
+            verify_credentials: config.auth.mode == AuthMode::Passthrough,
         })
     }
 
     /// The metrics registry the gateway records into.
     pub fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// The mode cache.
+    pub fn modes(&self) -> &Arc<ModeCache> {
+        &self.modes
+    }
+
+    /// The migration report.
+    pub fn report(&self) -> &Arc<MigrationReport> {
+        &self.report
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> Arc<PolicyRuntime> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Refuses targets that would make the gateway an open proxy or a tunnel.
@@ -118,6 +165,10 @@ impl GatewayState {
             Some(c) => *c,
             None => classify(req.method(), req.uri().path()),
         };
+        let policy = self.policy();
+        if policy.relevant(class.operation) {
+            return self.enforce(policy, req, class).await;
+        }
         let (parts, body) = req.into_parts();
         self.forward(
             parts,

@@ -342,3 +342,79 @@ pub async fn metrics(admin: SocketAddr) -> String {
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     modegate::metrics::sample(text, name, labels).unwrap_or(0.0)
 }
+
+/// A simulator with the demo seed and a gateway in front of it, configured by `extra` TOML
+/// (sections other than `[upstream]`).
+pub struct Stack {
+    pub sim: RunningSimulator,
+    pub gw: RunningApp,
+}
+
+impl Stack {
+    pub async fn start(extra: &str) -> Stack {
+        Stack::with_seed(demo_seed(), extra).await
+    }
+
+    pub async fn with_seed(seed: Seed, extra: &str) -> Stack {
+        let sim = spawn_simulator(seed).await;
+        let config = config_toml(&format!(
+            "[upstream]\nbase_url = \"{}\"\nrequest_timeout_ms = 5000\n{extra}",
+            sim.url()
+        ));
+        let gw = spawn(config).await;
+        Stack { sim, gw }
+    }
+
+    /// `http://gateway/v1/projects/demo-project{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!(
+            "http://{}/v1/projects/demo-project{path}",
+            self.gw.proxy_addr
+        )
+    }
+
+    pub fn calls(&self, op: modegate::proxy::classify::Operation) -> u64 {
+        self.sim.simulator.calls(op)
+    }
+
+    pub async fn metrics(&self) -> String {
+        metrics(self.gw.admin_addr).await
+    }
+
+    pub async fn stop(self) {
+        self.gw.shutdown().await;
+        self.sim.stop().await;
+    }
+}
+
+pub const SEND_TO_ALICE: &str = r#"{"app_id":"new-app","recipient":{"contact_id":"alice"},"message":{"text_message":{"text":"hi"}}}"#;
+
+pub fn send_identified(app: &str) -> String {
+    format!(
+        r#"{{"app_id":"{app}","recipient":{{"identified_by":{{"channel_identities":[{{"channel":"SMS","identity":"+15550100"}}]}}}},"message":{{"text_message":{{"text":"hi"}}}}}}"#
+    )
+}
+
+/// Asserts a gateway rejection: 400, API shape, the rule in details and headers.
+pub fn assert_rejected(r: &Reply, rule: &str) {
+    assert_eq!(
+        r.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    let (status, message, details) = r.api_error();
+    assert_eq!(status, "INVALID_ARGUMENT");
+    assert!(!message.is_empty());
+    assert_eq!(details, [rule]);
+    assert_eq!(r.header("x-modegate-decision"), Some("rejected"));
+    assert_eq!(r.header("x-modegate-rule"), Some(rule));
+}
+
+pub fn decisions(m: &str, rule: &str, action: &str) -> f64 {
+    sample(
+        m,
+        "modegate_policy_decisions_total",
+        &[("rule", rule), ("action", action)],
+    )
+}

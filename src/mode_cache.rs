@@ -1,0 +1,648 @@
+//! Each app's processing mode, learned and cached.
+//!
+//! A read-through cache keyed by project and app id:
+//! - **fresh** entries (younger than `ttl_secs`) answer without I/O (`hit`);
+//! - otherwise one coalesced upstream `GET app` per key reloads it (`miss`), however many
+//!   requests wait for it (moka's `try_get_with`);
+//! - when that lookup fails, an entry younger than `ttl + stale_if_error` is served (`stale`);
+//! - with nothing to serve the result is `error` and `policy.unknown_mode` decides.
+//!
+//! **No mode leaks:** in passthrough auth a caller's credential must have been seen to succeed
+//! for the project (a SHA-256 fingerprint, never the header itself, remembered for
+//! `ttl + stale_if_error`) before any mode-based decision is made for it. An unverified
+//! credential is verified by the lookup itself (coalesced per credential); if upstream answers
+//! 401 / 403 / 404, the request is forwarded untouched and upstream answers it.
+//!
+//! The cache also learns passively from app responses that pass through, and forgets an app on
+//! its PATCH / DELETE. Per-project tallies of cached modes tie calls that name no app to a mode.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, StatusCode};
+use moka::future::Cache;
+use sha2::{Digest, Sha256};
+
+use crate::config::ModeCacheSettings;
+use crate::metrics::{CacheResult, Metrics, UpstreamErrorKind};
+use crate::policy::ProcessingMode;
+
+/// A boxed future, for the lookup trait.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// Where a cached mode came from (`/apps` shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeSource {
+    /// An upstream `GET app` made by the gateway.
+    Lookup,
+    /// An app response that passed through the gateway.
+    Learned,
+    /// A `[[policy.app]]` pin.
+    Static,
+}
+
+impl ModeSource {
+    /// The spelling in `/apps`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModeSource::Lookup => "lookup",
+            ModeSource::Learned => "learned",
+            ModeSource::Static => "static",
+        }
+    }
+}
+
+/// A cached mode.
+#[derive(Clone, Copy, Debug)]
+pub struct CachedMode {
+    /// The mode.
+    pub mode: ProcessingMode,
+    /// Its source.
+    pub source: ModeSource,
+    /// When it was learned.
+    pub at: Instant,
+}
+
+/// What an upstream app lookup found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LookupOutcome {
+    /// The app and its mode.
+    Found(ProcessingMode),
+    /// Upstream refused the caller or does not know the app (401, 403, 404).
+    Denied(StatusCode),
+    /// The lookup failed (connect, timeout, reset, 5xx, unusable answer).
+    Failed(UpstreamErrorKind),
+}
+
+/// The upstream calls the caches make. A trait, so tests can count and script loads.
+pub trait ModeLookup: Send + Sync + 'static {
+    /// `GET /v1/projects/{project}/apps/{app}` with the caller's `Authorization`.
+    fn app_mode(
+        &self,
+        project: &str,
+        app: &str,
+        authorization: Option<HeaderValue>,
+    ) -> BoxFuture<LookupOutcome>;
+}
+
+/// How a request's mode was resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Resolution {
+    /// Known, and how.
+    Known(ProcessingMode, CacheResult),
+    /// The credential was refused or the app is unknown upstream: forward untouched.
+    Untouched,
+    /// The mode cannot be learned now; `policy.unknown_mode` decides.
+    Unavailable,
+}
+
+/// Whether a caller's credential may see mode-based decisions for a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialCheck {
+    /// Seen to succeed for the project.
+    Verified,
+    /// Upstream refused it (or does not know the app it was checked with).
+    Refused,
+    /// The check could not be made (upstream failing).
+    Unverifiable,
+}
+
+/// One entry of `GET /apps`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KnownApp {
+    /// Project id.
+    pub project_id: String,
+    /// App id.
+    pub app_id: String,
+    /// Mode.
+    pub mode: ProcessingMode,
+    /// `lookup`, `learned` or `static`.
+    pub source: &'static str,
+    /// Seconds since learned (0 for static).
+    pub age_secs: u64,
+    /// Whether the entry is still within `ttl_secs`.
+    pub fresh: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Tally {
+    counts: [u32; 2],
+    sample_app: String,
+}
+
+type Tallies = Arc<RwLock<HashMap<String, Tally>>>;
+
+fn mode_index(m: ProcessingMode) -> usize {
+    match m {
+        ProcessingMode::Conversation => 0,
+        ProcessingMode::Dispatch => 1,
+    }
+}
+
+fn key(project: &str, app: &str) -> String {
+    let mut k = String::with_capacity(project.len() + app.len() + 1);
+    k.push_str(project);
+    k.push('/');
+    k.push_str(app);
+    k
+}
+
+/// SHA-256 over the project and the credential; the raw header is never stored.
+fn credential_key(project: &str, authorization: Option<&HeaderValue>) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(project.as_bytes());
+    h.update([0u8]);
+    if let Some(a) = authorization {
+        h.update(a.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Whether an id is safe to put in a lookup path (ULIDs, UUIDs and the like).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// The mode cache.
+pub struct ModeCache {
+    fresh: Cache<String, CachedMode>,
+    stale: Cache<String, CachedMode>,
+    verified: Cache<[u8; 32], ()>,
+    tallies: Tallies,
+    ttl: Duration,
+    lookup: Arc<dyn ModeLookup>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for ModeCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModeCache")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ModeCache {
+    /// A cache with `settings`, loading through `lookup`.
+    pub fn new(
+        settings: &ModeCacheSettings,
+        lookup: Arc<dyn ModeLookup>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        // A zero TTL disables caching; a millisecond still lets concurrent misses coalesce.
+        let ttl = settings.ttl.max(Duration::from_millis(1));
+        let keep = ttl + settings.stale_if_error;
+        let tallies: Tallies = Arc::default();
+        let listener = {
+            let tallies = tallies.clone();
+            let metrics = metrics.clone();
+            move |k: Arc<String>, v: CachedMode, _cause| {
+                let project = k.split('/').next().unwrap_or_default();
+                let mut t = tallies.write().unwrap_or_else(|p| p.into_inner());
+                if let Some(tally) = t.get_mut(project) {
+                    let c = &mut tally.counts[mode_index(v.mode)];
+                    *c = c.saturating_sub(1);
+                    if tally.counts == [0, 0] {
+                        t.remove(project);
+                    }
+                }
+                metrics.add_cached_apps(v.mode, -1);
+            }
+        };
+        ModeCache {
+            fresh: Cache::builder()
+                .max_capacity(settings.max_apps)
+                .time_to_live(ttl)
+                .build(),
+            stale: Cache::builder()
+                .max_capacity(settings.max_apps)
+                .time_to_live(keep)
+                .eviction_listener(listener)
+                .build(),
+            verified: Cache::builder()
+                .max_capacity(settings.max_apps.max(1024))
+                .time_to_live(keep)
+                .build(),
+            tallies,
+            ttl: settings.ttl,
+            lookup,
+            metrics,
+        }
+    }
+
+    async fn insert(&self, project: &str, app: &str, mode: ProcessingMode, source: ModeSource) {
+        let k = key(project, app);
+        let entry = CachedMode {
+            mode,
+            source,
+            at: Instant::now(),
+        };
+        {
+            let mut t = self.tallies.write().unwrap_or_else(|p| p.into_inner());
+            let tally = t.entry(project.to_string()).or_default();
+            tally.counts[mode_index(mode)] += 1;
+            tally.sample_app = app.to_string();
+        }
+        self.metrics.add_cached_apps(mode, 1);
+        self.fresh.insert(k.clone(), entry).await;
+        // The listener sees the replaced entry and un-counts it.
+        self.stale.insert(k, entry).await;
+    }
+
+    /// Records that `authorization` succeeded for `project`.
+    pub async fn mark_verified(&self, project: &str, authorization: Option<&HeaderValue>) {
+        self.verified
+            .insert(credential_key(project, authorization), ())
+            .await;
+    }
+
+    /// Learns a mode from an app response that passed through (the caller's credential
+    /// evidently works for the project).
+    pub async fn learn(
+        &self,
+        project: &str,
+        app: &str,
+        mode: ProcessingMode,
+        authorization: Option<&HeaderValue>,
+    ) {
+        if !valid_id(project) || !valid_id(app) {
+            return;
+        }
+        self.insert(project, app, mode, ModeSource::Learned).await;
+        self.mark_verified(project, authorization).await;
+    }
+
+    /// Forgets one app (PATCH / DELETE through the gateway, or the admin endpoint).
+    pub async fn forget(&self, project: &str, app: &str) {
+        let k = key(project, app);
+        self.fresh.invalidate(&k).await;
+        self.stale.invalidate(&k).await;
+    }
+
+    /// Ensures the caller's credential has been seen to work for `project`, verifying it with
+    /// a lookup of `app` when not. `Ok(true)` when this call performed the lookup.
+    async fn verify(
+        &self,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<bool, LookupOutcome> {
+        let ck = credential_key(project, authorization);
+        if self.verified.contains_key(&ck) {
+            return Ok(false);
+        }
+        let loaded = AtomicBool::new(false);
+        let result = self
+            .verified
+            .try_get_with(ck, async {
+                loaded.store(true, Ordering::Relaxed);
+                match self
+                    .lookup
+                    .app_mode(project, app, authorization.cloned())
+                    .await
+                {
+                    LookupOutcome::Found(mode) => {
+                        self.insert(project, app, mode, ModeSource::Lookup).await;
+                        Ok(())
+                    }
+                    other => Err(other),
+                }
+            })
+            .await;
+        match result {
+            Ok(()) => Ok(loaded.load(Ordering::Relaxed)),
+            Err(outcome) => Err(*outcome),
+        }
+    }
+
+    fn unavailable(&self) -> Resolution {
+        self.metrics.cache_lookup(CacheResult::Error);
+        Resolution::Unavailable
+    }
+
+    /// Resolves the mode of `app`. `pinned` is a `[[policy.app]]` static mode;
+    /// `verify_credentials` is true in passthrough auth.
+    pub async fn resolve(
+        &self,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+        pinned: Option<ProcessingMode>,
+        verify_credentials: bool,
+    ) -> Resolution {
+        let mut loaded = false;
+        if verify_credentials {
+            match self.verify(project, app, authorization).await {
+                Ok(l) => loaded = l,
+                Err(LookupOutcome::Denied(_)) => return Resolution::Untouched,
+                Err(_) => {
+                    // The credential cannot be vouched for: no stale mode for it either.
+                    return if pinned.is_some() {
+                        Resolution::Untouched
+                    } else {
+                        self.unavailable()
+                    };
+                }
+            }
+        }
+        if let Some(mode) = pinned {
+            self.metrics.cache_lookup(CacheResult::Hit);
+            return Resolution::Known(mode, CacheResult::Hit);
+        }
+        let k = key(project, app);
+        if let Some(entry) = self.fresh.get(&k).await {
+            let result = if loaded {
+                CacheResult::Miss
+            } else {
+                CacheResult::Hit
+            };
+            self.metrics.cache_lookup(result);
+            return Resolution::Known(entry.mode, result);
+        }
+        let ran = AtomicBool::new(false);
+        let result = self
+            .fresh
+            .try_get_with(k.clone(), async {
+                ran.store(true, Ordering::Relaxed);
+                match self
+                    .lookup
+                    .app_mode(project, app, authorization.cloned())
+                    .await
+                {
+                    LookupOutcome::Found(mode) => {
+                        self.insert(project, app, mode, ModeSource::Lookup).await;
+                        Ok(CachedMode {
+                            mode,
+                            source: ModeSource::Lookup,
+                            at: Instant::now(),
+                        })
+                    }
+                    other => Err(other),
+                }
+            })
+            .await;
+        match result {
+            Ok(entry) => {
+                let r = if ran.load(Ordering::Relaxed) || loaded {
+                    CacheResult::Miss
+                } else {
+                    CacheResult::Hit
+                };
+                self.metrics.cache_lookup(r);
+                Resolution::Known(entry.mode, r)
+            }
+            Err(e) => match *e {
+                LookupOutcome::Denied(_) => {
+                    self.metrics.cache_lookup(CacheResult::Miss);
+                    Resolution::Untouched
+                }
+                _ => match self.stale.get(&k).await {
+                    Some(entry) => {
+                        self.metrics.cache_lookup(CacheResult::Stale);
+                        Resolution::Known(entry.mode, CacheResult::Stale)
+                    }
+                    None => self.unavailable(),
+                },
+            },
+        }
+    }
+
+    /// The mode shared by every cached app of `project`, and one of those apps (used to verify
+    /// credentials for calls that name no app).
+    pub fn project_mode(&self, project: &str) -> Option<(ProcessingMode, String)> {
+        let t = self.tallies.read().unwrap_or_else(|p| p.into_inner());
+        let tally = t.get(project)?;
+        let mode = match tally.counts {
+            [c, 0] if c > 0 => ProcessingMode::Conversation,
+            [0, d] if d > 0 => ProcessingMode::Dispatch,
+            _ => return None,
+        };
+        Some((mode, tally.sample_app.clone()))
+    }
+
+    /// Checks a caller's credential for `project`, with a lookup of `app` when it has not been
+    /// seen to work yet.
+    pub async fn check_credential(
+        &self,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> CredentialCheck {
+        match self.verify(project, app, authorization).await {
+            Ok(_) => CredentialCheck::Verified,
+            Err(LookupOutcome::Denied(_)) => CredentialCheck::Refused,
+            Err(_) => {
+                self.metrics.cache_lookup(CacheResult::Error);
+                CredentialCheck::Unverifiable
+            }
+        }
+    }
+
+    /// Every cached app, for `GET /apps`.
+    pub fn known_apps(&self) -> Vec<KnownApp> {
+        let mut apps: Vec<KnownApp> = self
+            .stale
+            .iter()
+            .filter_map(|(k, v)| {
+                let (project, app) = k.split_once('/')?;
+                let age = v.at.elapsed();
+                Some(KnownApp {
+                    project_id: project.to_string(),
+                    app_id: app.to_string(),
+                    mode: v.mode,
+                    source: v.source.as_str(),
+                    age_secs: age.as_secs(),
+                    fresh: age < self.ttl,
+                })
+            })
+            .collect();
+        apps.sort_by(|a, b| (&a.project_id, &a.app_id).cmp(&(&b.project_id, &b.app_id)));
+        apps
+    }
+
+    /// Runs pending cache maintenance (evictions and their notifications); for tests and admin.
+    pub async fn sync(&self) {
+        self.fresh.run_pending_tasks().await;
+        self.stale.run_pending_tasks().await;
+        self.verified.run_pending_tasks().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Scripted {
+        calls: AtomicUsize,
+        answer: RwLock<LookupOutcome>,
+        delay: Duration,
+    }
+
+    impl ModeLookup for Scripted {
+        fn app_mode(&self, _: &str, _: &str, _: Option<HeaderValue>) -> BoxFuture<LookupOutcome> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let answer = *self.answer.read().expect("lock");
+            let delay = self.delay;
+            Box::pin(async move {
+                tokio::time::sleep(delay).await;
+                answer
+            })
+        }
+    }
+
+    fn cache(ttl_ms: u64, answer: LookupOutcome) -> (Arc<ModeCache>, Arc<Scripted>) {
+        let lookup = Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            answer: RwLock::new(answer),
+            delay: Duration::from_millis(20),
+        });
+        let settings = ModeCacheSettings {
+            ttl: Duration::from_millis(ttl_ms),
+            stale_if_error: Duration::from_secs(60),
+            max_apps: 1000,
+        };
+        (
+            Arc::new(ModeCache::new(
+                &settings,
+                lookup.clone(),
+                Arc::new(Metrics::new()),
+            )),
+            lookup,
+        )
+    }
+
+    fn auth() -> HeaderValue {
+        HeaderValue::from_static("Bearer t")
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_coalesce_into_one_lookup() {
+        let (c, lookup) = cache(60_000, LookupOutcome::Found(ProcessingMode::Dispatch));
+        let mut tasks = Vec::new();
+        for _ in 0..200 {
+            let c = c.clone();
+            tasks.push(tokio::spawn(async move {
+                c.resolve("p", "a", Some(&auth()), None, true).await
+            }));
+        }
+        for t in tasks {
+            assert!(matches!(
+                t.await.expect("join"),
+                Resolution::Known(ProcessingMode::Dispatch, _)
+            ));
+        }
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
+        // A hit afterwards costs nothing.
+        assert_eq!(
+            c.resolve("p", "a", Some(&auth()), None, true).await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn failed_lookup_serves_the_stale_mode_for_a_verified_credential() {
+        let (c, lookup) = cache(50, LookupOutcome::Found(ProcessingMode::Conversation));
+        assert!(matches!(
+            c.resolve("p", "a", Some(&auth()), None, true).await,
+            Resolution::Known(..)
+        ));
+        *lookup.answer.write().expect("lock") = LookupOutcome::Failed(UpstreamErrorKind::Connect);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        assert_eq!(
+            c.resolve("p", "a", Some(&auth()), None, true).await,
+            Resolution::Known(ProcessingMode::Conversation, CacheResult::Stale)
+        );
+        // An unknown app has nothing stale to serve.
+        assert_eq!(
+            c.resolve("p", "b", Some(&auth()), None, true).await,
+            Resolution::Unavailable
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refused_credential_leaves_the_request_untouched_and_learns_nothing() {
+        let (c, _) = cache(60_000, LookupOutcome::Denied(StatusCode::UNAUTHORIZED));
+        assert_eq!(
+            c.resolve("p", "a", Some(&auth()), None, true).await,
+            Resolution::Untouched
+        );
+        assert_eq!(
+            c.resolve("p", "a", None, Some(ProcessingMode::Dispatch), true)
+                .await,
+            Resolution::Untouched,
+            "a pinned mode must not be revealed to an unverified caller"
+        );
+        assert!(c.known_apps().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_new_credential_is_verified_even_when_the_mode_is_cached() {
+        let (c, lookup) = cache(60_000, LookupOutcome::Found(ProcessingMode::Dispatch));
+        c.resolve("p", "a", Some(&auth()), None, true).await;
+        *lookup.answer.write().expect("lock") = LookupOutcome::Denied(StatusCode::FORBIDDEN);
+        let other = HeaderValue::from_static("Bearer someone-else");
+        assert_eq!(
+            c.resolve("p", "a", Some(&other), None, true).await,
+            Resolution::Untouched
+        );
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn learning_forgetting_and_project_ties() {
+        let (c, lookup) = cache(60_000, LookupOutcome::Failed(UpstreamErrorKind::Timeout));
+        c.learn("p", "a", ProcessingMode::Dispatch, Some(&auth()))
+            .await;
+        c.learn("p", "b", ProcessingMode::Dispatch, Some(&auth()))
+            .await;
+        assert_eq!(
+            c.project_mode("p").map(|x| x.0),
+            Some(ProcessingMode::Dispatch)
+        );
+        assert_eq!(
+            c.resolve("p", "a", Some(&auth()), None, true).await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        assert_eq!(
+            lookup.calls.load(Ordering::SeqCst),
+            0,
+            "learned credential needs no verification"
+        );
+        c.learn("p", "c", ProcessingMode::Conversation, None).await;
+        assert_eq!(c.project_mode("p"), None, "mixed modes tie nothing");
+        c.forget("p", "c").await;
+        c.sync().await;
+        assert_eq!(
+            c.project_mode("p").map(|x| x.0),
+            Some(ProcessingMode::Dispatch)
+        );
+        // Re-learning the same app does not double count.
+        c.learn("p", "a", ProcessingMode::Dispatch, None).await;
+        c.sync().await;
+        let apps = c.known_apps();
+        assert_eq!(apps.len(), 2);
+        assert_eq!(apps[0].source, "learned");
+        assert_eq!(c.project_mode("q"), None);
+    }
+
+    #[test]
+    fn ids_fit_for_lookup_paths() {
+        assert!(valid_id("01HABCDEF"));
+        assert!(valid_id("e2df3a34-a71b-4448-9db5-a8d2baad28e4"));
+        for bad in ["", ".", "..", "a/b", "a?b", "a b", "a%2F", &"x".repeat(129)] {
+            assert!(!valid_id(bad), "{bad}");
+        }
+    }
+}

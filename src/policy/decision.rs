@@ -1,0 +1,227 @@
+//! What the policy decides: rule matches, at most one rejection, and the edits a rewrite makes.
+//! Edits are data; [`apply_body_edits`] applies the body ones (pure, no I/O).
+
+use serde_json::Value;
+
+use super::{Action, Disposition, RuleId};
+
+/// One rule that applied to the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Match {
+    /// The rule.
+    pub rule: RuleId,
+    /// What it did: enforce, rewrite or shadow.
+    pub action: Action,
+}
+
+/// A rejection: the rule and a message that says what is wrong and how to fix it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    /// The rule.
+    pub rule: RuleId,
+    /// Client-facing message (field path first, then the fix).
+    pub message: String,
+}
+
+/// One change a rewrite makes to the request.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Edit {
+    /// Append a query parameter.
+    AddQuery {
+        /// Parameter name.
+        name: &'static str,
+        /// Parameter value.
+        value: &'static str,
+    },
+    /// Set a JSON body field (parents are created when absent).
+    SetField {
+        /// Field path from the body root.
+        path: &'static [&'static str],
+        /// New value.
+        value: Value,
+    },
+    /// Remove a JSON body field.
+    RemoveField {
+        /// Field path from the body root.
+        path: &'static [&'static str],
+    },
+    /// Replace `recipient.contact_id` with the contact's channel identities (needs a lookup).
+    ResolveContactRecipient,
+}
+
+/// The outcome of evaluating every rule against one request.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Decision {
+    /// Every rule that applied, in evaluation order.
+    pub matches: Vec<Match>,
+    /// The first enforcing match, if any.
+    pub reject: Option<Rejection>,
+    /// Edits of every rewriting match.
+    pub edits: Vec<Edit>,
+}
+
+impl Decision {
+    /// Whether no rule applied.
+    pub fn is_empty(&self) -> bool {
+        self.matches.is_empty()
+    }
+
+    /// The `x-modegate-decision` this decision leads to.
+    pub fn disposition(&self) -> Disposition {
+        if self.reject.is_some() {
+            Disposition::Rejected
+        } else if !self.edits.is_empty() {
+            Disposition::Rewritten
+        } else if !self.matches.is_empty() {
+            Disposition::Shadow
+        } else {
+            Disposition::Forwarded
+        }
+    }
+
+    /// The rule named in `x-modegate-rule`: the rejecting one, else the first rewriting one,
+    /// else the first shadow one.
+    pub fn headline_rule(&self) -> Option<RuleId> {
+        if let Some(r) = &self.reject {
+            return Some(r.rule);
+        }
+        let wanted = if self.edits.is_empty() {
+            Action::Shadow
+        } else {
+            Action::Rewrite
+        };
+        self.matches
+            .iter()
+            .find(|m| m.action == wanted)
+            .map(|m| m.rule)
+    }
+
+    /// Whether some edit needs the body.
+    pub fn edits_body(&self) -> bool {
+        self.edits
+            .iter()
+            .any(|e| !matches!(e, Edit::AddQuery { .. }))
+    }
+
+    /// The query parameters to add.
+    pub fn query_additions(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        self.edits.iter().filter_map(|e| match e {
+            Edit::AddQuery { name, value } => Some((*name, *value)),
+            _ => None,
+        })
+    }
+}
+
+/// Sets `path` to `value`, creating missing parent objects; a non-object parent stops it.
+fn set_path(node: &mut Value, path: &[&str], value: &Value) {
+    let Some(obj) = node.as_object_mut() else {
+        return;
+    };
+    match path {
+        [] => {}
+        [last] => {
+            obj.insert((*last).to_string(), value.clone());
+        }
+        [first, rest @ ..] => {
+            let child = obj
+                .entry((*first).to_string())
+                .or_insert_with(|| Value::Object(Default::default()));
+            set_path(child, rest, value);
+        }
+    }
+}
+
+/// Applies `SetField` and `RemoveField` edits to a JSON body; other edits are skipped.
+/// A `SetField` whose parent is not an object leaves the body unchanged.
+pub fn apply_body_edits(body: &mut Value, edits: &[Edit]) {
+    for edit in edits {
+        match edit {
+            Edit::SetField { path, value } => set_path(body, path, value),
+            Edit::RemoveField { path } => {
+                let Some((last, parents)) = path.split_last() else {
+                    continue;
+                };
+                let mut node = Some(&mut *body);
+                for key in parents {
+                    node = node.and_then(|n| n.get_mut(*key));
+                }
+                if let Some(obj) = node.and_then(Value::as_object_mut) {
+                    obj.shift_remove(*last);
+                }
+            }
+            Edit::AddQuery { .. } | Edit::ResolveContactRecipient => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn set_and_remove_fields() {
+        let mut body =
+            json!({"a": 1, "retention_policy": {"ttl_days": 9000, "retention_type": "X"}});
+        apply_body_edits(
+            &mut body,
+            &[
+                Edit::SetField {
+                    path: &["retention_policy", "ttl_days"],
+                    value: json!(30),
+                },
+                Edit::SetField {
+                    path: &["processing_mode"],
+                    value: json!("DISPATCH"),
+                },
+                Edit::RemoveField { path: &["a"] },
+                Edit::RemoveField {
+                    path: &["missing", "deeper"],
+                },
+            ],
+        );
+        assert_eq!(
+            body,
+            json!({"retention_policy": {"ttl_days": 30, "retention_type": "X"}, "processing_mode": "DISPATCH"})
+        );
+    }
+
+    #[test]
+    fn set_under_a_non_object_is_a_no_op() {
+        let mut body = json!({"retention_policy": 5});
+        let before = body.clone();
+        apply_body_edits(
+            &mut body,
+            &[Edit::SetField {
+                path: &["retention_policy", "ttl_days"],
+                value: json!(1),
+            }],
+        );
+        assert_eq!(body, before);
+    }
+
+    #[test]
+    fn disposition_and_headline_follow_precedence() {
+        let mut d = Decision::default();
+        assert_eq!(d.disposition(), Disposition::Forwarded);
+        d.matches.push(Match {
+            rule: RuleId::MessagesSource,
+            action: Action::Shadow,
+        });
+        assert_eq!(d.disposition(), Disposition::Shadow);
+        assert_eq!(d.headline_rule(), Some(RuleId::MessagesSource));
+        d.matches.push(Match {
+            rule: RuleId::CreatePinMode,
+            action: Action::Rewrite,
+        });
+        d.edits.push(Edit::RemoveField { path: &["x"] });
+        assert_eq!(d.disposition(), Disposition::Rewritten);
+        assert_eq!(d.headline_rule(), Some(RuleId::CreatePinMode));
+        d.reject = Some(Rejection {
+            rule: RuleId::RetentionRange,
+            message: String::new(),
+        });
+        assert_eq!(d.disposition(), Disposition::Rejected);
+        assert_eq!(d.headline_rule(), Some(RuleId::RetentionRange));
+    }
+}
