@@ -734,16 +734,24 @@ impl Config {
             }
         });
         if let Some(a) = &auth {
-            if a.mode == AuthMode::Inject {
-                problems.add(
-                    "auth.mode",
-                    "\"inject\" is not available in this version; use \"passthrough\"",
-                );
-            }
             if a.inbound_token_env.is_some() && a.mode != AuthMode::Inject {
                 problems.add(
                     "auth.inbound_token_env",
                     "only applies when auth.mode = \"inject\"",
+                );
+            }
+            if a.inbound_token_env.as_deref() == Some("") {
+                problems.add(
+                    "auth.inbound_token_env",
+                    "must name an environment variable",
+                );
+            }
+            // A key-holding gateway must not be an open door to the key.
+            let loopback_only = server.as_ref().is_some_and(|s| s.listen.ip().is_loopback());
+            if a.mode == AuthMode::Inject && a.inbound_token_env.is_none() && !loopback_only {
+                problems.add(
+                    "auth.mode",
+                    "\"inject\" makes the gateway hold an API key: bind server.listen to a loopback address, or set auth.inbound_token_env so callers must present a shared secret",
                 );
             }
         }
@@ -1192,6 +1200,23 @@ mod tests {
             UpstreamTarget::Embedded { seed: None }
         ));
         assert_eq!(c.auth.token_url, None);
+    }
+
+    #[test]
+    fn inject_needs_a_loopback_listener_or_an_inbound_secret() {
+        let p = problems("[auth]\nmode = \"inject\"\n");
+        assert!(has(&p, "auth.mode", "loopback"), "{p:?}");
+        let c = parse("[server]\nlisten = \"127.0.0.1:8080\"\n[auth]\nmode = \"inject\"\n")
+            .expect("loopback");
+        assert_eq!(c.auth.mode, AuthMode::Inject);
+        let c = parse("[auth]\nmode = \"inject\"\ninbound_token_env = \"MODEGATE_INBOUND\"\n")
+            .expect("secret");
+        assert_eq!(
+            c.auth.inbound_token_env.as_deref(),
+            Some("MODEGATE_INBOUND")
+        );
+        let p = problems("[auth]\ninbound_token_env = \"X\"\n");
+        assert!(has(&p, "auth.inbound_token_env", "only applies"), "{p:?}");
     }
 
     #[test]

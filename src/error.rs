@@ -43,6 +43,17 @@ pub enum GatewayError {
     /// The app's mode could not be learned and `policy.unknown_mode = "reject"`.
     #[error("processing mode unavailable")]
     ModeUnavailable,
+    /// Inject mode: the caller did not present the gateway's shared secret.
+    #[error("inbound credentials refused")]
+    InboundUnauthenticated,
+    /// Inject mode: no upstream access token could be obtained.
+    #[error("token endpoint {kind:?}: {detail}")]
+    Token {
+        /// Timeout → 504, anything else → 502.
+        kind: UpstreamErrorKind,
+        /// Internal detail for the log only.
+        detail: String,
+    },
     /// The upstream could not be reached or broke off.
     #[error("upstream {kind:?}: {detail}")]
     Upstream {
@@ -81,6 +92,20 @@ impl GatewayError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the app's processing mode cannot be determined right now; retry later",
             ),
+            GatewayError::InboundUnauthenticated => ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this gateway authenticates to the Conversation API itself; present its shared secret as a Bearer token or as the key secret",
+            ),
+            GatewayError::Token { kind, .. } => match kind {
+                UpstreamErrorKind::Timeout => ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the gateway could not obtain an access token in time",
+                ),
+                _ => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the gateway could not obtain an access token for the Conversation API",
+                ),
+            },
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamErrorKind::Timeout => ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -108,7 +133,9 @@ impl GatewayError {
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::InvalidBody { .. }
-            | GatewayError::ModeUnavailable => Disposition::Rejected,
+            | GatewayError::ModeUnavailable
+            | GatewayError::InboundUnauthenticated => Disposition::Rejected,
+            GatewayError::Token { .. } => Disposition::Forwarded,
         }
     }
 
@@ -134,11 +161,19 @@ pub fn rescue(
         Err(error) => error,
     };
     match &error {
-        GatewayError::Upstream { .. } => tracing::warn!(error = %error, "upstream failure"),
+        GatewayError::Upstream { .. } | GatewayError::Token { .. } => {
+            tracing::warn!(error = %error, "upstream failure")
+        }
         _ => tracing::info!(error = %error, "request refused by gateway"),
     }
     let api = error.to_api_error();
     let mut response = api.into_response().map(Either::Right);
+    if matches!(error, GatewayError::InboundUnauthenticated) {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"modegate\""),
+        );
+    }
     if error.closes_connection() {
         response
             .headers_mut()

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod api_error;
+pub mod auth;
 pub mod config;
 pub mod contact_cache;
 pub mod demo;
@@ -50,6 +51,9 @@ pub enum StartError {
     /// The embedded simulator's seed is unusable.
     #[error("{0}")]
     Seed(String),
+    /// A secret named in config is missing from the environment.
+    #[error("{0}")]
+    Secret(String),
 }
 
 impl StartError {
@@ -57,7 +61,7 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartError::Bind { .. } => 1,
-            StartError::Seed(_) => 2,
+            StartError::Seed(_) | StartError::Secret(_) => 2,
         }
     }
 }
@@ -149,9 +153,28 @@ impl App {
                 (None, uri.clone(), token)
             }
         };
+        let secrets = match config.auth.mode {
+            config::AuthMode::Passthrough => None,
+            config::AuthMode::Inject => {
+                let read = |name: &str, key: &str| {
+                    auth::secret_from_env(name)
+                        .map_err(|e| StartError::Secret(format!("auth.{key}: {e}")))
+                };
+                Some(proxy::InjectSecrets {
+                    key_id: read(&config.auth.key_id_env, "key_id_env")?,
+                    key_secret: read(&config.auth.key_secret_env, "key_secret_env")?,
+                    inbound: config
+                        .auth
+                        .inbound_token_env
+                        .as_deref()
+                        .map(|name| read(name, "inbound_token_env"))
+                        .transpose()?,
+                })
+            }
+        };
         let metrics = Arc::new(Metrics::new());
         // The validated config guarantees an absolute http(s) URL here.
-        let state = GatewayState::new(&config, &upstream_uri, token_uri, metrics)
+        let state = GatewayState::new(&config, &upstream_uri, token_uri, metrics, secrets)
             .ok_or_else(|| StartError::Seed(format!("upstream {upstream_uri} is not usable")))?;
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;

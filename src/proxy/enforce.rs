@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::classify::{AppIdLocation, Classification, Operation};
 use super::lookup::mode_of;
 use super::request_id::RequestId;
-use super::{GatewayBody, GatewayResponse, GatewayState, Outcome};
+use super::{GatewayResponse, GatewayState, OutboundBody, Outcome};
 use crate::api_error::ApiError;
 use crate::config::{AppOverride, PolicySettings, UnknownMode};
 use crate::contact_cache::ContactOutcome;
@@ -165,7 +165,7 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     }
 }
 
-async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(body: Incoming, limit: usize) -> Result<Bytes, GatewayError> {
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) => {
@@ -239,21 +239,6 @@ enum ContactRewrite {
     Untouched,
 }
 
-/// A request body: as received, or read whole because a rule needs it.
-enum RequestBody {
-    Streamed(Incoming),
-    Buffered(Bytes),
-}
-
-impl RequestBody {
-    fn into_gateway(self) -> GatewayBody {
-        match self {
-            RequestBody::Streamed(b) => Either::Left(b),
-            RequestBody::Buffered(b) => Either::Right(Full::new(b)),
-        }
-    }
-}
-
 /// Replaces (or adds) one query parameter.
 fn set_query_param(uri: &http::Uri, name: &str, value: &str) -> http::Uri {
     let mut query = form_urlencoded::Serializer::new(String::new());
@@ -321,9 +306,9 @@ impl GatewayState {
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-            (RequestBody::Buffered(bytes), json)
+            (OutboundBody::Bytes(bytes), json)
         } else {
-            (RequestBody::Streamed(incoming), None)
+            (self.replayable(incoming).await?, None)
         };
         let path = parts.uri.path().to_string();
         let raw_query = parts.uri.query().map(str::to_string);
@@ -344,7 +329,11 @@ impl GatewayState {
             }
             .filter(|a| valid_id(a)),
         };
-        let authorization = parts.headers.get(header::AUTHORIZATION).cloned();
+        // Lookups authenticate as the caller (passthrough) or as the gateway (inject).
+        let authorization = match &self.inject {
+            Some(inject) => Some(inject.authorization().await?),
+            None => parts.headers.get(header::AUTHORIZATION).cloned(),
+        };
         let app_override = match (&subject.project, &subject.app) {
             (Some(p), Some(a)) => policy.app(p, a),
             _ => None,
@@ -462,7 +451,7 @@ impl GatewayState {
                     parts
                         .headers
                         .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                    body = RequestBody::Buffered(bytes);
+                    body = OutboundBody::Bytes(bytes);
                 }
             }
         }
@@ -481,9 +470,7 @@ impl GatewayState {
             r.extensions_mut().extend(parts.extensions.clone());
             r
         });
-        let response = self
-            .forward(parts, body.into_gateway(), op, outcome)
-            .await?;
+        let response = self.forward(parts, body, op, outcome).await?;
         if let (Some(replay), StatusCode::NOT_FOUND) = (replay, response.status()) {
             let retried = Decision {
                 matches: vec![crate::policy::Match {
@@ -500,7 +487,7 @@ impl GatewayState {
                 error: false,
             };
             return self
-                .forward(parts, Either::Right(Full::new(Bytes::new())), op, outcome)
+                .forward(parts, OutboundBody::Bytes(Bytes::new()), op, outcome)
                 .await;
         }
         self.learn_from(op, &subject, authorization.as_ref(), response)

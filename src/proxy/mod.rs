@@ -28,6 +28,7 @@ use hyper::body::Incoming;
 use tower::{Service, ServiceBuilder};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
+use crate::auth::{InboundAuth, Secret, TokenSource};
 use crate::config::{AuthMode, Config};
 use crate::contact_cache::ContactCache;
 use crate::error::{rescue, GatewayError};
@@ -70,6 +71,17 @@ impl Default for Outcome {
     }
 }
 
+/// The secrets inject mode needs, read from the environment at start-up.
+#[derive(Debug)]
+pub struct InjectSecrets {
+    /// Access key id.
+    pub key_id: Secret,
+    /// Access key secret.
+    pub key_secret: Secret,
+    /// Inbound shared secret, if configured.
+    pub inbound: Option<Secret>,
+}
+
 /// Everything the request path shares.
 #[derive(Debug)]
 pub struct GatewayState {
@@ -84,12 +96,20 @@ pub struct GatewayState {
     max_policy_body_bytes: usize,
     /// Passthrough auth: a caller's credential must be seen to work before mode-based decisions.
     verify_credentials: bool,
+    /// Inject auth: the gateway's own key.
+    inject: Option<Inject>,
 }
 
 impl GatewayState {
     /// Creates the shared state from a validated config. `api` is the upstream origin,
     /// `token_uri` the absolute URL `POST /oauth2/token` is forwarded to.
-    pub fn new(config: &Config, api: &Uri, token_uri: Uri, metrics: Arc<Metrics>) -> Option<Self> {
+    pub fn new(
+        config: &Config,
+        api: &Uri,
+        token_uri: Uri,
+        metrics: Arc<Metrics>,
+        secrets: Option<InjectSecrets>,
+    ) -> Option<Self> {
         let upstream = UpstreamClient::new(&config.upstream);
         let api_origin = Origin::from_uri(api)?;
         let lookup = Arc::new(UpstreamLookup::new(
@@ -103,6 +123,15 @@ impl GatewayState {
             metrics.clone(),
         ));
         let contacts = ContactCache::new(config.mode_cache.ttl, config.mode_cache.max_apps, lookup);
+        let inject = secrets.map(|secrets| Inject {
+            tokens: TokenSource::new(
+                upstream.clone(),
+                token_uri.clone(),
+                &secrets.key_id,
+                &secrets.key_secret,
+            ),
+            inbound: InboundAuth::new(secrets.inbound),
+        });
         Some(Self {
             upstream,
             api_origin,
@@ -114,6 +143,7 @@ impl GatewayState {
             report: Arc::default(),
             max_policy_body_bytes: config.server.max_policy_body_bytes,
             verify_credentials: config.auth.mode == AuthMode::Passthrough,
+            inject,
         })
     }
 
@@ -165,25 +195,43 @@ impl GatewayState {
             Some(c) => *c,
             None => classify(req.method(), req.uri().path()),
         };
+        if let Some(inject) = &self.inject {
+            if class.operation == Operation::OauthToken {
+                return Ok(inject.token_answer(req.headers()));
+            }
+            if !inject.inbound.admits(req.headers()) {
+                return Err(GatewayError::InboundUnauthenticated);
+            }
+        }
         let policy = self.policy();
         if policy.relevant(class.operation) {
             return self.enforce(policy, req, class).await;
         }
         let (parts, body) = req.into_parts();
-        self.forward(
-            parts,
-            Either::Left(body),
-            class.operation,
-            Outcome::default(),
-        )
-        .await
+        let body = self.replayable(body).await?;
+        self.forward(parts, body, class.operation, Outcome::default())
+            .await
+    }
+
+    /// In inject mode a request may have to be sent twice (after a 401 for an expired token),
+    /// so small bodies are read whole; everything else streams.
+    async fn replayable(&self, body: Incoming) -> Result<OutboundBody, GatewayError> {
+        let small = hyper::body::Body::size_hint(&body)
+            .exact()
+            .is_some_and(|n| n <= self.max_policy_body_bytes as u64);
+        if self.inject.is_some() && small {
+            return Ok(OutboundBody::Bytes(
+                enforce::read_body(body, self.max_policy_body_bytes).await?,
+            ));
+        }
+        Ok(OutboundBody::Stream(body))
     }
 
     /// Sends the (possibly rewritten) request upstream and prepares the response for the client.
     async fn forward(
         &self,
         mut parts: http::request::Parts,
-        body: GatewayBody,
+        body: OutboundBody,
         operation: Operation,
         outcome: Outcome,
     ) -> Result<GatewayResponse, GatewayError> {
@@ -199,6 +247,64 @@ impl GatewayState {
         };
         let client_ip = parts.extensions.get::<ClientAddr>().map(|a| a.0.ip());
         headers::to_upstream(&mut parts.headers, client_ip);
+        let mut response = match &self.inject {
+            None => {
+                self.send(parts, body.into_gateway(), operation, outcome)
+                    .await?
+            }
+            Some(inject) => {
+                let token = inject.authorization().await?;
+                parts.headers.insert(header::AUTHORIZATION, token.clone());
+                let replay = match &body {
+                    OutboundBody::Bytes(bytes) => Some((
+                        parts.method.clone(),
+                        parts.uri.clone(),
+                        parts.headers.clone(),
+                        bytes.clone(),
+                    )),
+                    OutboundBody::Stream(_) => None,
+                };
+                let response = self
+                    .send(parts, body.into_gateway(), operation, outcome)
+                    .await?;
+                match replay {
+                    Some((method, uri, mut headers, bytes))
+                        if response.status() == http::StatusCode::UNAUTHORIZED
+                            && crate::auth::says_expired(response.headers()) =>
+                    {
+                        tracing::info!(
+                            operation = operation.as_str(),
+                            "upstream token expired; refreshing and retrying once"
+                        );
+                        inject.tokens.invalidate(&token);
+                        headers.insert(header::AUTHORIZATION, inject.authorization().await?);
+                        let mut retry =
+                            Request::new(Either::Right(http_body_util::Full::new(bytes)));
+                        *retry.method_mut() = method;
+                        *retry.uri_mut() = uri;
+                        *retry.headers_mut() = headers;
+                        let (parts, body) = retry.into_parts();
+                        self.send(parts, body, operation, outcome).await?
+                    }
+                    _ => response,
+                }
+            }
+        };
+        headers::to_client(response.headers_mut());
+        *response.version_mut() = Version::HTTP_11;
+        let mut response = response.map(Either::Left);
+        response.extensions_mut().insert(outcome);
+        Ok(response)
+    }
+
+    /// One upstream exchange, timed and counted.
+    async fn send(
+        &self,
+        parts: http::request::Parts,
+        body: GatewayBody,
+        operation: Operation,
+        outcome: Outcome,
+    ) -> Result<Response<Incoming>, GatewayError> {
         let request = Request::from_parts(parts, body);
         let (response, elapsed) = self.upstream.send(request).await.map_err(|failure| {
             self.metrics.upstream_error(failure.kind);
@@ -213,12 +319,76 @@ impl GatewayState {
         if response.status().is_server_error() {
             self.metrics.upstream_error(UpstreamErrorKind::Status5xx);
         }
-        let (mut head, body) = response.into_parts();
-        headers::to_client(&mut head.headers);
-        head.version = Version::HTTP_11;
-        let mut response = Response::from_parts(head, Either::Left(body));
-        response.extensions_mut().insert(outcome);
         Ok(response)
+    }
+}
+
+/// A request body on its way upstream: streamed as received, or bytes the gateway holds
+/// (read for a rule, rewritten, or kept for a replay).
+#[derive(Debug)]
+pub enum OutboundBody {
+    /// Streamed from the client.
+    Stream(Incoming),
+    /// Held whole.
+    Bytes(bytes::Bytes),
+}
+
+impl OutboundBody {
+    fn into_gateway(self) -> GatewayBody {
+        match self {
+            OutboundBody::Stream(b) => Either::Left(b),
+            OutboundBody::Bytes(b) => Either::Right(http_body_util::Full::new(b)),
+        }
+    }
+}
+
+/// Inject mode: the gateway's token source and who may use it.
+#[derive(Debug)]
+pub struct Inject {
+    /// Upstream tokens.
+    pub tokens: TokenSource,
+    /// Inbound admission.
+    pub inbound: InboundAuth,
+}
+
+impl Inject {
+    async fn authorization(&self) -> Result<http::HeaderValue, GatewayError> {
+        self.tokens
+            .authorization()
+            .await
+            .map_err(|f| GatewayError::Token {
+                kind: f.kind,
+                detail: f.detail,
+            })
+    }
+
+    /// `POST /oauth2/token` in inject mode: a local token for admitted callers.
+    fn token_answer(&self, headers: &http::HeaderMap) -> GatewayResponse {
+        let (status, body) = match self.inbound.issue_local_token(headers) {
+            Some(token) => (http::StatusCode::OK, token),
+            None => (
+                http::StatusCode::UNAUTHORIZED,
+                serde_json::json!({"error": "invalid_client", "error_description": "present the gateway's shared secret"}),
+            ),
+        };
+        let mut response = Response::new(Either::Right(http_body_util::Full::new(
+            bytes::Bytes::from(body.to_string()),
+        )));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        response.extensions_mut().insert(Outcome {
+            disposition: if status.is_success() {
+                Disposition::Rewritten
+            } else {
+                Disposition::Rejected
+            },
+            rule: None,
+            error: false,
+        });
+        response
     }
 }
 
