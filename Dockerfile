@@ -1,11 +1,14 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t modegate .
-# Run:   docker run --rm -p 8080:8080 -p 9090:9090 -v $PWD/config:/etc/modegate:ro modegate
-#        (serves with /etc/modegate/modegate.toml; override with MODEGATE_CONFIG)
+# Build:  docker build -t modegate .
+# Run:    docker run --rm -p 8080:8080 -p 9090:9090 -v "$PWD/my.toml:/etc/modegate/modegate.toml:ro" modegate
+# Demo:   docker run --rm -p 8080:8080 -p 9090:9090 modegate \
+#           demo --config /etc/modegate/demo.toml --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9090
 
-FROM rust:1-slim-bookworm AS build
+# A static (musl) build: the runtime image needs no libc.
+FROM rust:1-alpine AS build
+RUN apk add --no-cache musl-dev ca-certificates
 WORKDIR /src
-# Cache dependencies separately from the sources.
+# Dependencies first, so source edits do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked \
@@ -14,13 +17,14 @@ COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/modegate
 
-# Runtime: the binary and its config; TLS roots are compiled in (webpki-roots), so no CA bundle
-# or shell is needed. distroless/static has no libc, so use cc (glibc) to match the build.
-FROM gcr.io/distroless/cc-debian12:nonroot
+# Runtime: the binary, CA roots and the shipped configs; nothing else (no shell, no package
+# manager). TLS roots are also compiled in (webpki-roots); the bundle serves tools that read it.
+FROM scratch
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /src/target/release/modegate /usr/local/bin/modegate
 COPY config/ /etc/modegate/
 ENV MODEGATE_CONFIG=/etc/modegate/modegate.toml
-USER nonroot:nonroot
+USER 65532:65532
 EXPOSE 8080 9090
 ENTRYPOINT ["/usr/local/bin/modegate"]
 CMD ["serve"]

@@ -1,5 +1,5 @@
 //! The admin listener: `/metrics`, `/healthz`, `/readyz` (503 while draining), `/apps`,
-//! `DELETE /apps/{project_id}/{app_id}`, `/report/migration`.
+//! `DELETE /apps/{project_id}/{app_id}`, `/report/migration`, `POST /reload`.
 //!
 //! Mutating endpoints answer loopback clients only, wherever the listener is bound.
 
@@ -47,6 +47,8 @@ pub struct AdminState {
     pub readiness: Readiness,
     /// The gateway (mode cache, policy, report).
     pub gateway: Arc<GatewayState>,
+    /// Reloads the config file (`POST /reload`), when the gateway was started from one.
+    pub reloader: Option<Arc<crate::reload::Reloader>>,
     /// The client of this connection.
     pub peer: Option<SocketAddr>,
 }
@@ -59,6 +61,14 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
+}
+
+fn forbidden() -> Response<Full<Bytes>> {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "mutating admin endpoints answer loopback clients only",
+    )
+    .into_response()
 }
 
 fn json(body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -132,13 +142,28 @@ impl AdminState {
                     .report()
                     .to_json(self.gateway.policy().settings.what_if_dispatch),
             ),
-            (&Method::DELETE, p) if p.starts_with("/apps/") => {
+            (&Method::POST, "/reload") => {
                 if !self.loopback() {
+                    return forbidden();
+                }
+                let Some(reloader) = &self.reloader else {
                     return ApiError::new(
-                        StatusCode::FORBIDDEN,
-                        "mutating admin endpoints answer loopback clients only",
+                        StatusCode::CONFLICT,
+                        "this gateway was not started from a config file; nothing to reload",
                     )
                     .into_response();
+                };
+                match reloader.reload() {
+                    Ok(report) => json(serde_json::json!({ "reloaded": true, "report": report })),
+                    Err(e) => ApiError::invalid_argument(format!(
+                        "config reload refused; the running config stays: {e}"
+                    ))
+                    .into_response(),
+                }
+            }
+            (&Method::DELETE, p) if p.starts_with("/apps/") => {
+                if !self.loopback() {
+                    return forbidden();
                 }
                 let ids: Vec<&str> = p["/apps/".len()..].split('/').collect();
                 match ids.as_slice() {
@@ -155,13 +180,14 @@ impl AdminState {
                     .into_response(),
                 }
             }
-            (_, "/metrics" | "/healthz" | "/readyz" | "/apps" | "/report/migration") => {
-                ApiError::new(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    format!("{method} is not allowed here"),
-                )
-                .into_response()
-            }
+            (
+                _,
+                "/metrics" | "/healthz" | "/readyz" | "/apps" | "/report/migration" | "/reload",
+            ) => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed here"),
+            )
+            .into_response(),
             _ => ApiError::new(StatusCode::NOT_FOUND, "no such admin endpoint").into_response(),
         }
     }

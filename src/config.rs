@@ -158,6 +158,9 @@ struct RawLog {
     /// Default level filter (RUST_LOG overrides it).
     #[serde(default = "default_log_level")]
     level: String,
+    /// One info line per request (target modegate::access).
+    #[serde(default)]
+    access_log: bool,
 }
 
 fn default_listen() -> String {
@@ -387,6 +390,8 @@ pub struct LogSettings {
     pub format: LogFormat,
     /// Default filter directive.
     pub level: String,
+    /// Log one line per request.
+    pub access_log: bool,
 }
 
 /// One problem in a config file.
@@ -880,6 +885,7 @@ impl Config {
                 }
                 l.level
             },
+            access_log: l.access_log,
         });
 
         match (server, upstream, auth, mode_cache, policy, log) {

@@ -26,9 +26,26 @@ fn next_u128() -> u128 {
     (u128::from(ha.finish()) << 64) | u128::from(hb.finish())
 }
 
-/// A new 32-character lowercase hex id (128 bits), used for `x-request-id` and decision ids.
+/// A new 32-character lowercase hex id (128 unpredictable bits): decision ids, signing keys.
 pub fn hex_id() -> String {
     format!("{:032x}", next_u128())
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A new 32-character lowercase hex request id: a random per-process prefix and a counter.
+/// Unique, cheap (no hashing or formatting on the request path), and not secret.
+pub fn request_id() -> http::HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(|| next_u128() as u64);
+    let value = (u128::from(prefix) << 64) | u128::from(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = HEX[((value >> ((31 - i) * 4)) & 0xF) as usize];
+    }
+    // Hex digits are always a valid header value.
+    http::HeaderValue::from_bytes(&out).unwrap_or_else(|_| http::HeaderValue::from_static("0"))
 }
 
 const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
@@ -61,6 +78,17 @@ mod tests {
         assert!(ids
             .iter()
             .all(|id| id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit())));
+    }
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let ids: HashSet<String> = (0..10_000)
+            .map(|_| request_id().to_str().expect("ascii").to_string())
+            .collect();
+        assert_eq!(ids.len(), 10_000);
+        assert!(ids
+            .iter()
+            .all(|id| id.len() == 32 && id.bytes().all(|b| HEX.contains(&b))));
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod mode_cache;
 pub mod policy;
 pub mod proxy;
+pub mod reload;
 pub mod report;
 pub mod server;
 pub mod simulator;
@@ -33,7 +34,7 @@ use admin::{AdminState, Readiness};
 pub use config::Config;
 use config::UpstreamTarget;
 use metrics::Metrics;
-use proxy::{ClientAddr, GatewayState};
+use proxy::GatewayState;
 use server::{ConnectionSettings, Shutdown, ShutdownTrigger};
 use simulator::{Seed, Simulator};
 
@@ -81,6 +82,7 @@ pub struct App {
     readiness: Readiness,
     embedded: Option<EmbeddedSimulator>,
     upstream_uri: Uri,
+    reloader: Option<Arc<reload::Reloader>>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -186,7 +188,21 @@ impl App {
             readiness: Readiness::default(),
             embedded,
             upstream_uri,
+            reloader: None,
         })
+    }
+
+    /// Makes `path` (the file this config came from) reloadable through `POST /reload`; the
+    /// returned handle reloads it too (`serve` calls it on SIGHUP).
+    pub fn enable_reload(&mut self, path: std::path::PathBuf) -> Arc<reload::Reloader> {
+        let reloader = Arc::new(reload::Reloader::new(
+            path,
+            self.config.clone(),
+            self.state.clone(),
+            self.state.metrics().clone(),
+        ));
+        self.reloader = Some(reloader.clone());
+        reloader
     }
 
     /// The proxy listener's address.
@@ -231,6 +247,7 @@ impl App {
             state,
             readiness,
             embedded,
+            reloader,
             ..
         } = self;
         let (inner_trigger, inner) = server::shutdown_channel();
@@ -245,6 +262,7 @@ impl App {
             metrics: state.metrics().clone(),
             readiness: readiness.clone(),
             gateway: state.clone(),
+            reloader,
             peer: None,
         };
         let admin_task = tokio::spawn(server::serve(
@@ -273,10 +291,10 @@ impl App {
         let serve = server::serve(
             "proxy",
             proxy,
-            move |conn: server::ConnectionInfo| {
+            move |info: server::ConnectionInfo| {
+                let conn = proxy::Connection::new(info);
                 tower::ServiceExt::map_request(stack.clone(), move |mut req: http::Request<_>| {
-                    req.extensions_mut().insert(ClientAddr(conn.peer));
-                    req.extensions_mut().insert(conn.framing.clone());
+                    req.extensions_mut().insert(conn.clone());
                     req
                 })
             },

@@ -232,6 +232,31 @@ impl Metrics {
             "Configuration reloads, by result.",
             &["result"],
         );
+        // Every bounded label set starts at zero, so dashboards and alerts see each family (and
+        // a rate of 0) from the first scrape rather than only after the first event.
+        for rule in RuleId::ALL {
+            for action in [Action::Enforce, Action::Rewrite, Action::Shadow] {
+                if rule.supports(action) {
+                    for mode in ["CONVERSATION", "DISPATCH", "unknown"] {
+                        policy_decisions.with_label_values(&[rule.as_str(), action.as_str(), mode]);
+                    }
+                }
+            }
+        }
+        for rule in crate::policy::evaluate::DISPATCH_RULES {
+            migration_blockers.with_label_values(&[rule.as_str()]);
+        }
+        for result in [
+            CacheResult::Hit,
+            CacheResult::Miss,
+            CacheResult::Stale,
+            CacheResult::Error,
+        ] {
+            mode_cache_lookups.with_label_values(&[result.as_str()]);
+        }
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("modegate_build_info", "Build information; always 1."),
             &["version"],
@@ -329,29 +354,31 @@ impl Default for Metrics {
     }
 }
 
-/// Reads one sample from exposition text, e.g. `sample(&text, "modegate_requests_total",
-/// &[("operation","other"),("decision","forwarded")])`. For tests and tooling.
+/// The sum of every sample of `name` whose labels include `labels` (one sample when the labels
+/// are complete), e.g. `sample(&text, "modegate_requests_total", &[("operation","other")])`.
+/// `None` when no series matches. For tests and tooling.
 pub fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (metric, rest) = match series.find('{') {
-                Some(i) => (&series[..i], &series[i..]),
-                None => (series, ""),
-            };
-            if metric != name {
-                return None;
-            }
-            let all = labels
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (metric, rest) = match series.find('{') {
+            Some(i) => (&series[..i], &series[i..]),
+            None => (series, ""),
+        };
+        if metric != name
+            || !labels
                 .iter()
-                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")));
-            if all {
-                value.parse().ok()
-            } else {
-                None
-            }
-        })
+                .all(|(k, v)| rest.contains(&format!("{k}=\"{v}\"")))
+        {
+            continue;
+        }
+        if let Ok(v) = value.parse::<f64>() {
+            found = Some(found.unwrap_or(0.0) + v);
+        }
+    }
+    found
 }
 
 #[cfg(test)]

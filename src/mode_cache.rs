@@ -1,10 +1,12 @@
 //! Each app's processing mode, learned and cached.
 //!
-//! A read-through cache keyed by project and app id:
+//! A read-through cache keyed by project and app id. One moka cache keeps each app for
+//! `ttl + stale_if_error` (bounded by `max_apps`); the entry's own age says whether it is fresh:
 //! - **fresh** entries (younger than `ttl_secs`) answer without I/O (`hit`);
 //! - otherwise one coalesced upstream `GET app` per key reloads it (`miss`), however many
-//!   requests wait for it (moka's `try_get_with`);
-//! - when that lookup fails, an entry younger than `ttl + stale_if_error` is served (`stale`);
+//!   requests wait for it (moka's `try_get_with` on a small in-flight cache);
+//! - when that lookup fails, the kept entry is served while it is younger than
+//!   `ttl + stale_if_error` (`stale`);
 //! - with nothing to serve the result is `error` and `policy.unknown_mode` decides.
 //!
 //! **No mode leaks:** in passthrough auth a caller's credential must have been seen to succeed
@@ -175,8 +177,10 @@ pub fn valid_id(id: &str) -> bool {
 
 /// The mode cache.
 pub struct ModeCache {
-    fresh: Cache<String, CachedMode>,
-    stale: Cache<String, CachedMode>,
+    /// Every known app, kept for `ttl + stale_if_error`.
+    entries: Cache<String, CachedMode>,
+    /// Loads in flight (and for a moment after), so concurrent misses share one lookup.
+    inflight: Cache<String, CachedMode>,
     verified: Cache<[u8; 32], ()>,
     tallies: Tallies,
     ttl: Duration,
@@ -199,9 +203,13 @@ impl ModeCache {
         lookup: Arc<dyn ModeLookup>,
         metrics: Arc<Metrics>,
     ) -> Self {
-        // A zero TTL disables caching; a millisecond still lets concurrent misses coalesce.
-        let ttl = settings.ttl.max(Duration::from_millis(1));
-        let keep = ttl + settings.stale_if_error;
+        let ttl = settings.ttl;
+        let keep = (ttl + settings.stale_if_error).max(Duration::from_millis(1));
+        // Long enough to share one lookup among concurrent misses, never longer than the TTL
+        // (a zero TTL disables caching; a millisecond still lets concurrent misses coalesce).
+        let coalesce = ttl
+            .min(Duration::from_secs(1))
+            .max(Duration::from_millis(1));
         let tallies: Tallies = Arc::default();
         let listener = {
             let tallies = tallies.clone();
@@ -220,14 +228,14 @@ impl ModeCache {
             }
         };
         ModeCache {
-            fresh: Cache::builder()
-                .max_capacity(settings.max_apps)
-                .time_to_live(ttl)
-                .build(),
-            stale: Cache::builder()
+            entries: Cache::builder()
                 .max_capacity(settings.max_apps)
                 .time_to_live(keep)
                 .eviction_listener(listener)
+                .build(),
+            inflight: Cache::builder()
+                .max_capacity(1_024)
+                .time_to_live(coalesce)
                 .build(),
             verified: Cache::builder()
                 .max_capacity(settings.max_apps.max(1024))
@@ -240,7 +248,13 @@ impl ModeCache {
         }
     }
 
-    async fn insert(&self, project: &str, app: &str, mode: ProcessingMode, source: ModeSource) {
+    async fn insert(
+        &self,
+        project: &str,
+        app: &str,
+        mode: ProcessingMode,
+        source: ModeSource,
+    ) -> CachedMode {
         let k = key(project, app);
         let entry = CachedMode {
             mode,
@@ -254,9 +268,9 @@ impl ModeCache {
             tally.sample_app = app.to_string();
         }
         self.metrics.add_cached_apps(mode, 1);
-        self.fresh.insert(k.clone(), entry).await;
-        // The listener sees the replaced entry and un-counts it.
-        self.stale.insert(k, entry).await;
+        // The listener sees a replaced entry and un-counts it.
+        self.entries.insert(k, entry).await;
+        entry
     }
 
     /// Records that `authorization` succeeded for `project`.
@@ -285,8 +299,8 @@ impl ModeCache {
     /// Forgets one app (PATCH / DELETE through the gateway, or the admin endpoint).
     pub async fn forget(&self, project: &str, app: &str) {
         let k = key(project, app);
-        self.fresh.invalidate(&k).await;
-        self.stale.invalidate(&k).await;
+        self.entries.invalidate(&k).await;
+        self.inflight.invalidate(&k).await;
     }
 
     /// Ensures the caller's credential has been seen to work for `project`, verifying it with
@@ -306,22 +320,31 @@ impl ModeCache {
             .verified
             .try_get_with(ck, async {
                 loaded.store(true, Ordering::Relaxed);
-                match self
-                    .lookup
-                    .app_mode(project, app, authorization.cloned())
-                    .await
-                {
-                    LookupOutcome::Found(mode) => {
-                        self.insert(project, app, mode, ModeSource::Lookup).await;
-                        Ok(())
-                    }
-                    other => Err(other),
-                }
+                self.load(project, app, authorization).await.map(|_| ())
             })
             .await;
         match result {
             Ok(()) => Ok(loaded.load(Ordering::Relaxed)),
             Err(outcome) => Err(*outcome),
+        }
+    }
+
+    /// One upstream lookup of `app`; a found mode is cached (source `lookup`).
+    async fn load(
+        &self,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> Result<CachedMode, LookupOutcome> {
+        match self
+            .lookup
+            .app_mode(project, app, authorization.cloned())
+            .await
+        {
+            LookupOutcome::Found(mode) => {
+                Ok(self.insert(project, app, mode, ModeSource::Lookup).await)
+            }
+            other => Err(other),
         }
     }
 
@@ -360,7 +383,8 @@ impl ModeCache {
             return Resolution::Known(mode, CacheResult::Hit);
         }
         let k = key(project, app);
-        if let Some(entry) = self.fresh.get(&k).await {
+        let kept = self.entries.get(&k).await;
+        if let Some(entry) = kept.filter(|e| e.at.elapsed() < self.ttl) {
             let result = if loaded {
                 CacheResult::Miss
             } else {
@@ -371,24 +395,10 @@ impl ModeCache {
         }
         let ran = AtomicBool::new(false);
         let result = self
-            .fresh
+            .inflight
             .try_get_with(k.clone(), async {
                 ran.store(true, Ordering::Relaxed);
-                match self
-                    .lookup
-                    .app_mode(project, app, authorization.cloned())
-                    .await
-                {
-                    LookupOutcome::Found(mode) => {
-                        self.insert(project, app, mode, ModeSource::Lookup).await;
-                        Ok(CachedMode {
-                            mode,
-                            source: ModeSource::Lookup,
-                            at: Instant::now(),
-                        })
-                    }
-                    other => Err(other),
-                }
+                self.load(project, app, authorization).await
             })
             .await;
         match result {
@@ -406,7 +416,8 @@ impl ModeCache {
                     self.metrics.cache_lookup(CacheResult::Miss);
                     Resolution::Untouched
                 }
-                _ => match self.stale.get(&k).await {
+                // The kept entry is still within ttl + stale_if_error (the cache's own TTL).
+                _ => match kept {
                     Some(entry) => {
                         self.metrics.cache_lookup(CacheResult::Stale);
                         Resolution::Known(entry.mode, CacheResult::Stale)
@@ -451,7 +462,7 @@ impl ModeCache {
     /// Every cached app, for `GET /apps`.
     pub fn known_apps(&self) -> Vec<KnownApp> {
         let mut apps: Vec<KnownApp> = self
-            .stale
+            .entries
             .iter()
             .filter_map(|(k, v)| {
                 let (project, app) = k.split_once('/')?;
@@ -472,8 +483,8 @@ impl ModeCache {
 
     /// Runs pending cache maintenance (evictions and their notifications); for tests and admin.
     pub async fn sync(&self) {
-        self.fresh.run_pending_tasks().await;
-        self.stale.run_pending_tasks().await;
+        self.entries.run_pending_tasks().await;
+        self.inflight.run_pending_tasks().await;
         self.verified.run_pending_tasks().await;
     }
 }

@@ -106,43 +106,6 @@ fn config_path_comes_from_the_environment() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.listen"));
 }
 
-/// Starts `serve`, returns the child and the addresses from its `listening on` lines.
-fn serve(
-    config: &str,
-    envs: &[(&str, &str)],
-    prefix: &[&str],
-) -> (std::process::Child, Vec<String>, tempfile_path::TempPath) {
-    let file = write_config(config);
-    let mut command = if prefix.is_empty() {
-        Command::new(BIN)
-    } else {
-        let mut c = Command::new(prefix[0]);
-        c.args(&prefix[1..]).arg(BIN);
-        c
-    };
-    command
-        .args(["serve", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    for (k, v) in envs {
-        command.env(k, v);
-    }
-    let mut child = command.spawn().expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let mut addrs = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while addrs.len() < 3 && Instant::now() < deadline {
-        let Some(Ok(line)) = lines.next() else { break };
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            addrs.push(rest.split_whitespace().next().expect("addr").to_string());
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, addrs, file)
-}
-
 fn get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("connect");
@@ -184,7 +147,7 @@ const EMBEDDED: &str =
 
 #[test]
 fn serve_logs_ephemeral_addresses_serves_and_exits_0_on_sigterm() {
-    let (child, addrs, _file) = serve(EMBEDDED, &[], &[]);
+    let (child, addrs, _log, _file) = serve(EMBEDDED, &[], &[]);
     assert_eq!(
         addrs.len(),
         3,
@@ -208,7 +171,7 @@ fn serve_works_on_one_worker_thread_pinned_to_one_cpu() {
     } else {
         &[]
     };
-    let (child, addrs, _file) = serve(EMBEDDED, &[("TOKIO_WORKER_THREADS", "1")], prefix);
+    let (child, addrs, _log, _file) = serve(EMBEDDED, &[("TOKIO_WORKER_THREADS", "1")], prefix);
     assert_eq!(addrs.len(), 3, "{addrs:?}");
     for _ in 0..20 {
         assert!(get(&addrs[1], "/v1/projects/p/apps").starts_with("HTTP/1.1 401"));
@@ -241,36 +204,7 @@ fn json_decision_logs_carry_every_field_and_no_secrets() {
          [upstream]\nbase_url = \"embedded\"\nembedded_seed = \"{}\"\n[log]\nformat = \"json\"\n",
         seed.display()
     );
-    let file = write_config(&config);
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(file.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut addrs = Vec::new();
-    let mut lines = Vec::new();
-    while addrs.len() < 3 {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("listening lines");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
-        if let Some(rest) = v["message"]
-            .as_str()
-            .and_then(|m| m.strip_prefix("listening on "))
-        {
-            addrs.push(rest.to_string());
-        }
-        lines.push(line);
-    }
+    let (child, addrs, rx, _file) = serve(&config, &[], &[]);
     let proxy = &addrs[1];
     let secret_token = "Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
     let phone = "+15550100";
@@ -290,7 +224,13 @@ fn json_decision_logs_carry_every_field_and_no_secrets() {
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply}");
     sigterm(&child);
     assert_eq!(wait_exit(child), Some(0));
-    lines.extend(rx.try_iter());
+    let lines: Vec<String> = rx.try_iter().collect();
+    for line in &lines {
+        assert!(
+            serde_json::from_str::<serde_json::Value>(line).is_ok(),
+            "not JSON: {line}"
+        );
+    }
     let decision = lines
         .iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
@@ -326,4 +266,222 @@ fn json_decision_logs_carry_every_field_and_no_secrets() {
     ] {
         assert!(!all.contains(secret), "{secret} leaked into the logs");
     }
+}
+
+/// Starts `serve` (optionally behind a command `prefix` such as `taskset -c 0`) with every
+/// stderr line captured. Returns the child, the simulator / proxy / admin addresses from the
+/// `listening on` lines, every log line (those lines included), and the config file.
+fn serve(
+    config: &str,
+    envs: &[(&str, &str)],
+    prefix: &[&str],
+) -> (
+    std::process::Child,
+    Vec<String>,
+    std::sync::mpsc::Receiver<String>,
+    tempfile_path::TempPath,
+) {
+    let file = write_config(config);
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(BIN);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    command
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let mut child = command.spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut addrs = Vec::new();
+    let mut early = Vec::new();
+    while addrs.len() < 3 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("listening lines");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addrs.push(
+                rest.split(|c: char| c == '"' || c.is_whitespace())
+                    .next()
+                    .expect("addr")
+                    .to_string(),
+            );
+        }
+        early.push(line);
+    }
+    let (tx2, rx2) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in early.into_iter().chain(rx.iter()) {
+            let _ = tx2.send(line);
+        }
+    });
+    (child, addrs, rx2, file)
+}
+
+fn http(addr: &str, request: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(request.as_bytes()).expect("write");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn sighup_reloads_the_config_file() {
+    let upstream_less = "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 1\n\
+        [upstream]\nbase_url = \"embedded\"\n";
+    let (child, addrs, _rx, file) = serve(
+        &format!("{upstream_less}[policy]\nmax_ttl_days = 30\n"),
+        &[],
+        &[],
+    );
+    let create = |addr: &str| {
+        let body = r#"{"display_name":"x","retention_policy":{"ttl_days":400}}"#;
+        http(addr, &format!(
+            "POST /v1/projects/p/apps HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ))
+    };
+    let before = create(&addrs[1]);
+    assert!(
+        before.contains("x-modegate-rule: compliance.max_ttl_days"),
+        "{before}"
+    );
+    std::fs::write(
+        file.path(),
+        format!("{upstream_less}[policy]\nmax_ttl_days = 3650\n"),
+    )
+    .expect("write");
+    let status = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = http(
+            &addrs[2],
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        );
+        if metrics.contains("modegate_config_reloads_total{result=\"success\"} 1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = create(&addrs[1]);
+    assert!(!after.contains("compliance.max_ttl_days"), "{after}");
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+}
+
+#[test]
+fn nothing_secret_reaches_logs_metrics_or_error_bodies_under_load() {
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-seed.toml");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 1\n\
+         [upstream]\nbase_url = \"embedded\"\nembedded_seed = \"{}\"\n\
+         [policy]\nwhat_if_mode = \"DISPATCH\"\n[log]\nformat = \"json\"\naccess_log = true\n",
+        seed.display()
+    );
+    let (child, addrs, rx, _file) = serve(&config, &[("RUST_LOG", "debug")], &[]);
+    let proxy = &addrs[1];
+    let basic = "ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
+    let bearer = "leaky-bearer-token-7f3a9c";
+    let phone = "+15550199";
+    let text = "confidential-body-text-42";
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let mut gateway_bodies = Vec::new();
+    for i in 0..40 {
+        let auth = if i % 2 == 0 {
+            format!("Basic {basic}")
+        } else {
+            format!("Bearer {bearer}")
+        };
+        let bodies = [
+            ("POST", "/v1/projects/demo-project/messages:send".to_string(),
+             format!(r#"{{"app_id":"new-app","recipient":{{"contact_id":"alice"}},"message":{{"text_message":{{"text":"{text}"}}}}}}"#)),
+            ("POST", "/v1/projects/demo-project/messages:send".to_string(),
+             format!(r#"{{"app_id":"new-app","recipient":{{"identified_by":{{"channel_identities":[{{"channel":"SMS","identity":"{phone}"}}]}}}},"message":{{"text_message":{{"text":"{text}"}}}}}}"#)),
+            ("GET", "/v1/projects/demo-project/messages?app_id=new-app&contact_id=alice&channel_identity=%2B15550199".to_string(), String::new()),
+            ("POST", "/v1/projects/demo-project/messages:send".to_string(), format!("{{not json {text} {phone}")),
+            ("GET", "/v1/projects/demo-project/conversations?app_id=legacy-app".to_string(), String::new()),
+        ];
+        for (method, path, body) in bodies {
+            let reply = http(proxy, &format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {auth}\r\ntraceparent: 00-{trace}-00f067aa0ba902b7-01\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ));
+            if reply.contains("x-modegate-decision: rejected") {
+                gateway_bodies.push(reply);
+            }
+        }
+    }
+    assert!(!gateway_bodies.is_empty());
+    let metrics = http(
+        &addrs[2],
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+    let logs: Vec<String> = rx.try_iter().collect();
+    assert!(
+        logs.len() > 100,
+        "expected debug and access output, got {} lines",
+        logs.len()
+    );
+    let all_logs = logs.join("\n");
+    for secret in [basic, "demo-secret", bearer, phone, "15550199", text] {
+        assert!(!all_logs.contains(secret), "{secret} leaked into the logs");
+        assert!(
+            !metrics.contains(secret),
+            "{secret} leaked into the metrics"
+        );
+        for body in &gateway_bodies {
+            assert!(
+                !body.contains(secret),
+                "{secret} leaked into an error body: {body}"
+            );
+        }
+    }
+    let parsed: Vec<serde_json::Value> = logs
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let access = parsed
+        .iter()
+        .find(|v| v["target"] == "modegate::access")
+        .expect("access log line");
+    assert_eq!(access["trace_id"], trace);
+    for field in [
+        "request_id",
+        "operation",
+        "status",
+        "decision",
+        "duration_ms",
+    ] {
+        assert!(access.get(field).is_some(), "access log lacks {field}");
+    }
+    let decision = parsed
+        .iter()
+        .find(|v| v["target"] == "modegate::decision")
+        .expect("decision line");
+    assert_eq!(decision["trace_id"], trace);
 }

@@ -493,3 +493,23 @@ async fn requests_are_counted_by_operation_and_decision() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn w3c_trace_context_passes_through_untouched() {
+    let upstream = Upstream::ok().await;
+    let gw = spawn(config_for(&upstream.url())).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let tracestate = "congo=t61rcWkgMzE,rojo=00f067aa0ba902b7";
+    let r = send(
+        Method::GET,
+        &format!("http://{}/v1/projects/p/apps", gw.proxy_addr),
+        &[("traceparent", traceparent), ("tracestate", tracestate)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let seen = &upstream.seen()[0];
+    assert_eq!(seen.headers["traceparent"], traceparent);
+    assert_eq!(seen.headers["tracestate"], tracestate);
+    gw.shutdown().await;
+}

@@ -393,7 +393,15 @@ impl GatewayState {
             (as_conversation, None)
         };
         let request_id = parts.extensions.get::<RequestId>().map(|r| r.0.clone());
-        self.record(&decision, mode, &subject, op, request_id.as_ref());
+        let trace_id = parts.extensions.get::<super::observe::TraceId>().cloned();
+        self.record(
+            &decision,
+            mode,
+            &subject,
+            op,
+            request_id.as_ref(),
+            trace_id.as_ref(),
+        );
         if mode == Some(ProcessingMode::Conversation) {
             for rule in &blockers {
                 self.metrics.migration_blocker(*rule);
@@ -460,7 +468,7 @@ impl GatewayState {
         if let (Some(p), Some(a), Operation::UpdateApp | Operation::DeleteApp) =
             (&subject.project, &subject.app, op)
         {
-            self.modes.forget(p, a).await;
+            self.modes().forget(p, a).await;
         }
         let replay = (retry_candidate && mode == Some(ProcessingMode::Dispatch)).then(|| {
             let mut r = Request::new(());
@@ -479,7 +487,14 @@ impl GatewayState {
                 }],
                 ..Decision::default()
             };
-            self.record(&retried, mode, &subject, op, request_id.as_ref());
+            self.record(
+                &retried,
+                mode,
+                &subject,
+                op,
+                request_id.as_ref(),
+                trace_id.as_ref(),
+            );
             let (parts, ()) = replay.into_parts();
             let outcome = Outcome {
                 disposition: Disposition::Rewritten,
@@ -502,6 +517,7 @@ impl GatewayState {
         subject: &Subject,
         op: Operation,
         request_id: Option<&HeaderValue>,
+        trace_id: Option<&super::observe::TraceId>,
     ) {
         let outcome = decision.disposition().as_str();
         for m in &decision.matches {
@@ -511,6 +527,7 @@ impl GatewayState {
                 target: "modegate::decision",
                 decision_id = %crate::ids::hex_id(),
                 request_id = request_id.and_then(|v| v.to_str().ok()).unwrap_or(""),
+                trace_id = trace_id.map_or("", |t| t.0.as_str()),
                 rule = m.rule.as_str(),
                 action = m.action.as_str(),
                 mode = mode_label(mode),
@@ -538,7 +555,7 @@ impl GatewayState {
         if let Some(app) = &subject.app {
             let pinned = app_override.and_then(|o| o.processing_mode);
             return self
-                .modes
+                .modes()
                 .resolve(project, app, authorization, pinned, self.verify_credentials)
                 .await;
         }
@@ -547,14 +564,14 @@ impl GatewayState {
             .get(project)
             .cloned()
             .flatten()
-            .or_else(|| self.modes.project_mode(project));
+            .or_else(|| self.modes().project_mode(project));
         let Some((mode, sample_app)) = tie else {
             // Nothing ties the call to a mode: forwarded unchanged.
             return Resolution::Untouched;
         };
         if self.verify_credentials {
             match self
-                .modes
+                .modes()
                 .check_credential(project, &sample_app, authorization)
                 .await
             {
@@ -687,7 +704,7 @@ impl GatewayState {
                     .and_then(Value::as_str)
                     .or(subject.app.as_deref());
                 if let (Some(id), Some(mode)) = (id, mode_of(app)) {
-                    self.modes.learn(project, id, mode, authorization).await;
+                    self.modes().learn(project, id, mode, authorization).await;
                 }
             }
         }

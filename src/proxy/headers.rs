@@ -39,8 +39,18 @@ fn protected(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || name == header::CONTENT_TYPE || name == X_REQUEST_ID
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == name)
+}
+
 /// Removes hop-by-hop headers, including every header named in `Connection`, and `Upgrade`.
+///
+/// The common message has none, so one pass over the names present (cheap comparisons, no
+/// hashing) decides whether there is anything to do.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     if headers.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
@@ -64,17 +74,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The `x-forwarded-for` value of a client address (computed once per connection).
+pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Prepares a client request's headers for the upstream: hop-by-hop removed, `Host` dropped (the
 /// client sets it from the upstream URI), `x-forwarded-for` appended, `x-forwarded-proto` set.
-pub fn to_upstream(headers: &mut HeaderMap, client_ip: Option<IpAddr>) {
+/// `client` is the connection's [`forwarded_for`] value.
+pub fn to_upstream(headers: &mut HeaderMap, client: Option<&HeaderValue>) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    if let Some(ip) = client_ip {
+    if let Some(ip) = client {
         let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-            _ => ip.to_string(),
+            Some(prev) if !prev.trim().is_empty() => {
+                HeaderValue::try_from(format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
+            }
+            _ => Some(ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&value) {
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR, v);
         }
     }
@@ -140,13 +158,16 @@ mod tests {
     #[test]
     fn upstream_headers_get_forwarding_info_and_lose_host() {
         let mut h = map(&[("host", "gateway.local"), ("x-forwarded-for", "10.0.0.1")]);
-        to_upstream(&mut h, Some("127.0.0.1".parse().expect("ip")));
+        to_upstream(
+            &mut h,
+            Some(&forwarded_for("127.0.0.1".parse().expect("ip"))),
+        );
         assert!(!h.contains_key("host"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
 
         let mut h = HeaderMap::new();
-        to_upstream(&mut h, Some("::1".parse().expect("ip")));
+        to_upstream(&mut h, Some(&forwarded_for("::1".parse().expect("ip"))));
         assert_eq!(h["x-forwarded-for"], "::1");
     }
 

@@ -46,9 +46,28 @@ use lookup::UpstreamLookup;
 /// What every gateway response is.
 pub type GatewayResponse = Response<GatewayBody>;
 
-/// The peer address of the client connection, set per connection by the server.
-#[derive(Clone, Copy, Debug)]
-pub struct ClientAddr(pub SocketAddr);
+/// What the proxy knows of a client connection, built once per connection and shared by its
+/// requests (one request extension).
+#[derive(Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Its `x-forwarded-for` value.
+    pub forwarded_for: http::HeaderValue,
+    /// Raised when a request on this connection carried both framing headers.
+    pub framing: FramingFlag,
+}
+
+impl Connection {
+    /// From the server's connection info.
+    pub fn new(info: crate::server::ConnectionInfo) -> Arc<Connection> {
+        Arc::new(Connection {
+            peer: info.peer,
+            forwarded_for: headers::forwarded_for(info.peer.ip()),
+            framing: info.framing,
+        })
+    }
+}
 
 /// What the gateway did, attached to a response for the observe layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,7 +109,8 @@ pub struct GatewayState {
     token_uri: Uri,
     metrics: Arc<Metrics>,
     policy: RwLock<Arc<PolicyRuntime>>,
-    modes: Arc<ModeCache>,
+    modes: RwLock<Arc<ModeCache>>,
+    lookup: Arc<UpstreamLookup>,
     contacts: ContactCache,
     report: Arc<MigrationReport>,
     max_policy_body_bytes: usize,
@@ -98,6 +118,8 @@ pub struct GatewayState {
     verify_credentials: bool,
     /// Inject auth: the gateway's own key.
     inject: Option<Inject>,
+    /// `[log] access_log`.
+    access_log: bool,
 }
 
 impl GatewayState {
@@ -117,12 +139,16 @@ impl GatewayState {
             api_origin.clone(),
             metrics.clone(),
         ));
-        let modes = Arc::new(ModeCache::new(
+        let modes = RwLock::new(Arc::new(ModeCache::new(
             &config.mode_cache,
             lookup.clone(),
             metrics.clone(),
-        ));
-        let contacts = ContactCache::new(config.mode_cache.ttl, config.mode_cache.max_apps, lookup);
+        )));
+        let contacts = ContactCache::new(
+            config.mode_cache.ttl,
+            config.mode_cache.max_apps,
+            lookup.clone(),
+        );
         let inject = secrets.map(|secrets| Inject {
             tokens: TokenSource::new(
                 upstream.clone(),
@@ -139,11 +165,13 @@ impl GatewayState {
             metrics,
             policy: RwLock::new(Arc::new(PolicyRuntime::new(config.policy.clone()))),
             modes,
+            lookup,
             contacts,
             report: Arc::default(),
             max_policy_body_bytes: config.server.max_policy_body_bytes,
             verify_credentials: config.auth.mode == AuthMode::Passthrough,
             inject,
+            access_log: config.log.access_log,
         })
     }
 
@@ -152,9 +180,34 @@ impl GatewayState {
         &self.metrics
     }
 
-    /// The mode cache.
-    pub fn modes(&self) -> &Arc<ModeCache> {
-        &self.modes
+    /// The mode cache in force.
+    pub fn modes(&self) -> Arc<ModeCache> {
+        self.modes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies the reloadable part of `new` (see [`crate::reload`]); `old` is the config in
+    /// force. Returns whether the mode cache was replaced.
+    pub fn apply(&self, new: &Config, old: &Config) -> bool {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) =
+            Arc::new(PolicyRuntime::new(new.policy.clone()));
+        let (a, b) = (&old.mode_cache, &new.mode_cache);
+        if a.ttl == b.ttl && a.stale_if_error == b.stale_if_error && a.max_apps == b.max_apps {
+            return false;
+        }
+        let fresh = Arc::new(ModeCache::new(
+            &new.mode_cache,
+            self.lookup.clone(),
+            self.metrics.clone(),
+        ));
+        let previous = std::mem::replace(
+            &mut *self.modes.write().unwrap_or_else(|p| p.into_inner()),
+            fresh,
+        );
+        // The old cache's entries leave the gauge with it.
+        for app in previous.known_apps() {
+            self.metrics.add_cached_apps(app.mode, -1);
+        }
+        true
     }
 
     /// The migration report.
@@ -245,8 +298,11 @@ impl GatewayState {
                 .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
             self.api_origin.uri(&pq)
         };
-        let client_ip = parts.extensions.get::<ClientAddr>().map(|a| a.0.ip());
-        headers::to_upstream(&mut parts.headers, client_ip);
+        let client = parts
+            .extensions
+            .get::<Arc<Connection>>()
+            .map(|c| c.forwarded_for.clone());
+        headers::to_upstream(&mut parts.headers, client.as_ref());
         let mut response = match &self.inject {
             None => {
                 self.send(parts, body.into_gateway(), operation, outcome)
@@ -398,8 +454,8 @@ impl Inject {
 fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
     let raised = req
         .extensions()
-        .get::<FramingFlag>()
-        .is_some_and(FramingFlag::is_raised);
+        .get::<Arc<Connection>>()
+        .is_some_and(|c| c.framing.is_raised());
     let h = req.headers();
     if raised
         || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH))
@@ -442,12 +498,13 @@ pub fn stack(
        + Send
        + 'static {
     let metrics = state.metrics.clone();
+    let access_log = state.access_log;
     ServiceBuilder::new()
         .layer(SetSensitiveRequestHeadersLayer::new([
             header::AUTHORIZATION,
             header::PROXY_AUTHORIZATION,
         ]))
         .layer(request_id::RequestIdLayer)
-        .layer(observe::ObserveLayer::new(metrics))
+        .layer(observe::ObserveLayer::new(metrics, access_log))
         .service(Core { state })
 }

@@ -18,16 +18,40 @@ use super::Outcome;
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::policy::Disposition;
 
+/// The W3C trace id of a request (from a valid `traceparent`), for the logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceId(pub String);
+
+/// The trace id of `traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
+pub fn trace_id(headers: &http::HeaderMap) -> Option<TraceId> {
+    let v = headers.get("traceparent")?.to_str().ok()?;
+    let mut parts = v.trim().split('-');
+    let (version, trace, parent, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let valid = hex(version, 2)
+        && version != "ff"
+        && hex(trace, 32)
+        && trace.bytes().any(|b| b != b'0')
+        && hex(parent, 16)
+        && hex(flags, 2);
+    valid.then(|| TraceId(trace.to_ascii_lowercase()))
+}
+
 /// Layer for [`Observe`].
 #[derive(Clone, Debug)]
 pub struct ObserveLayer {
     metrics: Arc<Metrics>,
+    access_log: bool,
 }
 
 impl ObserveLayer {
-    /// Records into `metrics`.
-    pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { metrics }
+    /// Records into `metrics`; `access_log` logs one info line per request.
+    pub fn new(metrics: Arc<Metrics>, access_log: bool) -> Self {
+        Self {
+            metrics,
+            access_log,
+        }
     }
 }
 
@@ -37,6 +61,7 @@ impl<S> Layer<S> for ObserveLayer {
         Observe {
             inner,
             metrics: self.metrics.clone(),
+            access_log: self.access_log,
         }
     }
 }
@@ -46,6 +71,7 @@ impl<S> Layer<S> for ObserveLayer {
 pub struct Observe<S> {
     inner: S,
     metrics: Arc<Metrics>,
+    access_log: bool,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -67,57 +93,76 @@ where
         let started = Instant::now();
         let class = classify(req.method(), req.uri().path());
         req.extensions_mut().insert(class);
+        let trace = trace_id(req.headers());
+        if let Some(t) = &trace {
+            req.extensions_mut().insert(t.clone());
+        }
+        let method = req.method().clone();
+        let access_log = self.access_log;
         let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-        let span = tracing::debug_span!(
-            "request",
-            request_id = request_id
-                .as_ref()
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or(""),
-            operation = class.operation.as_str(),
-        );
+        // A span costs a registry slot per request; open one only when someone listens.
+        let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
+            tracing::debug_span!(
+                "request",
+                request_id = request_id
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or(""),
+                operation = class.operation.as_str(),
+            )
+        });
         let future = self.inner.call(req);
         let metrics = self.metrics.clone();
-        Box::pin(
-            async move {
-                let Ok(mut response) = future.await;
-                let outcome = response
-                    .extensions()
-                    .get::<Outcome>()
-                    .copied()
-                    .unwrap_or_default();
-                let headers = response.headers_mut();
-                if let Some(id) = request_id {
-                    headers.insert(X_REQUEST_ID, id);
+        let observed = async move {
+            let Ok(mut response) = future.await;
+            let outcome = response
+                .extensions()
+                .get::<Outcome>()
+                .copied()
+                .unwrap_or_default();
+            let headers = response.headers_mut();
+            if let Some(id) = &request_id {
+                headers.insert(X_REQUEST_ID, id.clone());
+            }
+            headers.insert(
+                X_MODEGATE_DECISION,
+                HeaderValue::from_static(outcome.disposition.as_str()),
+            );
+            if let Some(rule) = outcome.rule {
+                headers.insert(X_MODEGATE_RULE, HeaderValue::from_static(rule.as_str()));
+            }
+            let label = if outcome.error {
+                DecisionLabel::Error
+            } else {
+                match outcome.disposition {
+                    Disposition::Forwarded => DecisionLabel::Forwarded,
+                    Disposition::Rewritten => DecisionLabel::Rewritten,
+                    Disposition::Rejected => DecisionLabel::Rejected,
+                    Disposition::Shadow => DecisionLabel::Shadow,
                 }
-                headers.insert(
-                    X_MODEGATE_DECISION,
-                    HeaderValue::from_static(outcome.disposition.as_str()),
-                );
-                if let Some(rule) = outcome.rule {
-                    headers.insert(X_MODEGATE_RULE, HeaderValue::from_static(rule.as_str()));
-                }
-                let label = if outcome.error {
-                    DecisionLabel::Error
-                } else {
-                    match outcome.disposition {
-                        Disposition::Forwarded => DecisionLabel::Forwarded,
-                        Disposition::Rewritten => DecisionLabel::Rewritten,
-                        Disposition::Rejected => DecisionLabel::Rejected,
-                        Disposition::Shadow => DecisionLabel::Shadow,
-                    }
-                };
-                let elapsed = started.elapsed().as_secs_f64();
-                metrics.record_request(class.operation, label, elapsed);
-                tracing::debug!(
+            };
+            let elapsed = started.elapsed().as_secs_f64();
+            metrics.record_request(class.operation, label, elapsed);
+            if access_log {
+                // The operation, never the raw path: paths and queries can carry identities.
+                tracing::info!(
+                    target: "modegate::access",
+                    request_id = request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+                    trace_id = trace.as_ref().map_or("", |t| t.0.as_str()),
+                    method = method.as_str(),
+                    operation = class.operation.as_str(),
                     status = response.status().as_u16(),
                     decision = label.as_str(),
-                    elapsed_ms = elapsed * 1000.0,
-                    "access"
+                    rule = outcome.rule.map_or("", |r| r.as_str()),
+                    duration_ms = elapsed * 1000.0,
+                    "request"
                 );
-                Ok(response)
             }
-            .instrument(span),
-        )
+            Ok(response)
+        };
+        match span {
+            Some(span) => Box::pin(observed.instrument(span)),
+            None => Box::pin(observed),
+        }
     }
 }

@@ -54,9 +54,7 @@ where
         let id = match req.headers().get(&X_REQUEST_ID) {
             Some(v) if acceptable(v) => v.clone(),
             _ => {
-                // Hex digits are always a valid header value.
-                let v = HeaderValue::try_from(ids::hex_id())
-                    .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+                let v = ids::request_id();
                 req.headers_mut().insert(X_REQUEST_ID, v.clone());
                 v
             }
