@@ -255,7 +255,7 @@ pub struct Config {
 }
 
 /// Listener and limit settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     /// Proxy listener.
     pub listen: SocketAddr,
@@ -286,7 +286,7 @@ pub enum UpstreamTarget {
 }
 
 /// `[upstream]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     /// The origin.
     pub target: UpstreamTarget,
@@ -308,7 +308,7 @@ pub enum AuthMode {
 }
 
 /// `[auth]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthSettings {
     /// Mode.
     pub mode: AuthMode,
@@ -323,7 +323,7 @@ pub struct AuthSettings {
 }
 
 /// `[mode_cache]`, validated.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModeCacheSettings {
     /// Trust period; zero disables caching.
     pub ttl: Duration,
@@ -384,7 +384,7 @@ pub enum LogFormat {
 }
 
 /// `[log]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     /// Format.
     pub format: LogFormat,

@@ -42,38 +42,26 @@ impl std::fmt::Debug for Reloader {
 /// The non-reloadable settings that differ between two configs.
 fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    let (a, b) = (&old.server, &new.server);
-    if a.listen != b.listen {
+    if old.server.listen != new.server.listen {
         changed.push("server.listen");
     }
-    if a.admin_listen != b.admin_listen {
+    if old.server.admin_listen != new.server.admin_listen {
         changed.push("server.admin_listen");
     }
-    if a.shutdown_grace != b.shutdown_grace
-        || a.max_policy_body_bytes != b.max_policy_body_bytes
-        || a.header_read_timeout != b.header_read_timeout
-        || a.max_connections != b.max_connections
-        || a.http2_max_concurrent_streams != b.http2_max_concurrent_streams
-    {
-        changed.push("server");
-    }
-    if old.upstream.target != new.upstream.target
-        || old.upstream.connect_timeout != new.upstream.connect_timeout
-        || old.upstream.request_timeout != new.upstream.request_timeout
-        || old.upstream.pool_max_idle_per_host != new.upstream.pool_max_idle_per_host
-    {
-        changed.push("upstream");
-    }
-    if old.auth.mode != new.auth.mode
-        || old.auth.token_url != new.auth.token_url
-        || old.auth.key_id_env != new.auth.key_id_env
-        || old.auth.key_secret_env != new.auth.key_secret_env
-        || old.auth.inbound_token_env != new.auth.inbound_token_env
-    {
-        changed.push("auth");
-    }
-    if old.log.format != new.log.format || old.log.level != new.log.level {
-        changed.push("log");
+    let other_server_keys_differ = crate::config::ServerSettings {
+        listen: new.server.listen,
+        admin_listen: new.server.admin_listen,
+        ..old.server.clone()
+    } != new.server;
+    for (section, differs) in [
+        ("server", other_server_keys_differ),
+        ("upstream", old.upstream != new.upstream),
+        ("auth", old.auth != new.auth),
+        ("log", old.log != new.log),
+    ] {
+        if differs {
+            changed.push(section);
+        }
     }
     changed
 }
@@ -123,5 +111,46 @@ impl Reloader {
             mode_cache_replaced,
             needs_restart,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn restart_only_keys_are_reported_by_section() {
+        let base = config("");
+        assert!(restart_only_changes(&base, &config("")).is_empty());
+        assert!(restart_only_changes(&base, &config("[policy]\nmax_ttl_days = 30\n")).is_empty());
+        assert!(restart_only_changes(&base, &config("[mode_cache]\nttl_secs = 5\n")).is_empty());
+        assert_eq!(
+            restart_only_changes(&base, &config("[server]\nlisten = \"127.0.0.1:1\"\n")),
+            ["server.listen"]
+        );
+        assert_eq!(
+            restart_only_changes(&base, &config("[server]\nmax_connections = 5\n")),
+            ["server"]
+        );
+        assert_eq!(
+            restart_only_changes(&base, &config("[upstream]\nrequest_timeout_ms = 5\n")),
+            ["upstream"]
+        );
+        assert_eq!(
+            restart_only_changes(&base, &config("[log]\naccess_log = true\n")),
+            ["log"]
+        );
+        assert_eq!(
+            restart_only_changes(
+                &base,
+                &config("[server]\nlisten = \"127.0.0.1:0\"\n[auth]\ntoken_url = \"http://a/t\"\n")
+            ),
+            ["server.listen", "auth"]
+        );
     }
 }

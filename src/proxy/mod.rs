@@ -190,8 +190,7 @@ impl GatewayState {
     pub fn apply(&self, new: &Config, old: &Config) -> bool {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) =
             Arc::new(PolicyRuntime::new(new.policy.clone()));
-        let (a, b) = (&old.mode_cache, &new.mode_cache);
-        if a.ttl == b.ttl && a.stale_if_error == b.stale_if_error && a.max_apps == b.max_apps {
+        if old.mode_cache == new.mode_cache {
             return false;
         }
         let fresh = Arc::new(ModeCache::new(
