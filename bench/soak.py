@@ -7,7 +7,7 @@ import http.client
 import json
 import os
 import random
-import socket
+import re
 import subprocess
 import sys
 import threading
@@ -50,7 +50,7 @@ def listening(log, nth, timeout=30):
     deadline = time.time() + timeout
     while time.time() < deadline:
         with open(log) as f:
-            addrs = [l.split("listening on ")[1].split()[0] for l in f if "listening on " in l]
+            addrs = re.findall(r"listening on ([0-9.]+:[0-9]+)", f.read())
         if len(addrs) >= nth:
             return addrs[nth - 1]
         time.sleep(0.1)
@@ -145,7 +145,7 @@ what_if_mode = "DISPATCH"
 "dispatch.send.contact_recipient" = "rewrite"
 [log]
 format = "json"
-level = "warn"
+level = "warn,modegate::server=info"
 """)
     gw = subprocess.Popen([args.bin, "serve", "--config", conf], stdout=open(gw_log, "w"), stderr=subprocess.STDOUT)
     try:
