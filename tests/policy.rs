@@ -465,22 +465,8 @@ async fn two_hundred_concurrent_requests_for_a_cold_app_make_one_lookup() {
     assert_eq!(s.calls(Op::GetApp), 1);
     assert_eq!(s.calls(Op::ListMessages), 0);
     let m = s.metrics().await;
-    assert_eq!(
-        sample(
-            &m,
-            "modegate_mode_cache_lookups_total",
-            &[("result", "miss")]
-        ),
-        1.0
-    );
-    assert_eq!(
-        sample(
-            &m,
-            "modegate_mode_cache_lookups_total",
-            &[("result", "hit")]
-        ),
-        199.0
-    );
+    assert_eq!(lookups(&m, "miss"), 1.0);
+    assert_eq!(lookups(&m, "hit"), 199.0);
     s.stop().await;
 }
 
@@ -496,14 +482,7 @@ async fn a_failing_lookup_serves_the_stale_mode() {
     let r = get(&url).await;
     assert_rejected(&r, "dispatch.list_messages.contact_filter");
     let m = metrics(gw.admin_addr).await;
-    assert_eq!(
-        sample(
-            &m,
-            "modegate_mode_cache_lookups_total",
-            &[("result", "stale")]
-        ),
-        1.0
-    );
+    assert_eq!(lookups(&m, "stale"), 1.0);
     gw.shutdown().await;
 }
 
@@ -526,13 +505,7 @@ async fn unknown_mode_forward_and_reject() {
     );
     assert_eq!(s.calls(Op::ListMessages), 1);
     let m = s.metrics().await;
-    assert!(
-        sample(
-            &m,
-            "modegate_mode_cache_lookups_total",
-            &[("result", "error")]
-        ) >= 1.0
-    );
+    assert!(lookups(&m, "error") >= 1.0);
     s.stop().await;
     let s = Stack::with_seed(seed, "[policy]\nunknown_mode = \"reject\"\n").await;
     let r = get(&s.url("/messages?app_id=new-app&contact_id=alice")).await;

@@ -411,6 +411,15 @@ pub fn assert_rejected(r: &Reply, rule: &str) {
     assert_eq!(r.header("x-modegate-rule"), Some(rule));
 }
 
+/// `modegate_mode_cache_lookups_total{result}`.
+pub fn lookups(m: &str, result: &str) -> f64 {
+    sample(
+        m,
+        "modegate_mode_cache_lookups_total",
+        &[("result", result)],
+    )
+}
+
 pub fn decisions(m: &str, rule: &str, action: &str) -> f64 {
     sample(
         m,
