@@ -52,6 +52,9 @@ pub enum StartError {
     /// The embedded simulator's seed is unusable.
     #[error("{0}")]
     Seed(String),
+    /// The upstream URL cannot be used (validation normally catches this first).
+    #[error("{0}")]
+    Upstream(String),
     /// A secret named in config is missing from the environment.
     #[error("{0}")]
     Secret(String),
@@ -62,7 +65,7 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartError::Bind { .. } => 1,
-            StartError::Seed(_) | StartError::Secret(_) => 2,
+            StartError::Seed(_) | StartError::Upstream(_) | StartError::Secret(_) => 2,
         }
     }
 }
@@ -177,7 +180,9 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         // The validated config guarantees an absolute http(s) URL here.
         let state = GatewayState::new(&config, &upstream_uri, token_uri, metrics, secrets)
-            .ok_or_else(|| StartError::Seed(format!("upstream {upstream_uri} is not usable")))?;
+            .ok_or_else(|| {
+                StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
+            })?;
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
         Ok(App {

@@ -135,7 +135,8 @@ impl Finding {
     }
 }
 
-fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+/// The non-empty string at `key` of a JSON object (absent, empty and non-strings are `None`).
+pub fn json_text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
     v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
@@ -145,7 +146,7 @@ fn present(v: &Value, key: &str) -> bool {
 
 fn dispatch_only(facts: &RequestFacts<'_>) -> bool {
     facts.operation == Operation::SendMessage
-        && facts.body.and_then(|b| text(b, "processing_strategy")) == Some("DISPATCH_ONLY")
+        && facts.body.and_then(|b| json_text(b, "processing_strategy")) == Some("DISPATCH_ONLY")
 }
 
 /// The mode this request is processed in: the app's, or DISPATCH for a DISPATCH_ONLY send.
@@ -168,7 +169,7 @@ fn ttl(v: &Value) -> Option<i64> {
 /// Every retention problem of an app body: (field path, what is wrong).
 fn retention_problems(body: &Value) -> Option<String> {
     if let Some(r) = body.get("retention_policy").filter(|v| !v.is_null()) {
-        if let Some(kind) = text(r, "retention_type") {
+        if let Some(kind) = json_text(r, "retention_type") {
             if !matches!(
                 kind,
                 "MESSAGE_EXPIRE_POLICY" | "CONVERSATION_EXPIRE_POLICY" | "PERSIST_RETENTION_POLICY"
@@ -190,7 +191,7 @@ fn retention_problems(body: &Value) -> Option<String> {
         .get("dispatch_retention_policy")
         .filter(|v| !v.is_null())
     {
-        if let Some(kind) = text(r, "retention_type") {
+        if let Some(kind) = json_text(r, "retention_type") {
             if kind != "MESSAGE_EXPIRE_POLICY" {
                 return Some(format!(
                     "dispatch_retention_policy.retention_type: {kind} is not supported in DISPATCH processing mode; use MESSAGE_EXPIRE_POLICY"
@@ -223,7 +224,7 @@ fn check(
         RuleId::SendContactRecipient => {
             let contact = body
                 .and_then(|b| b.get("recipient"))
-                .and_then(|r| text(r, "contact_id"));
+                .and_then(|r| json_text(r, "contact_id"));
             (dispatch && contact.is_some()).then(|| {
                 let why = if dispatch_only(facts) && mode != Some(ProcessingMode::Dispatch) {
                     "messages sent with processing_strategy DISPATCH_ONLY"
@@ -268,7 +269,7 @@ fn check(
                 .get("contact_ids")
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty());
-            let source_dispatch = !matches!(text(b, "messages_source"), Some("CONVERSATION_SOURCE"));
+            let source_dispatch = !matches!(json_text(b, "messages_source"), Some("CONVERSATION_SOURCE"));
             (has_ids && (mode == Some(ProcessingMode::Dispatch) || source_dispatch)).then(|| {
                 Finding::reject(
                     "contact_ids: not supported with messages_source DISPATCH_SOURCE (the default here) or for apps in DISPATCH processing mode; use channel_identities",
@@ -305,7 +306,7 @@ fn check(
         }
         RuleId::CreatePinMode => {
             let pinned = ctx.create_app_default_mode?;
-            let absent = body.map_or(true, |b| text(b, "processing_mode").is_none());
+            let absent = body.map_or(true, |b| json_text(b, "processing_mode").is_none());
             absent.then(|| {
                 Finding::rewrite(
                     format!("processing_mode: not set; the gateway pins {pinned}"),

@@ -30,7 +30,7 @@ use crate::contact_cache::ContactOutcome;
 use crate::error::GatewayError;
 use crate::metrics::CacheResult;
 use crate::mode_cache::{valid_id, Resolution};
-use crate::policy::evaluate::rule_applies_to;
+use crate::policy::evaluate::{json_text, rule_applies_to};
 use crate::policy::{
     apply_body_edits, evaluate, mode_label, what_if_blockers, Action, Decision, Disposition, Edit,
     PolicyContext, ProcessingMode, Query, Rejection, RequestFacts, RuleId,
@@ -207,10 +207,6 @@ fn reason(e: &serde_json::Error) -> String {
         Some(i) => text[..i].to_string(),
         None => text,
     }
-}
-
-fn json_text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 /// The ids a request names, owned so the request can be rebuilt.

@@ -10,6 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::store::{self, app_mode, new_app, Message, Project};
 use crate::api_error::ApiError;
+use crate::policy::evaluate::json_text;
 use crate::policy::ProcessingMode;
 use crate::proxy::classify::Operation;
 
@@ -42,10 +43,6 @@ fn invalid(message: impl Into<String>) -> ApiError {
 
 fn not_found(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, message)
-}
-
-fn text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
 }
 
 fn int(v: &Value) -> Option<i64> {
@@ -114,7 +111,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
             Ok(json!({
                 "app_id": app_id,
                 "recipient": call.body.get("recipient").cloned().unwrap_or(Value::Null),
-                "request_id": text(&call.body, "request_id").map_or_else(crate::ids::ulid, str::to_string),
+                "request_id": json_text(&call.body, "request_id").map_or_else(crate::ids::ulid, str::to_string),
             }))
         }
         Op::ListAppWebhooks => {
@@ -149,14 +146,14 @@ fn app<'p>(project: &'p Project, app_id: &str) -> Result<&'p Map<String, Value>,
 
 /// The `app_id` of a body, which must name an existing app.
 fn body_app(project: &Project, body: &Value) -> Result<String, ApiError> {
-    let app_id = text(body, "app_id").ok_or_else(|| invalid("app_id: required"))?;
+    let app_id = json_text(body, "app_id").ok_or_else(|| invalid("app_id: required"))?;
     app(project, app_id)?;
     Ok(app_id.to_string())
 }
 
 fn check_retention(body: &Map<String, Value>) -> Result<(), ApiError> {
     if let Some(r) = body.get("retention_policy").filter(|v| !v.is_null()) {
-        let kind = text(r, "retention_type").unwrap_or("MESSAGE_EXPIRE_POLICY");
+        let kind = json_text(r, "retention_type").unwrap_or("MESSAGE_EXPIRE_POLICY");
         if !matches!(
             kind,
             "MESSAGE_EXPIRE_POLICY" | "CONVERSATION_EXPIRE_POLICY" | "PERSIST_RETENTION_POLICY"
@@ -180,7 +177,7 @@ fn check_retention(body: &Map<String, Value>) -> Result<(), ApiError> {
         .get("dispatch_retention_policy")
         .filter(|v| !v.is_null())
     {
-        let kind = text(r, "retention_type").unwrap_or("MESSAGE_EXPIRE_POLICY");
+        let kind = json_text(r, "retention_type").unwrap_or("MESSAGE_EXPIRE_POLICY");
         if kind != "MESSAGE_EXPIRE_POLICY" {
             return Err(invalid(format!(
                 "dispatch_retention_policy.retention_type: {kind} is not supported; only MESSAGE_EXPIRE_POLICY"
@@ -302,7 +299,7 @@ fn recipient(
         .get("recipient")
         .filter(|r| r.is_object())
         .ok_or_else(|| invalid("recipient: required"))?;
-    let contact = text(r, "contact_id");
+    let contact = json_text(r, "contact_id");
     let identified = r.get("identified_by");
     match (contact, identified) {
         (Some(_), Some(_)) => Err(invalid(
@@ -328,8 +325,8 @@ fn recipient(
                     ))
                 })?;
             Ok((
-                text(first, "channel").unwrap_or("SMS").to_string(),
-                text(first, "identity").unwrap_or("").to_string(),
+                json_text(first, "channel").unwrap_or("SMS").to_string(),
+                json_text(first, "identity").unwrap_or("").to_string(),
                 contact_id.to_string(),
             ))
         }
@@ -340,14 +337,18 @@ fn recipient(
                 .filter(|a| !a.is_empty())
                 .ok_or_else(|| invalid("recipient.identified_by.channel_identities: at least one identity is required"))?;
             for (i, id) in ids.iter().enumerate() {
-                if text(id, "channel").is_none() || text(id, "identity").is_none() {
+                if json_text(id, "channel").is_none() || json_text(id, "identity").is_none() {
                     return Err(invalid(format!(
                         "recipient.identified_by.channel_identities[{i}]: channel and identity are required"
                     )));
                 }
             }
-            let channel = text(&ids[0], "channel").unwrap_or_default().to_string();
-            let identity = text(&ids[0], "identity").unwrap_or_default().to_string();
+            let channel = json_text(&ids[0], "channel")
+                .unwrap_or_default()
+                .to_string();
+            let identity = json_text(&ids[0], "identity")
+                .unwrap_or_default()
+                .to_string();
             let contact_id = if mode == ProcessingMode::Conversation {
                 match project.contact_by_identity(&channel, &identity) {
                     Some(c) => c,
@@ -375,7 +376,7 @@ fn recipient(
 fn send_message(project: &mut Project, body: &Value) -> Answer {
     let app_id = body_app(project, body)?;
     let app_mode = app_mode(app(project, &app_id)?);
-    let strategy = text(body, "processing_strategy").unwrap_or("DEFAULT");
+    let strategy = json_text(body, "processing_strategy").unwrap_or("DEFAULT");
     let mode = match strategy {
         "DEFAULT" => app_mode,
         "DISPATCH_ONLY" => {
@@ -401,7 +402,7 @@ fn send_message(project: &mut Project, body: &Value) -> Answer {
         .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
         .cloned()
         .ok_or_else(|| invalid("message: required"))?;
-    if let Some(c) = text(body, "correlation_id") {
+    if let Some(c) = json_text(body, "correlation_id") {
         if c.chars().count() > 128 {
             return Err(invalid("correlation_id: at most 128 characters"));
         }
@@ -428,7 +429,9 @@ fn send_message(project: &mut Project, body: &Value) -> Answer {
         },
         conversation_id,
         content,
-        metadata: text(body, "message_metadata").unwrap_or("").to_string(),
+        metadata: json_text(body, "message_metadata")
+            .unwrap_or("")
+            .to_string(),
         accept_time: now,
     });
     Ok(json!({"message_id": id, "accepted_time": store::rfc3339(now)}))
@@ -612,11 +615,11 @@ fn message_by_id(project: &mut Project, call: &Call<'_>) -> Answer {
 }
 
 fn fetch_last_message(project: &Project, body: &Value) -> Answer {
-    let app_id = text(body, "app_id");
+    let app_id = json_text(body, "app_id");
     if let Some(a) = app_id {
         app(project, a)?;
     }
-    let source = source_mode(text(body, "messages_source"), ProcessingMode::Dispatch)?;
+    let source = source_mode(json_text(body, "messages_source"), ProcessingMode::Dispatch)?;
     let identities = body.get("channel_identities").and_then(Value::as_array);
     let contacts = body.get("contact_ids").and_then(Value::as_array);
     let wanted: Vec<(bool, String, String)> = match (identities, contacts) {
@@ -641,8 +644,8 @@ fn fetch_last_message(project: &Project, body: &Value) -> Answer {
             .map(|v| {
                 (
                     false,
-                    text(v, "channel").unwrap_or("").to_string(),
-                    text(v, "identity").unwrap_or("").to_string(),
+                    json_text(v, "channel").unwrap_or("").to_string(),
+                    json_text(v, "identity").unwrap_or("").to_string(),
                 )
             })
             .collect(),
@@ -736,7 +739,8 @@ fn list_conversations(project: &Project, call: &Call<'_>) -> Answer {
 fn create_conversation(project: &mut Project, body: &Value) -> Answer {
     let app_id = body_app(project, body)?;
     reject_dispatch_app(project, &app_id, "conversations")?;
-    let contact_id = text(body, "contact_id").ok_or_else(|| invalid("contact_id: required"))?;
+    let contact_id =
+        json_text(body, "contact_id").ok_or_else(|| invalid("contact_id: required"))?;
     if !project.contacts.contains_key(contact_id) {
         return Err(not_found(format!(
             "contact_id: contact {contact_id} not found"
@@ -791,7 +795,7 @@ fn create_contact(project: &mut Project, body: &Value) -> Answer {
         .filter(|a| !a.is_empty())
         .ok_or_else(|| invalid("channel_identities: at least one identity is required"))?;
     for (i, v) in ids.iter().enumerate() {
-        if text(v, "channel").is_none() || text(v, "identity").is_none() {
+        if json_text(v, "channel").is_none() || json_text(v, "identity").is_none() {
             return Err(invalid(format!(
                 "channel_identities[{i}]: channel and identity are required"
             )));
@@ -840,7 +844,8 @@ fn contact_by_id(project: &mut Project, call: &Call<'_>) -> Answer {
 
 fn merge_contacts(project: &mut Project, call: &Call<'_>) -> Answer {
     let destination = call.id();
-    let source = text(&call.body, "source_id").ok_or_else(|| invalid("source_id: required"))?;
+    let source =
+        json_text(&call.body, "source_id").ok_or_else(|| invalid("source_id: required"))?;
     if !project.contacts.contains_key(destination) {
         return Err(not_found(format!("contact {destination} not found")));
     }
@@ -865,7 +870,7 @@ fn merge_contacts(project: &mut Project, call: &Call<'_>) -> Answer {
 
 fn create_webhook(project: &mut Project, body: &Value) -> Answer {
     let app_id = body_app(project, body)?;
-    let target = text(body, "target").ok_or_else(|| invalid("target: required"))?;
+    let target = json_text(body, "target").ok_or_else(|| invalid("target: required"))?;
     if target.chars().count() > 742 {
         return Err(invalid("target: at most 742 characters"));
     }
@@ -888,7 +893,7 @@ fn create_webhook(project: &mut Project, body: &Value) -> Answer {
     let id = crate::ids::ulid();
     let Value::Object(mut w) = json!({
         "id": id, "app_id": app_id, "target": target,
-        "target_type": text(body, "target_type").unwrap_or("HTTP"),
+        "target_type": json_text(body, "target_type").unwrap_or("HTTP"),
         "triggers": body.get("triggers").cloned().unwrap_or_else(|| json!([])),
     }) else {
         unreachable!("json! object literal")
