@@ -7,26 +7,9 @@ use std::time::Duration;
 use http::HeaderValue;
 use moka::future::Cache;
 
-use crate::metrics::UpstreamErrorKind;
+pub use crate::domain::Identity;
+use crate::domain::LookupFailure;
 use crate::mode_cache::BoxFuture;
-
-/// One channel identity of a contact (phone numbers live here: never logged).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Identity {
-    /// Channel, e.g. `SMS`.
-    pub channel: String,
-    /// The identity on that channel.
-    pub identity: String,
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Identity")
-            .field("channel", &self.channel)
-            .field("identity", &"<redacted>")
-            .finish()
-    }
-}
 
 /// What a contact lookup found.
 #[derive(Clone, Debug)]
@@ -37,8 +20,8 @@ pub enum ContactOutcome {
     NotFound,
     /// The caller may not read it.
     Denied,
-    /// The lookup failed.
-    Failed(UpstreamErrorKind),
+    /// The lookup gave no answer.
+    Failed(LookupFailure),
 }
 
 /// The upstream call behind the cache.

@@ -1,17 +1,15 @@
 //! The gateway's one error type and the one place it becomes a response.
 //!
-//! Inner steps return `Result<_, GatewayError>` with `?`; [`rescue`] turns an error into an
-//! answer in the API's error shape. The mapping is an exhaustive `match`, so a new variant cannot
+//! Inner steps return `Result<_, GatewayError>` with `?`; the rescue layer
+//! (`proxy::rescue`) turns an error into an answer in the API's error shape with
+//! [`GatewayError::to_api_error`] and [`GatewayError::headers`]. The mapping is an exhaustive `match`, so a new variant cannot
 //! ship without a status. Bodies say what the client can act on and nothing about internals;
 //! internal detail is logged here, once.
 
-use http::{header, HeaderValue, StatusCode};
-use http_body_util::Either;
+use http::{header, HeaderName, HeaderValue, StatusCode};
 
 use crate::api_error::ApiError;
-use crate::metrics::UpstreamErrorKind;
-use crate::policy::Disposition;
-use crate::proxy::{GatewayResponse, Outcome};
+use crate::domain::{Disposition, UpstreamErrorKind};
 
 /// Everything that can stop the gateway from completing a request.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +51,15 @@ pub enum GatewayError {
         kind: UpstreamErrorKind,
         /// Internal detail for the log only.
         detail: String,
+    },
+    /// One of the gateway's own lookups (the contact for a recipient rewrite) was answered with
+    /// a status that is neither an answer nor a refusal (429, 400, …).
+    #[error("lookup answered {status}")]
+    LookupAnswered {
+        /// The upstream's status.
+        status: StatusCode,
+        /// What the gateway had decided before the lookup failed.
+        attempted: Disposition,
     },
     /// The upstream could not be reached or broke off.
     #[error("upstream {kind:?}: {detail}")]
@@ -106,6 +113,16 @@ impl GatewayError {
                     "the gateway could not obtain an access token for the Conversation API",
                 ),
             },
+            GatewayError::LookupAnswered { status, .. } => match *status {
+                StatusCode::TOO_MANY_REQUESTS => ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "the Conversation API rate-limited the gateway's contact lookup for this request; retry later",
+                ),
+                _ => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "the Conversation API refused the gateway's contact lookup for this request",
+                ),
+            },
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamErrorKind::Timeout => ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -126,7 +143,8 @@ impl GatewayError {
     /// The `x-modegate-decision` to report.
     pub fn disposition(&self) -> Disposition {
         match self {
-            GatewayError::Upstream { attempted, .. } => *attempted,
+            GatewayError::Upstream { attempted, .. }
+            | GatewayError::LookupAnswered { attempted, .. } => *attempted,
             GatewayError::ConnectMethod
             | GatewayError::ForeignTarget
             | GatewayError::AmbiguousFraming
@@ -149,40 +167,36 @@ impl GatewayError {
                 | GatewayError::ClientBody(_)
         )
     }
-}
 
-/// The rescue point: turns an inner error into an API-shaped response carrying an [`Outcome`]
-/// for the observe layer. Used as `ServiceBuilder::map_result(rescue)`.
-pub fn rescue(
-    result: Result<GatewayResponse, GatewayError>,
-) -> Result<GatewayResponse, std::convert::Infallible> {
-    let error = match result {
-        Ok(response) => return Ok(response),
-        Err(error) => error,
-    };
-    match &error {
-        GatewayError::Upstream { .. } | GatewayError::Token { .. } => {
-            tracing::warn!(error = %error, "upstream failure")
+    /// Headers the answer carries besides the body: the authentication challenge, the
+    /// connection close after unread or untrustworthy bytes, a retry hint.
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        match self {
+            GatewayError::InboundUnauthenticated => out.push((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"modegate\""),
+            )),
+            GatewayError::LookupAnswered { status, .. }
+                if *status == StatusCode::TOO_MANY_REQUESTS =>
+            {
+                out.push((header::RETRY_AFTER, HeaderValue::from_static("1")))
+            }
+            _ => {}
         }
-        _ => tracing::info!(error = %error, "request refused by gateway"),
+        if self.closes_connection() {
+            out.push((header::CONNECTION, HeaderValue::from_static("close")));
+        }
+        out
     }
-    let api = error.to_api_error();
-    let mut response = api.into_response().map(Either::Right);
-    if matches!(error, GatewayError::InboundUnauthenticated) {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"modegate\""),
-        );
+
+    /// Whether the failure is the upstream's (logged as a warning) rather than the caller's.
+    pub fn is_upstream(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::Upstream { .. }
+                | GatewayError::Token { .. }
+                | GatewayError::LookupAnswered { .. }
+        )
     }
-    if error.closes_connection() {
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response.extensions_mut().insert(Outcome {
-        disposition: error.disposition(),
-        rule: None,
-        error: true,
-    });
-    Ok(response)
 }

@@ -9,9 +9,12 @@
 pub mod admin;
 pub mod api_error;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod contact_cache;
+pub mod credentials;
 pub mod demo;
+pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod logging;
@@ -23,6 +26,7 @@ pub mod reload;
 pub mod report;
 pub mod server;
 pub mod simulator;
+pub mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +38,9 @@ use admin::{AdminState, Readiness};
 pub use config::Config;
 use config::UpstreamTarget;
 use metrics::Metrics;
+pub use proxy::Deps;
 use proxy::GatewayState;
+use proxy::InjectSecrets;
 use server::{ConnectionSettings, Shutdown, ShutdownTrigger};
 use simulator::{Seed, Simulator};
 
@@ -68,6 +74,65 @@ impl StartError {
             StartError::Seed(_) | StartError::Upstream(_) | StartError::Secret(_) => 2,
         }
     }
+}
+
+/// The secrets inject mode needs, from the environment named in config.
+fn inject_secrets(config: &Config) -> Result<Option<InjectSecrets>, StartError> {
+    match config.auth.mode {
+        config::AuthMode::Passthrough => Ok(None),
+        config::AuthMode::Inject => {
+            let read = |name: &str, key: &str| {
+                auth::secret_from_env(name)
+                    .map_err(|e| StartError::Secret(format!("auth.{key}: {e}")))
+            };
+            Ok(Some(InjectSecrets {
+                key_id: read(&config.auth.key_id_env, "key_id_env")?,
+                key_secret: read(&config.auth.key_secret_env, "key_secret_env")?,
+                inbound: config
+                    .auth
+                    .inbound_token_env
+                    .as_deref()
+                    .map(|name| read(name, "inbound_token_env"))
+                    .transpose()?,
+            }))
+        }
+    }
+}
+
+/// The gateway without listeners, for callers that drive its stack in-process: `deps.upstream`
+/// receives every upstream request (with `upstream.base_url = "embedded"` and no upstream
+/// given, the simulator answers in-process). [`proxy::stack`] serves requests over it.
+pub fn build(config: &Config, mut deps: Deps) -> Result<Arc<GatewayState>, StartError> {
+    let (api, token) = match &config.upstream.target {
+        UpstreamTarget::Url(uri) => (
+            uri.clone(),
+            config
+                .auth
+                .token_url
+                .clone()
+                .unwrap_or_else(|| Uri::from_static(config::DEFAULT_TOKEN_URL)),
+        ),
+        UpstreamTarget::Embedded { seed } => {
+            if deps.upstream.is_none() {
+                let seed = match seed {
+                    Some(path) => Seed::load(path).map_err(StartError::Seed)?,
+                    None => Seed::default(),
+                };
+                deps.upstream = Some(Simulator::new(seed).upstream());
+            }
+            let base = Uri::from_static("http://simulator.embedded");
+            let token = config
+                .auth
+                .token_url
+                .clone()
+                .unwrap_or_else(|| Uri::from_static("http://simulator.embedded/oauth2/token"));
+            (base, token)
+        }
+    };
+    let secrets = inject_secrets(config)?;
+    GatewayState::new(config, &api, token, secrets, deps)
+        .map(Arc::new)
+        .ok_or_else(|| StartError::Upstream(format!("upstream {api} is not usable")))
 }
 
 /// A simulator bound to a listener, not yet serving.
@@ -123,6 +188,11 @@ pub async fn serve_simulator(simulator: Arc<Simulator>, listener: TcpListener, s
 impl App {
     /// Binds every listener for `config`. Nothing is served until [`App::run`].
     pub async fn bind(config: Config) -> Result<App, StartError> {
+        App::bind_with(config, Deps::default()).await
+    }
+
+    /// [`App::bind`] with the request path's seams replaced (see [`Deps`]).
+    pub async fn bind_with(config: Config, deps: Deps) -> Result<App, StartError> {
         let (embedded, upstream_uri, token_uri) = match &config.upstream.target {
             UpstreamTarget::Embedded { seed } => {
                 let seed = match seed {
@@ -158,28 +228,9 @@ impl App {
                 (None, uri.clone(), token)
             }
         };
-        let secrets = match config.auth.mode {
-            config::AuthMode::Passthrough => None,
-            config::AuthMode::Inject => {
-                let read = |name: &str, key: &str| {
-                    auth::secret_from_env(name)
-                        .map_err(|e| StartError::Secret(format!("auth.{key}: {e}")))
-                };
-                Some(proxy::InjectSecrets {
-                    key_id: read(&config.auth.key_id_env, "key_id_env")?,
-                    key_secret: read(&config.auth.key_secret_env, "key_secret_env")?,
-                    inbound: config
-                        .auth
-                        .inbound_token_env
-                        .as_deref()
-                        .map(|name| read(name, "inbound_token_env"))
-                        .transpose()?,
-                })
-            }
-        };
-        let metrics = Arc::new(Metrics::new());
+        let secrets = inject_secrets(&config)?;
         // The validated config guarantees an absolute http(s) URL here.
-        let state = GatewayState::new(&config, &upstream_uri, token_uri, metrics, secrets)
+        let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
             .ok_or_else(|| {
                 StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
             })?;
@@ -282,7 +333,6 @@ impl App {
         ));
         let simulator_task =
             embedded.map(|e| tokio::spawn(serve_simulator(e.simulator, e.listener, aux.clone())));
-        let stack = proxy::stack(state);
         readiness.set_ready();
         let drain = {
             let readiness = readiness.clone();
@@ -297,11 +347,7 @@ impl App {
             "proxy",
             proxy,
             move |info: server::ConnectionInfo| {
-                let conn = proxy::Connection::new(info);
-                tower::ServiceExt::map_request(stack.clone(), move |mut req: http::Request<_>| {
-                    req.extensions_mut().insert(conn.clone());
-                    req
-                })
+                proxy::stack(state.clone(), proxy::Connection::new(info))
             },
             settings,
             inner,

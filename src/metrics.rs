@@ -9,8 +9,9 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::policy::{Action, ProcessingMode, RuleId};
-use crate::proxy::classify::Operation;
+pub use crate::domain::{CacheResult, UpstreamErrorKind};
+use crate::domain::{Operation, ProcessingMode};
+use crate::policy::{Action, RuleId};
 
 /// Latency buckets (seconds): fine below a millisecond, where a proxy's own cost lives, and wide
 /// enough for slow upstream calls.
@@ -52,56 +53,6 @@ impl DecisionLabel {
             DecisionLabel::Rejected => "rejected",
             DecisionLabel::Shadow => "shadow",
             DecisionLabel::Error => "error",
-        }
-    }
-}
-
-/// Upstream failure kinds for `modegate_upstream_errors_total{kind}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UpstreamErrorKind {
-    /// Could not connect (refused, DNS, TLS).
-    Connect,
-    /// No response head within the request timeout.
-    Timeout,
-    /// The connection broke mid-exchange or the upstream spoke garbage.
-    Reset,
-    /// The upstream answered 5xx.
-    Status5xx,
-}
-
-impl UpstreamErrorKind {
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            UpstreamErrorKind::Connect => "connect",
-            UpstreamErrorKind::Timeout => "timeout",
-            UpstreamErrorKind::Reset => "reset",
-            UpstreamErrorKind::Status5xx => "status_5xx",
-        }
-    }
-}
-
-/// Mode-cache lookup outcome for `modegate_mode_cache_lookups_total{result}`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CacheResult {
-    /// Served from cache.
-    Hit,
-    /// Loaded from upstream.
-    Miss,
-    /// Served a stale entry because the lookup failed.
-    Stale,
-    /// Nothing to serve.
-    Error,
-}
-
-impl CacheResult {
-    /// The label value.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Stale => "stale",
-            CacheResult::Error => "error",
         }
     }
 }
@@ -218,12 +169,7 @@ impl Metrics {
             "Upstream failures, by kind.",
             &["kind"],
         );
-        for kind in [
-            UpstreamErrorKind::Connect,
-            UpstreamErrorKind::Timeout,
-            UpstreamErrorKind::Reset,
-            UpstreamErrorKind::Status5xx,
-        ] {
+        for kind in UpstreamErrorKind::ALL {
             upstream_errors.with_label_values(&[kind.as_str()]);
         }
         let config_reloads = counter_vec(
@@ -243,15 +189,10 @@ impl Metrics {
                 }
             }
         }
-        for rule in crate::policy::evaluate::DISPATCH_RULES {
+        for rule in crate::policy::evaluate::dispatch_rules() {
             migration_blockers.with_label_values(&[rule.as_str()]);
         }
-        for result in [
-            CacheResult::Hit,
-            CacheResult::Miss,
-            CacheResult::Stale,
-            CacheResult::Error,
-        ] {
+        for result in CacheResult::ALL {
             mode_cache_lookups.with_label_values(&[result.as_str()]);
         }
         for result in ["success", "failure"] {

@@ -27,11 +27,13 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderValue, StatusCode};
 use moka::future::Cache;
-use sha2::{Digest, Sha256};
 
+use crate::clock::Clock;
 use crate::config::ModeCacheSettings;
-use crate::metrics::{CacheResult, Metrics, UpstreamErrorKind};
-use crate::policy::ProcessingMode;
+use crate::credentials::CredentialGate;
+pub use crate::domain::{valid_id, Resolution};
+use crate::domain::{CacheResult, LookupFailure, ProcessingMode};
+use crate::metrics::Metrics;
 
 /// A boxed future, for the lookup trait.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -76,8 +78,8 @@ pub enum LookupOutcome {
     Found(ProcessingMode),
     /// Upstream refused the caller or does not know the app (401, 403, 404).
     Denied(StatusCode),
-    /// The lookup failed (connect, timeout, reset, 5xx, unusable answer).
-    Failed(UpstreamErrorKind),
+    /// The lookup gave no answer (connect, timeout, reset, 5xx, 429, unusable answer).
+    Failed(LookupFailure),
 }
 
 /// The upstream calls the caches make. A trait, so tests can count and script loads.
@@ -89,17 +91,6 @@ pub trait ModeLookup: Send + Sync + 'static {
         app: &str,
         authorization: Option<HeaderValue>,
     ) -> BoxFuture<LookupOutcome>;
-}
-
-/// How a request's mode was resolved.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Resolution {
-    /// Known, and how.
-    Known(ProcessingMode, CacheResult),
-    /// The credential was refused or the app is unknown upstream: forward untouched.
-    Untouched,
-    /// The mode cannot be learned now; `policy.unknown_mode` decides.
-    Unavailable,
 }
 
 /// Whether a caller's credential may see mode-based decisions for a project.
@@ -153,36 +144,17 @@ fn key(project: &str, app: &str) -> String {
     k
 }
 
-/// SHA-256 over the project and the credential; the raw header is never stored.
-fn credential_key(project: &str, authorization: Option<&HeaderValue>) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(project.as_bytes());
-    h.update([0u8]);
-    if let Some(a) = authorization {
-        h.update(a.as_bytes());
-    }
-    h.finalize().into()
-}
-
-/// Whether an id is safe to put in a lookup path (ULIDs, UUIDs and the like).
-pub fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 128
-        && id != "."
-        && id != ".."
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 /// The mode cache.
 pub struct ModeCache {
     /// Every known app, kept for `ttl + stale_if_error`.
     entries: Cache<String, CachedMode>,
     /// Loads in flight (and for a moment after), so concurrent misses share one lookup.
     inflight: Cache<String, CachedMode>,
-    verified: Cache<[u8; 32], ()>,
+    credentials: CredentialGate,
     tallies: Tallies,
+    clock: Clock,
+    /// `ttl + stale_if_error`: how long an entry may be served at all.
+    keep: Duration,
     ttl: Duration,
     lookup: Arc<dyn ModeLookup>,
     metrics: Arc<Metrics>,
@@ -202,6 +174,7 @@ impl ModeCache {
         settings: &ModeCacheSettings,
         lookup: Arc<dyn ModeLookup>,
         metrics: Arc<Metrics>,
+        clock: Clock,
     ) -> Self {
         let ttl = settings.ttl;
         let keep = (ttl + settings.stale_if_error).max(Duration::from_millis(1));
@@ -237,11 +210,10 @@ impl ModeCache {
                 .max_capacity(1_024)
                 .time_to_live(coalesce)
                 .build(),
-            verified: Cache::builder()
-                .max_capacity(settings.max_apps.max(1024))
-                .time_to_live(keep)
-                .build(),
+            credentials: CredentialGate::new(settings.max_apps.max(1024), keep),
             tallies,
+            clock,
+            keep,
             ttl: settings.ttl,
             lookup,
             metrics,
@@ -259,7 +231,7 @@ impl ModeCache {
         let entry = CachedMode {
             mode,
             source,
-            at: Instant::now(),
+            at: self.clock.now(),
         };
         {
             let mut t = self.tallies.write().unwrap_or_else(|p| p.into_inner());
@@ -275,9 +247,7 @@ impl ModeCache {
 
     /// Records that `authorization` succeeded for `project`.
     pub async fn mark_verified(&self, project: &str, authorization: Option<&HeaderValue>) {
-        self.verified
-            .insert(credential_key(project, authorization), ())
-            .await;
+        self.credentials.mark(project, authorization).await;
     }
 
     /// Learns a mode from an app response that passed through (the caller's credential
@@ -311,22 +281,11 @@ impl ModeCache {
         app: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<bool, LookupOutcome> {
-        let ck = credential_key(project, authorization);
-        if self.verified.contains_key(&ck) {
-            return Ok(false);
-        }
-        let loaded = AtomicBool::new(false);
-        let result = self
-            .verified
-            .try_get_with(ck, async {
-                loaded.store(true, Ordering::Relaxed);
+        self.credentials
+            .verify(project, authorization, async {
                 self.load(project, app, authorization).await.map(|_| ())
             })
-            .await;
-        match result {
-            Ok(()) => Ok(loaded.load(Ordering::Relaxed)),
-            Err(outcome) => Err(*outcome),
-        }
+            .await
     }
 
     /// One upstream lookup of `app`; a found mode is cached (source `lookup`).
@@ -384,7 +343,7 @@ impl ModeCache {
         }
         let k = key(project, app);
         let kept = self.entries.get(&k).await;
-        if let Some(entry) = kept.filter(|e| e.at.elapsed() < self.ttl) {
+        if let Some(entry) = kept.filter(|e| self.clock.since(e.at) < self.ttl) {
             let result = if loaded {
                 CacheResult::Miss
             } else {
@@ -392,6 +351,13 @@ impl ModeCache {
             };
             self.metrics.cache_lookup(result);
             return Resolution::Known(entry.mode, result);
+        }
+        // A coalesced answer is shared only while it is younger than the TTL (by this cache's
+        // clock): an older one would hand out a mode the TTL says to look up again.
+        if let Some(shared) = self.inflight.get(&k).await {
+            if self.ttl.is_zero() || self.clock.since(shared.at) >= self.ttl {
+                self.inflight.invalidate(&k).await;
+            }
         }
         let ran = AtomicBool::new(false);
         let result = self
@@ -416,8 +382,8 @@ impl ModeCache {
                     self.metrics.cache_lookup(CacheResult::Miss);
                     Resolution::Untouched
                 }
-                // The kept entry is still within ttl + stale_if_error (the cache's own TTL).
-                _ => match kept {
+                // The kept entry may be served while it is within ttl + stale_if_error.
+                _ => match kept.filter(|e| self.clock.since(e.at) < self.keep) {
                     Some(entry) => {
                         self.metrics.cache_lookup(CacheResult::Stale);
                         Resolution::Known(entry.mode, CacheResult::Stale)
@@ -466,7 +432,7 @@ impl ModeCache {
             .iter()
             .filter_map(|(k, v)| {
                 let (project, app) = k.split_once('/')?;
-                let age = v.at.elapsed();
+                let age = self.clock.since(v.at);
                 Some(KnownApp {
                     project_id: project.to_string(),
                     app_id: app.to_string(),
@@ -485,7 +451,7 @@ impl ModeCache {
     pub async fn sync(&self) {
         self.entries.run_pending_tasks().await;
         self.inflight.run_pending_tasks().await;
-        self.verified.run_pending_tasks().await;
+        self.credentials.sync().await;
     }
 }
 
@@ -513,6 +479,14 @@ mod tests {
     }
 
     fn cache(ttl_ms: u64, answer: LookupOutcome) -> (Arc<ModeCache>, Arc<Scripted>) {
+        cache_with(ttl_ms, answer, Clock::system())
+    }
+
+    fn cache_with(
+        ttl_ms: u64,
+        answer: LookupOutcome,
+        clock: Clock,
+    ) -> (Arc<ModeCache>, Arc<Scripted>) {
         let lookup = Arc::new(Scripted {
             calls: AtomicUsize::new(0),
             answer: RwLock::new(answer),
@@ -528,6 +502,7 @@ mod tests {
                 &settings,
                 lookup.clone(),
                 Arc::new(Metrics::new()),
+                clock,
             )),
             lookup,
         )
@@ -564,20 +539,32 @@ mod tests {
 
     #[tokio::test]
     async fn failed_lookup_serves_the_stale_mode_for_a_verified_credential() {
-        let (c, lookup) = cache(50, LookupOutcome::Found(ProcessingMode::Conversation));
+        let (clock, time) = Clock::manual();
+        let (c, lookup) = cache_with(
+            50_000,
+            LookupOutcome::Found(ProcessingMode::Conversation),
+            clock,
+        );
         assert!(matches!(
             c.resolve("p", "a", Some(&auth()), None, true).await,
             Resolution::Known(..)
         ));
-        *lookup.answer.write().expect("lock") = LookupOutcome::Failed(UpstreamErrorKind::Connect);
-        tokio::time::sleep(Duration::from_millis(80)).await;
+        *lookup.answer.write().expect("lock") = LookupOutcome::Failed(LookupFailure::Upstream(
+            crate::domain::UpstreamErrorKind::Connect,
+        ));
+        time.advance(Duration::from_secs(51));
         assert_eq!(
             c.resolve("p", "a", Some(&auth()), None, true).await,
             Resolution::Known(ProcessingMode::Conversation, CacheResult::Stale)
         );
-        // An unknown app has nothing stale to serve.
+        // An unknown app has nothing stale to serve, and neither has one past the stale window.
         assert_eq!(
             c.resolve("p", "b", Some(&auth()), None, true).await,
+            Resolution::Unavailable
+        );
+        time.advance(Duration::from_secs(60));
+        assert_eq!(
+            c.resolve("p", "a", Some(&auth()), None, true).await,
             Resolution::Unavailable
         );
     }
@@ -613,7 +600,12 @@ mod tests {
 
     #[tokio::test]
     async fn learning_forgetting_and_project_ties() {
-        let (c, lookup) = cache(60_000, LookupOutcome::Failed(UpstreamErrorKind::Timeout));
+        let (c, lookup) = cache(
+            60_000,
+            LookupOutcome::Failed(LookupFailure::Upstream(
+                crate::domain::UpstreamErrorKind::Timeout,
+            )),
+        );
         c.learn("p", "a", ProcessingMode::Dispatch, Some(&auth()))
             .await;
         c.learn("p", "b", ProcessingMode::Dispatch, Some(&auth()))
@@ -646,14 +638,5 @@ mod tests {
         assert_eq!(apps.len(), 2);
         assert_eq!(apps[0].source, "learned");
         assert_eq!(c.project_mode("q"), None);
-    }
-
-    #[test]
-    fn ids_fit_for_lookup_paths() {
-        assert!(valid_id("01HABCDEF"));
-        assert!(valid_id("e2df3a34-a71b-4448-9db5-a8d2baad28e4"));
-        for bad in ["", ".", "..", "a/b", "a?b", "a b", "a%2F", &"x".repeat(129)] {
-            assert!(!valid_id(bad), "{bad}");
-        }
     }
 }

@@ -1,11 +1,13 @@
-//! Every rule end to end through real sockets, with the simulator as upstream: enforce rejects
-//! without the upstream seeing the request; shadow forwards it unchanged and counts; rewrite
-//! forwards the rewritten request and the upstream accepts it; off forwards untouched.
+//! Every rule end to end through the whole stack, in-process with the simulator as upstream:
+//! enforce rejects without the upstream seeing the request; shadow forwards it unchanged and
+//! counts; rewrite forwards the rewritten request and the upstream accepts it; off forwards
+//! untouched. The tests that read the admin endpoints run through real sockets.
 
 mod support;
 
 use http::{Method, StatusCode};
 use modegate::proxy::classify::Operation as Op;
+use support::inproc::InProc;
 use support::*;
 
 fn rules(rule: &str, action: &str) -> String {
@@ -16,16 +18,15 @@ fn rules(rule: &str, action: &str) -> String {
 async fn send_contact_recipient_enforce_shadow_off_rewrite() {
     let rule = "dispatch.send.contact_recipient";
     // enforce (default): rejected, the upstream never sees the send.
-    let s = Stack::start("").await;
-    let r = post(&s.url("/messages:send"), SEND_TO_ALICE).await;
+    let s = InProc::start("");
+    let r = s.post("/messages:send", SEND_TO_ALICE).await;
     assert_rejected(&r, rule);
     assert_eq!(s.calls(Op::SendMessage), 0);
-    assert_eq!(decisions(&s.metrics().await, rule, "enforce"), 1.0);
-    s.stop().await;
+    assert_eq!(decisions(&s.metrics(), rule, "enforce"), 1.0);
 
     // shadow: forwarded unchanged (the simulator refuses it itself), recorded.
-    let s = Stack::start(&rules(rule, "shadow")).await;
-    let r = post(&s.url("/messages:send"), SEND_TO_ALICE).await;
+    let s = InProc::start(&rules(rule, "shadow"));
+    let r = s.post("/messages:send", SEND_TO_ALICE).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(
         r.api_error().2,
@@ -34,20 +35,18 @@ async fn send_contact_recipient_enforce_shadow_off_rewrite() {
     );
     assert_eq!(r.header("x-modegate-decision"), Some("shadow"));
     assert_eq!(s.calls(Op::SendMessage), 1);
-    assert_eq!(decisions(&s.metrics().await, rule, "shadow"), 1.0);
-    s.stop().await;
+    assert_eq!(decisions(&s.metrics(), rule, "shadow"), 1.0);
 
     // off: forwarded untouched, nothing recorded.
-    let s = Stack::start(&rules(rule, "off")).await;
-    let r = post(&s.url("/messages:send"), SEND_TO_ALICE).await;
+    let s = InProc::start(&rules(rule, "off"));
+    let r = s.post("/messages:send", SEND_TO_ALICE).await;
     assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
     assert_eq!(s.calls(Op::SendMessage), 1);
-    assert_eq!(decisions(&s.metrics().await, rule, "shadow"), 0.0);
-    s.stop().await;
+    assert_eq!(decisions(&s.metrics(), rule, "shadow"), 0.0);
 
     // rewrite: the contact becomes identified_by and the upstream accepts the send.
-    let s = Stack::start(&rules(rule, "rewrite")).await;
-    let r = post(&s.url("/messages:send"), SEND_TO_ALICE).await;
+    let s = InProc::start(&rules(rule, "rewrite"));
+    let r = s.post("/messages:send", SEND_TO_ALICE).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -57,32 +56,27 @@ async fn send_contact_recipient_enforce_shadow_off_rewrite() {
     assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
     assert_eq!(r.header("x-modegate-rule"), Some(rule));
     let id = r.json()["message_id"].as_str().expect("id").to_string();
-    let m = get(&format!(
-        "{}/v1/projects/demo-project/messages/{id}?messages_source=DISPATCH_SOURCE",
-        s.sim.url()
-    ))
-    .await;
+    let m = s
+        .upstream_get(&format!("/messages/{id}?messages_source=DISPATCH_SOURCE"))
+        .await;
     assert_eq!(m.json()["channel_identity"]["identity"], "+15550100");
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn contact_rewrite_respects_channel_priority_and_reports_missing_contacts() {
-    let s = Stack::start(&rules("dispatch.send.contact_recipient", "rewrite")).await;
+    let s = InProc::start(&rules("dispatch.send.contact_recipient", "rewrite"));
     // bob has SMS and WHATSAPP; the priority order keeps only WHATSAPP.
     let body = r#"{"app_id":"new-app","recipient":{"contact_id":"bob"},"channel_priority_order":["WHATSAPP"],"message":{"text_message":{"text":"hi"}}}"#;
-    let r = post(&s.url("/messages:send"), body).await;
+    let r = s.post("/messages:send", body).await;
     assert_eq!(r.status, StatusCode::OK);
     let id = r.json()["message_id"].as_str().expect("id").to_string();
-    let m = get(&format!(
-        "{}/v1/projects/demo-project/messages/{id}?messages_source=DISPATCH_SOURCE",
-        s.sim.url()
-    ))
-    .await;
+    let m = s
+        .upstream_get(&format!("/messages/{id}?messages_source=DISPATCH_SOURCE"))
+        .await;
     assert_eq!(m.json()["channel_identity"]["channel"], "WHATSAPP");
 
     let body = r#"{"app_id":"new-app","recipient":{"contact_id":"alice"},"channel_priority_order":["VIBER"],"message":{"text_message":{"text":"hi"}}}"#;
-    let r = post(&s.url("/messages:send"), body).await;
+    let r = s.post("/messages:send", body).await;
     assert_rejected(&r, "dispatch.send.contact_recipient");
     let (_, message, _) = r.api_error();
     assert!(
@@ -92,14 +86,14 @@ async fn contact_rewrite_respects_channel_priority_and_reports_missing_contacts(
     assert!(!message.contains("+1555"), "phone number leaked: {message}");
 
     let body = r#"{"app_id":"new-app","recipient":{"contact_id":"nobody"},"message":{"text_message":{"text":"hi"}}}"#;
-    let r = post(&s.url("/messages:send"), body).await;
+    let r = s.post("/messages:send", body).await;
     assert_rejected(&r, "dispatch.send.contact_recipient");
     assert!(r.api_error().1.contains("nobody"));
 
     // One contact lookup per contact, however many sends name it.
     for _ in 0..5 {
         assert_eq!(
-            post(&s.url("/messages:send"), SEND_TO_ALICE).await.status,
+            s.post("/messages:send", SEND_TO_ALICE).await.status,
             StatusCode::OK
         );
     }
@@ -108,35 +102,32 @@ async fn contact_rewrite_respects_channel_priority_and_reports_missing_contacts(
         3,
         "bob, alice, nobody: one lookup each"
     );
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn list_messages_contact_filter_enforce_shadow_off() {
     let rule = "dispatch.list_messages.contact_filter";
     let path = "/messages?app_id=new-app&contact_id=alice";
-    let s = Stack::start("").await;
-    let r = get(&s.url(path)).await;
+    let s = InProc::start("");
+    let r = s.get(path).await;
     assert_rejected(&r, rule);
     assert_eq!(s.calls(Op::ListMessages), 0);
     // The same filter on a CONVERSATION app is fine.
-    let r = get(&s.url("/messages?app_id=legacy-app&contact_id=alice")).await;
+    let r = s.get("/messages?app_id=legacy-app&contact_id=alice").await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
-    s.stop().await;
 
     // With the filter not enforcing, messages_source is still added (a rewrite), so the
     // request is rewritten either way; shadow is recorded in the metric.
     for (action, header) in [("shadow", "rewritten"), ("off", "rewritten")] {
-        let s = Stack::start(&rules(rule, action)).await;
-        let r = get(&s.url(path)).await;
+        let s = InProc::start(&rules(rule, action));
+        let r = s.get(path).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "the simulator answers");
         assert!(r.api_error().2.is_empty());
         assert_eq!(r.header("x-modegate-decision"), Some(header), "{action}");
         assert_eq!(s.calls(Op::ListMessages), 1);
-        let shadowed = decisions(&s.metrics().await, rule, "shadow");
+        let shadowed = decisions(&s.metrics(), rule, "shadow");
         assert_eq!(shadowed, if action == "shadow" { 1.0 } else { 0.0 });
-        s.stop().await;
     }
 }
 
@@ -144,17 +135,17 @@ async fn list_messages_contact_filter_enforce_shadow_off() {
 async fn messages_source_rewrite_shadow_off() {
     let rule = "dispatch.messages_source";
     for (action, expect_found) in [("rewrite", true), ("shadow", false), ("off", false)] {
-        let s = Stack::start(&rules(rule, action)).await;
-        let sent = post(&s.url("/messages:send"), &send_identified("new-app")).await;
+        let s = InProc::start(&rules(rule, action));
+        let sent = s.post("/messages:send", &send_identified("new-app")).await;
         assert_eq!(sent.status, StatusCode::OK);
         let id = sent.json()["message_id"].as_str().expect("id").to_string();
         // A list naming the app: its mode is looked up.
-        let list = get(&s.url("/messages?app_id=new-app")).await;
+        let list = s.get("/messages?app_id=new-app").await;
         let n = list.json()["messages"].as_array().map(Vec::len);
         assert_eq!(n, Some(usize::from(expect_found)), "{action}");
         // Get by id names no app: the only app the gateway knows of in the project is the
         // DISPATCH one, so the project ties the read to DISPATCH.
-        let by_id = get(&s.url(&format!("/messages/{id}"))).await;
+        let by_id = s.get(&format!("/messages/{id}")).await;
         let (status, header) = match action {
             "rewrite" => (StatusCode::OK, "rewritten"),
             "shadow" => (StatusCode::NOT_FOUND, "shadow"),
@@ -165,10 +156,9 @@ async fn messages_source_rewrite_shadow_off() {
             (status, Some(header)),
             "{action}"
         );
-        let m = s.metrics().await;
+        let m = s.metrics();
         let expected = if action == "off" { 0.0 } else { 2.0 };
         assert_eq!(decisions(&m, rule, action), expected, "{action}");
-        s.stop().await;
     }
 }
 
@@ -176,16 +166,16 @@ async fn messages_source_rewrite_shadow_off() {
 async fn calls_naming_no_app_follow_the_projects_shared_mode() {
     let mut seed = demo_seed();
     seed.projects[0].apps.retain(|a| a.id == "new-app");
-    let s = Stack::with_seed(seed, "").await;
-    let sent = post(&s.url("/messages:send"), &send_identified("new-app")).await;
+    let s = InProc::with_seed(seed, "");
+    let sent = s.post("/messages:send", &send_identified("new-app")).await;
     let id = sent.json()["message_id"].as_str().expect("id").to_string();
     // Nothing known about the project yet: forwarded as is (404 from CONVERSATION_SOURCE).
-    let r = get(&s.url(&format!("/messages/{id}"))).await;
+    let r = s.get(&format!("/messages/{id}")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
     // Once the project's only app is known to be DISPATCH, reads by id get DISPATCH_SOURCE.
-    assert_eq!(get(&s.url("/apps/new-app")).await.status, StatusCode::OK);
-    let r = get(&s.url(&format!("/messages/{id}"))).await;
+    assert_eq!(s.get("/apps/new-app").await.status, StatusCode::OK);
+    let r = s.get(&format!("/messages/{id}")).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -194,24 +184,21 @@ async fn calls_naming_no_app_follow_the_projects_shared_mode() {
     );
     assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
     // Events by contact are refused for a DISPATCH-only project.
-    let r = get(&s.url("/events?contact_id=alice")).await;
+    let r = s.get("/events?contact_id=alice").await;
     assert_rejected(&r, "dispatch.list_messages.contact_filter");
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn node_style_conversation_source_read_is_retried_once_with_dispatch_source() {
     // A pinned app ties the project to DISPATCH for reads that name no app.
-    let s = Stack::start(
-        "[[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"new-app\"\nprocessing_mode = \"DISPATCH\"\n",
-    )
-    .await;
-    let sent = post(&s.url("/messages:send"), &send_identified("new-app")).await;
+    let s = InProc::start("[[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"new-app\"\nprocessing_mode = \"DISPATCH\"\n");
+    let sent = s.post("/messages:send", &send_identified("new-app")).await;
     let id2 = sent.json()["message_id"].as_str().expect("id").to_string();
-    let r = get(&s.url(&format!(
-        "/messages/{id2}?messages_source=CONVERSATION_SOURCE"
-    )))
-    .await;
+    let r = s
+        .get(&format!(
+            "/messages/{id2}?messages_source=CONVERSATION_SOURCE"
+        ))
+        .await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -225,35 +212,32 @@ async fn node_style_conversation_source_read_is_retried_once_with_dispatch_sourc
     );
     assert_eq!(s.calls(Op::GetMessage), 2, "the original and one retry");
     // A genuinely missing message is still a 404 after the one retry.
-    let r = get(&s.url("/messages/NOPE?messages_source=CONVERSATION_SOURCE")).await;
+    let r = s
+        .get("/messages/NOPE?messages_source=CONVERSATION_SOURCE")
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(s.calls(Op::GetMessage), 4);
     // Delete works the same way.
-    let r = send(
-        Method::DELETE,
-        &s.url(&format!(
-            "/messages/{id2}?messages_source=CONVERSATION_SOURCE"
-        )),
-        &[("authorization", DEMO_AUTH)],
-        "",
-    )
-    .await;
+    let r = s
+        .send(
+            Method::DELETE,
+            &format!("/messages/{id2}?messages_source=CONVERSATION_SOURCE"),
+            &[("authorization", DEMO_AUTH)],
+            "",
+        )
+        .await;
     assert_eq!(r.status, StatusCode::OK);
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn conversation_only_endpoints_enforce_shadow_off() {
     let rule = "dispatch.conversation_only_endpoint";
-    let s = Stack::start("").await;
-    assert_rejected(&get(&s.url("/conversations?app_id=new-app")).await, rule);
+    let s = InProc::start("");
+    assert_rejected(&s.get("/conversations?app_id=new-app").await, rule);
+    assert_rejected(&s.get("/conversations:recent?app_id=new-app").await, rule);
     assert_rejected(
-        &get(&s.url("/conversations:recent?app_id=new-app")).await,
-        rule,
-    );
-    assert_rejected(
-        &post(
-            &s.url("/conversations"),
+        &s.post(
+            "/conversations",
             r#"{"app_id":"new-app","contact_id":"alice"}"#,
         )
         .await,
@@ -266,17 +250,15 @@ async fn conversation_only_endpoints_enforce_shadow_off() {
         0
     );
     assert_eq!(
-        get(&s.url("/conversations?app_id=legacy-app")).await.status,
+        s.get("/conversations?app_id=legacy-app").await.status,
         StatusCode::OK
     );
-    s.stop().await;
     for action in ["shadow", "off"] {
-        let s = Stack::start(&rules(rule, action)).await;
-        let r = get(&s.url("/conversations?app_id=new-app")).await;
+        let s = InProc::start(&rules(rule, action));
+        let r = s.get("/conversations?app_id=new-app").await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST);
         assert!(r.api_error().2.is_empty());
         assert_eq!(s.calls(Op::ListConversations), 1);
-        s.stop().await;
     }
 }
 
@@ -284,50 +266,44 @@ async fn conversation_only_endpoints_enforce_shadow_off() {
 async fn fetch_last_message_contact_ids_enforce_and_shadow() {
     let rule = "dispatch.fetch_last_message.contact_ids";
     let body = r#"{"app_id":"legacy-app","contact_ids":["alice"]}"#;
-    let s = Stack::start("").await;
-    assert_rejected(
-        &post(&s.url("/messages:fetch-last-message"), body).await,
-        rule,
-    );
+    let s = InProc::start("");
+    assert_rejected(&s.post("/messages:fetch-last-message", body).await, rule);
     assert_eq!(s.calls(Op::FetchLastMessage), 0);
-    let ok = post(
-        &s.url("/messages:fetch-last-message"),
+    let ok = s.post("/messages:fetch-last-message",
         r#"{"app_id":"legacy-app","contact_ids":["alice"],"messages_source":"CONVERSATION_SOURCE"}"#,
     )
     .await;
     assert_eq!(ok.status, StatusCode::OK);
-    s.stop().await;
-    let s = Stack::start(&rules(rule, "shadow")).await;
-    let r = post(&s.url("/messages:fetch-last-message"), body).await;
+    let s = InProc::start(&rules(rule, "shadow"));
+    let r = s.post("/messages:fetch-last-message", body).await;
     assert_eq!(r.header("x-modegate-decision"), Some("shadow"));
     assert_eq!(s.calls(Op::FetchLastMessage), 1);
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn retention_range_enforce_and_shadow() {
     let rule = "app.retention.range";
     let body = r#"{"display_name":"x","dispatch_retention_policy":{"ttl_days":30}}"#;
-    let s = Stack::start("").await;
-    let r = post(&s.url("/apps"), body).await;
+    let s = InProc::start("");
+    let r = s.post("/apps", body).await;
     assert_rejected(&r, rule);
     assert!(r
         .api_error()
         .1
         .starts_with("dispatch_retention_policy.ttl_days"));
     assert_eq!(s.calls(Op::CreateApp), 0);
-    let r = send(
-        Method::PATCH,
-        &s.url("/apps/legacy-app"),
-        &[("authorization", DEMO_AUTH)],
-        r#"{"retention_policy":{"ttl_days":0}}"#,
-    )
-    .await;
+    let r = s
+        .send(
+            Method::PATCH,
+            "/apps/legacy-app",
+            &[("authorization", DEMO_AUTH)],
+            r#"{"retention_policy":{"ttl_days":0}}"#,
+        )
+        .await;
     assert_rejected(&r, rule);
     assert_eq!(s.calls(Op::UpdateApp), 0);
-    s.stop().await;
-    let s = Stack::start(&rules(rule, "shadow")).await;
-    let r = post(&s.url("/apps"), body).await;
+    let s = InProc::start(&rules(rule, "shadow"));
+    let r = s.post("/apps", body).await;
     assert_eq!(
         r.status,
         StatusCode::BAD_REQUEST,
@@ -335,39 +311,35 @@ async fn retention_range_enforce_and_shadow() {
     );
     assert_eq!(r.header("x-modegate-decision"), Some("shadow"));
     assert_eq!(s.calls(Op::CreateApp), 1);
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn create_pin_mode_rewrite_and_shadow() {
-    let s = Stack::start("[policy]\ncreate_app_default_mode = \"CONVERSATION\"\n").await;
-    let r = post(&s.url("/apps"), r#"{"display_name":"legacy client app"}"#).await;
+    let s = InProc::start("[policy]\ncreate_app_default_mode = \"CONVERSATION\"\n");
+    let r = s
+        .post("/apps", r#"{"display_name":"legacy client app"}"#)
+        .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
     assert_eq!(r.header("x-modegate-rule"), Some("app.create.pin_mode"));
     assert_eq!(r.json()["processing_mode"], "CONVERSATION");
     // An explicit mode is kept.
-    let r = post(
-        &s.url("/apps"),
-        r#"{"display_name":"x","processing_mode":"DISPATCH"}"#,
-    )
-    .await;
+    let r = s
+        .post(
+            "/apps",
+            r#"{"display_name":"x","processing_mode":"DISPATCH"}"#,
+        )
+        .await;
     assert_eq!(r.json()["processing_mode"], "DISPATCH");
     assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
-    s.stop().await;
-    let s = Stack::start(
-        "[policy]\ncreate_app_default_mode = \"CONVERSATION\"\n[policy.rules]\n\"app.create.pin_mode\" = \"shadow\"\n",
-    )
-    .await;
-    let r = post(&s.url("/apps"), r#"{"display_name":"x"}"#).await;
+    let s = InProc::start("[policy]\ncreate_app_default_mode = \"CONVERSATION\"\n[policy.rules]\n\"app.create.pin_mode\" = \"shadow\"\n");
+    let r = s.post("/apps", r#"{"display_name":"x"}"#).await;
     assert_eq!(r.json()["processing_mode"], "DISPATCH");
     assert_eq!(r.header("x-modegate-decision"), Some("shadow"));
-    s.stop().await;
     // Inert while keep.
-    let s = Stack::start("").await;
-    let r = post(&s.url("/apps"), r#"{"display_name":"x"}"#).await;
+    let s = InProc::start("");
+    let r = s.post("/apps", r#"{"display_name":"x"}"#).await;
     assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
-    s.stop().await;
 }
 
 #[tokio::test]
@@ -375,19 +347,18 @@ async fn dispatch_only_override_and_metadata() {
     let with_metadata = r#"{"app_id":"legacy-app","processing_strategy":"DISPATCH_ONLY","correlation_id":"c-1","recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}},"message":{"text_message":{"text":"hi"}}}"#;
     let plain = with_metadata.replace(r#""correlation_id":"c-1","#, "");
     // Override off (default), metadata enforce (default).
-    let s = Stack::start("").await;
+    let s = InProc::start("");
     assert_rejected(
-        &post(&s.url("/messages:send"), with_metadata).await,
+        &s.post("/messages:send", with_metadata).await,
         "send.dispatch_only_metadata",
     );
     assert_eq!(
-        post(&s.url("/messages:send"), &plain).await.status,
+        s.post("/messages:send", &plain).await.status,
         StatusCode::OK
     );
-    s.stop().await;
     // Metadata rewrite: dropped, and the upstream accepts it.
-    let s = Stack::start(&rules("send.dispatch_only_metadata", "rewrite")).await;
-    let r = post(&s.url("/messages:send"), with_metadata).await;
+    let s = InProc::start(&rules("send.dispatch_only_metadata", "rewrite"));
+    let r = s.post("/messages:send", with_metadata).await;
     assert_eq!(
         r.status,
         StatusCode::OK,
@@ -398,92 +369,33 @@ async fn dispatch_only_override_and_metadata() {
         r.header("x-modegate-rule"),
         Some("send.dispatch_only_metadata")
     );
-    s.stop().await;
     // Override enforce: refused unless the app allows it.
-    let s = Stack::start(
-        "[policy.rules]\n\"send.dispatch_only_override\" = \"enforce\"\n\
-         [[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"new-app\"\nallow_dispatch_only = true\n",
-    )
-    .await;
+    let s = InProc::start("[policy.rules]\n\"send.dispatch_only_override\" = \"enforce\"\n\
+         [[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"new-app\"\nallow_dispatch_only = true\n");
     assert_rejected(
-        &post(&s.url("/messages:send"), &plain).await,
+        &s.post("/messages:send", &plain).await,
         "send.dispatch_only_override",
     );
     let allowed = plain.replace("legacy-app", "new-app");
     assert_eq!(
-        post(&s.url("/messages:send"), &allowed).await.status,
+        s.post("/messages:send", &allowed).await.status,
         StatusCode::OK
     );
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn max_ttl_days_enforce_and_rewrite() {
     let body = r#"{"display_name":"x","retention_policy":{"ttl_days":400}}"#;
-    let s = Stack::start("[policy]\nmax_ttl_days = 30\n").await;
-    assert_rejected(
-        &post(&s.url("/apps"), body).await,
-        "compliance.max_ttl_days",
-    );
+    let s = InProc::start("[policy]\nmax_ttl_days = 30\n");
+    assert_rejected(&s.post("/apps", body).await, "compliance.max_ttl_days");
     assert_eq!(s.calls(Op::CreateApp), 0);
-    s.stop().await;
-    let s = Stack::start(
+    let s = InProc::start(
         "[policy]\nmax_ttl_days = 30\n[policy.rules]\n\"compliance.max_ttl_days\" = \"rewrite\"\n",
-    )
-    .await;
-    let r = post(&s.url("/apps"), body).await;
+    );
+    let r = s.post("/apps", body).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["retention_policy"]["ttl_days"], 30);
     assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn per_app_override_beats_the_global_action() {
-    let s = Stack::start(
-        "[[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"new-app\"\n\
-         rules = { \"dispatch.send.contact_recipient\" = \"shadow\" }\n",
-    )
-    .await;
-    let r = post(&s.url("/messages:send"), SEND_TO_ALICE).await;
-    assert_eq!(r.header("x-modegate-decision"), Some("shadow"));
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn two_hundred_concurrent_requests_for_a_cold_app_make_one_lookup() {
-    let s = Stack::start("").await;
-    let url = s.url("/messages?app_id=new-app&contact_id=alice");
-    let mut tasks = Vec::new();
-    for _ in 0..200 {
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move { get(&url).await.status }));
-    }
-    for t in tasks {
-        assert_eq!(t.await.expect("join"), StatusCode::BAD_REQUEST);
-    }
-    assert_eq!(s.calls(Op::GetApp), 1);
-    assert_eq!(s.calls(Op::ListMessages), 0);
-    let m = s.metrics().await;
-    assert_eq!(lookups(&m, "miss"), 1.0);
-    assert_eq!(lookups(&m, "hit"), 199.0);
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn a_failing_lookup_serves_the_stale_mode() {
-    let s = Stack::start("[mode_cache]\nttl_secs = 1\nstale_if_error_secs = 60\n").await;
-    let url = s.url("/messages?app_id=new-app&contact_id=alice");
-    assert_rejected(&get(&url).await, "dispatch.list_messages.contact_filter");
-    // The upstream goes away; after the TTL the lookup fails and the stale mode is served.
-    let Stack { sim, gw } = s;
-    sim.stop().await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = get(&url).await;
-    assert_rejected(&r, "dispatch.list_messages.contact_filter");
-    let m = metrics(gw.admin_addr).await;
-    assert_eq!(lookups(&m, "stale"), 1.0);
-    gw.shutdown().await;
 }
 
 #[tokio::test]
@@ -496,66 +408,44 @@ async fn unknown_mode_forward_and_reject() {
             ..Default::default()
         },
     );
-    let s = Stack::with_seed(seed.clone(), "").await;
-    let r = get(&s.url("/messages?app_id=new-app&contact_id=alice")).await;
+    let s = InProc::with_seed(seed.clone(), "");
+    let r = s.get("/messages?app_id=new-app&contact_id=alice").await;
     assert_eq!(
         r.header("x-modegate-decision"),
         Some("forwarded"),
         "fail open"
     );
     assert_eq!(s.calls(Op::ListMessages), 1);
-    let m = s.metrics().await;
+    let m = s.metrics();
     assert!(lookups(&m, "error") >= 1.0);
-    s.stop().await;
-    let s = Stack::with_seed(seed, "[policy]\nunknown_mode = \"reject\"\n").await;
-    let r = get(&s.url("/messages?app_id=new-app&contact_id=alice")).await;
+    let s = InProc::with_seed(seed, "[policy]\nunknown_mode = \"reject\"\n");
+    let r = s.get("/messages?app_id=new-app&contact_id=alice").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.api_error().0, "UNAVAILABLE");
     assert_eq!(s.calls(Op::ListMessages), 0);
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn patch_switching_the_mode_takes_effect_on_the_very_next_request() {
-    let s = Stack::start("").await;
-    let url = s.url("/messages?app_id=legacy-app&contact_id=alice");
-    assert_eq!(
-        get(&url).await.header("x-modegate-decision"),
-        Some("forwarded")
-    );
-    let r = send(
-        Method::PATCH,
-        &s.url("/apps/legacy-app"),
-        &[("authorization", DEMO_AUTH)],
-        r#"{"processing_mode":"DISPATCH"}"#,
-    )
-    .await;
-    assert_eq!(r.status, StatusCode::OK);
-    assert_rejected(&get(&url).await, "dispatch.list_messages.contact_filter");
-    s.stop().await;
 }
 
 #[tokio::test]
 async fn a_bad_token_gets_the_upstreams_401_never_a_mode_based_400() {
-    let s = Stack::start("").await;
-    let url = s.url("/messages?app_id=new-app&contact_id=alice");
+    let s = InProc::start("");
+    let url = "/messages?app_id=new-app&contact_id=alice";
     // A good caller makes the mode known…
-    assert_rejected(&get(&url).await, "dispatch.list_messages.contact_filter");
+    assert_rejected(&s.get(url).await, "dispatch.list_messages.contact_filter");
     // …and still a caller with a bad or missing token learns nothing from the gateway.
     for headers in [vec![("authorization", "Bearer not-a-token")], vec![]] {
-        let r = send(Method::GET, &url, &headers, "").await;
+        let r = s.send(Method::GET, url, &headers, "").await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
     }
-    let r = send(
-        Method::POST,
-        &s.url("/messages:send"),
-        &[("authorization", "Bearer not-a-token")],
-        SEND_TO_ALICE,
-    )
-    .await;
+    let r = s
+        .send(
+            Method::POST,
+            "/messages:send",
+            &[("authorization", "Bearer not-a-token")],
+            SEND_TO_ALICE,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    s.stop().await;
 }
 
 #[tokio::test]
@@ -567,14 +457,15 @@ async fn a_key_without_access_to_the_project_learns_nothing() {
             key_secret: "s".into(),
             projects: vec!["elsewhere".into()],
         });
-    let s = Stack::with_seed(seed, "").await;
-    let url = s.url("/messages?app_id=new-app&contact_id=alice");
-    assert_rejected(&get(&url).await, "dispatch.list_messages.contact_filter");
+    let s = InProc::with_seed(seed, "");
+    let url = "/messages?app_id=new-app&contact_id=alice";
+    assert_rejected(&s.get(url).await, "dispatch.list_messages.contact_filter");
     let outsider = "Basic b3V0c2lkZXI6cw==";
-    let r = send(Method::GET, &url, &[("authorization", outsider)], "").await;
+    let r = s
+        .send(Method::GET, url, &[("authorization", outsider)], "")
+        .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
-    s.stop().await;
 }
 
 #[tokio::test]
@@ -638,32 +529,32 @@ async fn what_if_dispatch_builds_the_migration_report() {
 
 #[tokio::test]
 async fn policy_bodies_are_bounded_and_must_be_json() {
-    let s = Stack::start("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nmax_policy_body_bytes = 2048\n").await;
+    let s = InProc::start("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nmax_policy_body_bytes = 2048\n");
     let big = format!(
         r#"{{"app_id":"new-app","message":{{"text_message":{{"text":"{}"}}}}}}"#,
         "x".repeat(4096)
     );
-    let r = post(&s.url("/messages:send"), &big).await;
+    let r = s.post("/messages:send", &big).await;
     assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.api_error().0, "INVALID_ARGUMENT");
     for bad in ["{not json", "[1,2]", "\"str\""] {
-        let r = post(&s.url("/messages:send"), bad).await;
+        let r = s.post("/messages:send", bad).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(r.api_error().1.starts_with("body:"), "{bad}");
     }
-    let r = send(
-        Method::POST,
-        &s.url("/messages:send"),
-        &[("authorization", DEMO_AUTH), ("content-type", "text/plain")],
-        SEND_TO_ALICE,
-    )
-    .await;
+    let r = s
+        .send(
+            Method::POST,
+            "/messages:send",
+            &[("authorization", DEMO_AUTH), ("content-type", "text/plain")],
+            SEND_TO_ALICE,
+        )
+        .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
     assert_eq!(s.calls(Op::SendMessage), 0);
     // Non-policy routes stream any body of any size.
-    let r = post(&s.url("/messages:transcode"), &big).await;
+    let r = s.post("/messages:transcode", &big).await;
     assert_ne!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
-    s.stop().await;
 }
 
 #[tokio::test]

@@ -47,6 +47,8 @@ pub enum Edit {
     },
     /// Replace `recipient.contact_id` with the contact's channel identities (needs a lookup).
     ResolveContactRecipient,
+    /// A message read the upstream answered 404 was retried once in this `messages_source`.
+    RetryInStore(&'static str),
 }
 
 /// The outcome of evaluating every rule against one request.
@@ -79,28 +81,56 @@ impl Decision {
         }
     }
 
-    /// The rule named in `x-modegate-rule`: the rejecting one, else the first rewriting one,
-    /// else the first shadow one.
-    pub fn headline_rule(&self) -> Option<RuleId> {
-        if let Some(r) = &self.reject {
-            return Some(r.rule);
-        }
-        let wanted = if self.edits.is_empty() {
-            Action::Shadow
-        } else {
-            Action::Rewrite
-        };
+    /// The rules that rewrote or rejected the request, in evaluation order.
+    pub fn acting_rules(&self) -> impl Iterator<Item = RuleId> + '_ {
+        let rejecting = self.reject.as_ref().map(|r| r.rule);
         self.matches
             .iter()
-            .find(|m| m.action == wanted)
+            .filter(move |m| match rejecting {
+                Some(rule) => m.rule == rule,
+                None => m.action == Action::Rewrite,
+            })
             .map(|m| m.rule)
+    }
+
+    /// The rules that matched in shadow, in evaluation order.
+    pub fn shadow_rules(&self) -> impl Iterator<Item = RuleId> + '_ {
+        self.matches
+            .iter()
+            .filter(|m| m.action == Action::Shadow)
+            .map(|m| m.rule)
+    }
+
+    /// Turns the decision into a rejection by `rule` (a rewrite that cannot be made): nothing
+    /// else takes effect, and the rule's match is counted as what happened, an enforcement.
+    pub fn reject_with(&mut self, rule: RuleId, message: String) {
+        self.edits.clear();
+        self.matches
+            .retain(|m| m.action == Action::Shadow || m.rule == rule);
+        for m in &mut self.matches {
+            if m.rule == rule {
+                m.action = Action::Enforce;
+            }
+        }
+        self.reject = Some(Rejection { rule, message });
+    }
+
+    /// Drops the edits of `rule` (a rewrite that found nothing to change); its match stays
+    /// recorded as a rewrite only while one of its edits remains.
+    pub fn drop_edit(&mut self, edit: &Edit, rule: RuleId) {
+        self.edits.retain(|e| e != edit);
+        self.matches
+            .retain(|m| m.rule != rule || m.action != Action::Rewrite);
     }
 
     /// Whether some edit needs the body.
     pub fn edits_body(&self) -> bool {
-        self.edits
-            .iter()
-            .any(|e| !matches!(e, Edit::AddQuery { .. }))
+        self.edits.iter().any(|e| {
+            matches!(
+                e,
+                Edit::SetField { .. } | Edit::RemoveField { .. } | Edit::ResolveContactRecipient
+            )
+        })
     }
 
     /// The query parameters to add.
@@ -149,7 +179,7 @@ pub fn apply_body_edits(body: &mut Value, edits: &[Edit]) {
                     obj.shift_remove(*last);
                 }
             }
-            Edit::AddQuery { .. } | Edit::ResolveContactRecipient => {}
+            Edit::AddQuery { .. } | Edit::ResolveContactRecipient | Edit::RetryInStore(_) => {}
         }
     }
 }
@@ -209,19 +239,39 @@ mod tests {
             action: Action::Shadow,
         });
         assert_eq!(d.disposition(), Disposition::Shadow);
-        assert_eq!(d.headline_rule(), Some(RuleId::MessagesSource));
+        assert_eq!(
+            d.shadow_rules().collect::<Vec<_>>(),
+            [RuleId::MessagesSource]
+        );
         d.matches.push(Match {
             rule: RuleId::CreatePinMode,
             action: Action::Rewrite,
         });
         d.edits.push(Edit::RemoveField { path: &["x"] });
         assert_eq!(d.disposition(), Disposition::Rewritten);
-        assert_eq!(d.headline_rule(), Some(RuleId::CreatePinMode));
+        assert_eq!(
+            d.acting_rules().collect::<Vec<_>>(),
+            [RuleId::CreatePinMode]
+        );
         d.reject = Some(Rejection {
             rule: RuleId::RetentionRange,
             message: String::new(),
         });
         assert_eq!(d.disposition(), Disposition::Rejected);
-        assert_eq!(d.headline_rule(), Some(RuleId::RetentionRange));
+        assert_eq!(d.acting_rules().collect::<Vec<_>>(), Vec::<RuleId>::new());
+        d.reject_with(RuleId::CreatePinMode, "no".into());
+        assert_eq!(d.disposition(), Disposition::Rejected);
+        assert_eq!(
+            d.acting_rules().collect::<Vec<_>>(),
+            [RuleId::CreatePinMode]
+        );
+        assert_eq!(
+            d.shadow_rules().collect::<Vec<_>>(),
+            [RuleId::MessagesSource]
+        );
+        assert!(d
+            .matches
+            .iter()
+            .any(|m| m.rule == RuleId::CreatePinMode && m.action == Action::Enforce));
     }
 }

@@ -1,8 +1,8 @@
 //! Rule evaluation: `evaluate(&RequestFacts, mode, &PolicyContext) -> Decision`.
 //!
 //! Each rule is a pure check over facts already extracted from the request (operation, query,
-//! parsed body) and the app's mode. Rules run in [`EVALUATION_ORDER`]: validity first, then
-//! per-MT overrides, then the DISPATCH rules, then the create-time pin. The first enforcing
+//! parsed body) and the app's mode. Rules run in catalogue order ([`RuleId::ALL`]): validity
+//! first, then per-MT overrides, then the DISPATCH rules, then the create-time pin. The first enforcing
 //! match rejects; rewrites accumulate; shadow matches are only recorded.
 
 use std::borrow::Cow;
@@ -10,8 +10,9 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::decision::{Decision, Edit, Match, Rejection};
+use super::rules::Family;
 use super::{Action, ProcessingMode, RuleId, RuleSet};
-use crate::proxy::classify::Operation;
+use crate::domain::Operation;
 
 /// Query parameters of a request, decoded.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -23,6 +24,18 @@ impl<'a> Query<'a> {
         Query(
             raw.map(|q| form_urlencoded::parse(q.as_bytes()).collect())
                 .unwrap_or_default(),
+        )
+    }
+
+    /// Parses a raw query string into owned parts (for a request context that outlives it).
+    pub fn parse_owned(raw: Option<&str>) -> Query<'static> {
+        Query(
+            raw.map(|q| {
+                form_urlencoded::parse(q.as_bytes())
+                    .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
+                    .collect()
+            })
+            .unwrap_or_default(),
         )
     }
 
@@ -64,53 +77,12 @@ pub struct PolicyContext<'a> {
     pub allow_dispatch_only: bool,
 }
 
-/// The order rules are evaluated in (and so which rejection wins).
-pub const EVALUATION_ORDER: [RuleId; 10] = [
-    RuleId::RetentionRange,
-    RuleId::MaxTtlDays,
-    RuleId::DispatchOnlyOverride,
-    RuleId::DispatchOnlyMetadata,
-    RuleId::SendContactRecipient,
-    RuleId::ListMessagesContactFilter,
-    RuleId::FetchLastMessageContactIds,
-    RuleId::ConversationOnlyEndpoint,
-    RuleId::MessagesSource,
-    RuleId::CreatePinMode,
-];
-
-/// The rules that describe what DISPATCH mode refuses or needs; the migration report asks
-/// which of them a CONVERSATION app's traffic would trip.
-pub const DISPATCH_RULES: [RuleId; 5] = [
-    RuleId::SendContactRecipient,
-    RuleId::ListMessagesContactFilter,
-    RuleId::FetchLastMessageContactIds,
-    RuleId::ConversationOnlyEndpoint,
-    RuleId::MessagesSource,
-];
-
-/// Whether `rule` could ever apply to `op`; lets callers skip work for other operations.
-pub fn rule_applies_to(rule: RuleId, op: Operation) -> bool {
-    use Operation as Op;
-    match rule {
-        RuleId::SendContactRecipient => matches!(op, Op::SendMessage | Op::SendEvent),
-        RuleId::ListMessagesContactFilter => matches!(op, Op::ListMessages | Op::ListEvents),
-        RuleId::MessagesSource => matches!(
-            op,
-            Op::ListMessages | Op::GetMessage | Op::UpdateMessage | Op::DeleteMessage
-        ),
-        RuleId::ConversationOnlyEndpoint => matches!(
-            op,
-            Op::ListConversations
-                | Op::CreateConversation
-                | Op::RecentConversations
-                | Op::InjectMessage
-                | Op::InjectEvent
-        ),
-        RuleId::FetchLastMessageContactIds => op == Op::FetchLastMessage,
-        RuleId::RetentionRange | RuleId::MaxTtlDays => matches!(op, Op::CreateApp | Op::UpdateApp),
-        RuleId::CreatePinMode => op == Op::CreateApp,
-        RuleId::DispatchOnlyOverride | RuleId::DispatchOnlyMetadata => op == Op::SendMessage,
-    }
+/// The rules that describe what DISPATCH mode refuses or needs (the `Dispatch` family).
+pub fn dispatch_rules() -> impl Iterator<Item = RuleId> {
+    RuleId::ALL
+        .iter()
+        .copied()
+        .filter(|r| r.family() == Family::Dispatch)
 }
 
 /// A rule's finding: the message for enforce and the edits for rewrite.
@@ -215,7 +187,7 @@ fn check(
     mode: Option<ProcessingMode>,
     ctx: &PolicyContext<'_>,
 ) -> Option<Finding> {
-    if !rule_applies_to(rule, facts.operation) {
+    if !rule.applies_to(facts.operation) {
         return None;
     }
     let dispatch = effective_mode(facts, mode) == Some(ProcessingMode::Dispatch);
@@ -346,7 +318,7 @@ pub fn evaluate(
     ctx: &PolicyContext<'_>,
 ) -> Decision {
     let mut decision = Decision::default();
-    for rule in EVALUATION_ORDER {
+    for &rule in RuleId::ALL {
         let action = ctx.rules.action(rule);
         if action == Action::Off {
             continue;
@@ -386,7 +358,7 @@ pub fn what_if_blockers(facts: &RequestFacts<'_>, ctx: &PolicyContext<'_>) -> Ve
     for rule in RuleId::ALL {
         rules.set(*rule, Action::Off);
     }
-    for rule in DISPATCH_RULES {
+    for rule in dispatch_rules() {
         rules.set(rule, Action::Shadow);
     }
     let what_if = PolicyContext {
@@ -471,7 +443,7 @@ mod tests {
                 Action::Rewrite => {
                     assert!(d.reject.is_none(), "{rule} rewrite rejected: {d:?}");
                     assert!(!d.edits.is_empty(), "{rule} rewrite made no edit");
-                    assert_eq!(d.headline_rule(), Some(rule));
+                    assert_eq!(d.acting_rules().next(), Some(rule));
                 }
                 Action::Shadow => {
                     assert_eq!(mine.len(), 1, "{rule} shadow");
@@ -998,7 +970,7 @@ mod tests {
     fn rules_only_apply_to_their_operations() {
         for rule in RuleId::ALL {
             for op in Operation::ALL {
-                if rule_applies_to(*rule, *op) {
+                if rule.applies_to(*op) {
                     continue;
                 }
                 let body = json!({"recipient": {"contact_id": "k"}, "contact_ids": ["k"], "retention_policy": {"ttl_days": 0}, "processing_strategy": "DISPATCH_ONLY", "correlation_id": "c"});

@@ -3,6 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::domain::Operation;
+
 /// What a rule does when it applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Action {
@@ -54,21 +56,58 @@ impl fmt::Display for Action {
     }
 }
 
+/// The family a rule belongs to: what part of the API contract it guards.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    /// The request itself: one meaning for the gateway and the upstream.
+    Request,
+    /// App create / update.
+    App,
+    /// Organisation compliance caps.
+    Compliance,
+    /// Per-MT send overrides.
+    Send,
+    /// What DISPATCH processing mode refuses or needs; the migration report asks which of them
+    /// a CONVERSATION app's traffic would trip.
+    Dispatch,
+}
+
 macro_rules! rules {
-    ($($variant:ident => $id:literal, enforce: $e:literal, rewrite: $r:literal, default: $d:ident;)*) => {
+    ($($variant:ident => $id:literal, $family:ident, [$($op:ident),*], body: $body:literal,
+        enforce: $e:literal, rewrite: $r:literal, default: $d:ident;)*) => {
         /// A policy rule, named by its id in config, headers, metrics and error details.
+        ///
+        /// The catalogue below is the one source of truth: declaration order is evaluation
+        /// order (so which rejection wins), and what each rule applies to, whether it reads the
+        /// body and which actions it takes are declared on its row; every index the request
+        /// path uses is derived from these rows.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub enum RuleId {
             $(#[doc = concat!("`", $id, "`")] $variant,)*
         }
 
         impl RuleId {
-            /// Every rule, in catalogue order (`ALL[r.index()] == r`).
+            /// Every rule, in evaluation order (`ALL[r.index()] == r`).
             pub const ALL: &'static [RuleId] = &[$(RuleId::$variant,)*];
 
             /// The rule id, e.g. `dispatch.send.contact_recipient`.
             pub const fn as_str(self) -> &'static str {
                 match self { $(RuleId::$variant => $id,)* }
+            }
+
+            /// The rule's family.
+            pub const fn family(self) -> Family {
+                match self { $(RuleId::$variant => Family::$family,)* }
+            }
+
+            /// The operations the rule can apply to.
+            pub const fn operations(self) -> &'static [Operation] {
+                match self { $(RuleId::$variant => &[$(Operation::$op),*],)* }
+            }
+
+            /// Whether the rule reads the JSON body.
+            pub const fn reads_body(self) -> bool {
+                match self { $(RuleId::$variant => $body,)* }
             }
 
             /// Whether the rule can reject.
@@ -90,22 +129,38 @@ macro_rules! rules {
 }
 
 rules! {
-    SendContactRecipient => "dispatch.send.contact_recipient", enforce: true, rewrite: true, default: Enforce;
-    ListMessagesContactFilter => "dispatch.list_messages.contact_filter", enforce: true, rewrite: false, default: Enforce;
-    MessagesSource => "dispatch.messages_source", enforce: false, rewrite: true, default: Rewrite;
-    ConversationOnlyEndpoint => "dispatch.conversation_only_endpoint", enforce: true, rewrite: false, default: Enforce;
-    FetchLastMessageContactIds => "dispatch.fetch_last_message.contact_ids", enforce: true, rewrite: false, default: Enforce;
-    RetentionRange => "app.retention.range", enforce: true, rewrite: false, default: Enforce;
-    CreatePinMode => "app.create.pin_mode", enforce: false, rewrite: true, default: Rewrite;
-    DispatchOnlyOverride => "send.dispatch_only_override", enforce: true, rewrite: false, default: Off;
-    DispatchOnlyMetadata => "send.dispatch_only_metadata", enforce: true, rewrite: true, default: Enforce;
-    MaxTtlDays => "compliance.max_ttl_days", enforce: true, rewrite: true, default: Enforce;
+    RetentionRange => "app.retention.range", App, [CreateApp, UpdateApp], body: true,
+        enforce: true, rewrite: false, default: Enforce;
+    MaxTtlDays => "compliance.max_ttl_days", Compliance, [CreateApp, UpdateApp], body: true,
+        enforce: true, rewrite: true, default: Enforce;
+    DispatchOnlyOverride => "send.dispatch_only_override", Send, [SendMessage], body: true,
+        enforce: true, rewrite: false, default: Off;
+    DispatchOnlyMetadata => "send.dispatch_only_metadata", Send, [SendMessage], body: true,
+        enforce: true, rewrite: true, default: Enforce;
+    SendContactRecipient => "dispatch.send.contact_recipient", Dispatch, [SendMessage, SendEvent], body: true,
+        enforce: true, rewrite: true, default: Enforce;
+    ListMessagesContactFilter => "dispatch.list_messages.contact_filter", Dispatch, [ListMessages, ListEvents], body: false,
+        enforce: true, rewrite: false, default: Enforce;
+    FetchLastMessageContactIds => "dispatch.fetch_last_message.contact_ids", Dispatch, [FetchLastMessage], body: true,
+        enforce: true, rewrite: false, default: Enforce;
+    ConversationOnlyEndpoint => "dispatch.conversation_only_endpoint", Dispatch,
+        [ListConversations, CreateConversation, RecentConversations, InjectMessage, InjectEvent], body: false,
+        enforce: true, rewrite: false, default: Enforce;
+    MessagesSource => "dispatch.messages_source", Dispatch, [ListMessages, GetMessage, UpdateMessage, DeleteMessage], body: false,
+        enforce: false, rewrite: true, default: Rewrite;
+    CreatePinMode => "app.create.pin_mode", App, [CreateApp], body: true,
+        enforce: false, rewrite: true, default: Rewrite;
 }
 
 impl RuleId {
     /// Dense index for per-rule tables.
     pub const fn index(self) -> usize {
         self as usize
+    }
+
+    /// Whether the rule could ever apply to `op`.
+    pub fn applies_to(self, op: Operation) -> bool {
+        self.operations().contains(&op)
     }
 
     /// Whether `action` is valid for this rule (shadow and off always are).
@@ -181,9 +236,25 @@ mod tests {
         for rule in RuleId::ALL {
             assert_eq!(rule.as_str().parse::<RuleId>(), Ok(*rule));
         }
-        let mut ids: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
-        ids.dedup();
-        assert_eq!(ids.len(), 10);
+        let ids: std::collections::HashSet<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(ids.len(), RuleId::ALL.len());
+    }
+
+    #[test]
+    fn the_catalogue_indexes_itself_and_every_rule_applies_somewhere() {
+        for (i, rule) in RuleId::ALL.iter().enumerate() {
+            assert_eq!(rule.index(), i, "evaluation order is catalogue order");
+            assert!(!rule.operations().is_empty(), "{rule} applies to nothing");
+            assert!(
+                rule.supports_enforce() || rule.supports_rewrite(),
+                "{rule} can do nothing but shadow"
+            );
+        }
+        // Rejections from validity rules win over mode rules, and the create-time pin is last.
+        let pos = |r: RuleId| RuleId::ALL.iter().position(|x| *x == r);
+        assert!(pos(RuleId::RetentionRange) < pos(RuleId::SendContactRecipient));
+        assert!(pos(RuleId::DispatchOnlyOverride) < pos(RuleId::SendContactRecipient));
+        assert_eq!(RuleId::ALL.last(), Some(&RuleId::CreatePinMode));
     }
 
     #[test]

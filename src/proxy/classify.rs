@@ -1,107 +1,12 @@
 //! Pure classification of a request into a Conversation API [`Operation`].
 //!
 //! `classify(method, path)` never allocates and never fails: anything it does not recognise is
-//! [`Operation::Other`], which the gateway forwards untouched. The simulator routes with the same
-//! function, so the gateway and its stand-in upstream cannot disagree about what a path means.
+//! [`Operation::Other`], which the gateway forwards untouched. Ids in the path are checked with
+//! the one id rule of [`crate::domain::valid_id`].
 
 use http::Method;
 
-/// Where an operation names the app whose processing mode drives policy.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum AppIdLocation {
-    /// The operation names no app; its mode can only come from what the gateway knows of the
-    /// project.
-    None,
-    /// `/apps/{app_id}/…`.
-    Path,
-    /// The `app_id` query parameter.
-    Query,
-    /// The `app_id` field of the JSON body.
-    Body,
-}
-
-macro_rules! operations {
-    ($($variant:ident => $name:literal, $app:ident, $body:literal;)*) => {
-        /// A Conversation API call, as named in metrics and logs.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        pub enum Operation {
-            $(#[doc = concat!("`", $name, "`")] $variant,)*
-        }
-
-        impl Operation {
-            /// Every operation, in declaration order (`ALL[op.index()] == op`).
-            pub const ALL: &'static [Operation] = &[$(Operation::$variant,)*];
-
-            /// The metric label / log name, e.g. `send_message`.
-            pub const fn as_str(self) -> &'static str {
-                match self { $(Operation::$variant => $name,)* }
-            }
-
-            /// Where the request names the app whose mode applies.
-            pub const fn app_id_location(self) -> AppIdLocation {
-                match self { $(Operation::$variant => AppIdLocation::$app,)* }
-            }
-
-            /// Whether some rule may read this operation's JSON body.
-            pub const fn policy_reads_body(self) -> bool {
-                match self { $(Operation::$variant => $body,)* }
-            }
-        }
-    };
-}
-
-operations! {
-    ListApps => "list_apps", None, false;
-    CreateApp => "create_app", None, true;
-    GetApp => "get_app", Path, false;
-    UpdateApp => "update_app", Path, true;
-    DeleteApp => "delete_app", Path, false;
-    ListAppWebhooks => "list_app_webhooks", Path, false;
-    ListConsents => "list_consents", Path, false;
-    SendMessage => "send_message", Body, true;
-    ListMessages => "list_messages", Query, false;
-    GetMessage => "get_message", None, false;
-    UpdateMessage => "update_message", None, false;
-    DeleteMessage => "delete_message", None, false;
-    FetchLastMessage => "fetch_last_message", Body, true;
-    TranscodeMessage => "transcode_message", Body, false;
-    SendEvent => "send_event", Body, true;
-    ListEvents => "list_events", None, false;
-    GetEvent => "get_event", None, false;
-    DeleteEvent => "delete_event", None, false;
-    ListConversations => "list_conversations", Query, false;
-    CreateConversation => "create_conversation", Body, true;
-    RecentConversations => "recent_conversations", Query, false;
-    GetConversation => "get_conversation", None, false;
-    UpdateConversation => "update_conversation", None, false;
-    DeleteConversation => "delete_conversation", None, false;
-    StopConversation => "stop_conversation", None, false;
-    InjectMessage => "inject_message", None, false;
-    InjectEvent => "inject_event", None, false;
-    ListContacts => "list_contacts", None, false;
-    CreateContact => "create_contact", None, false;
-    GetContact => "get_contact", None, false;
-    UpdateContact => "update_contact", None, false;
-    DeleteContact => "delete_contact", None, false;
-    MergeContact => "merge_contact", None, false;
-    IdentityConflicts => "identity_conflicts", None, false;
-    GetChannelProfile => "get_channel_profile", Body, false;
-    QueryCapability => "query_capability", Body, false;
-    CreateWebhook => "create_webhook", Body, false;
-    GetWebhook => "get_webhook", None, false;
-    UpdateWebhook => "update_webhook", None, false;
-    DeleteWebhook => "delete_webhook", None, false;
-    Settings => "settings", None, false;
-    OauthToken => "oauth_token", None, false;
-    Other => "other", None, false;
-}
-
-impl Operation {
-    /// Dense index for per-operation tables (metrics).
-    pub const fn index(self) -> usize {
-        self as usize
-    }
-}
+pub use crate::domain::{valid_id, AppIdLocation, Operation};
 
 /// A byte range of the request path (kept instead of a borrow so a classification can travel
 /// in request extensions).
@@ -176,10 +81,6 @@ fn split_verb(segment: &str) -> (&str, Option<&str>) {
         }
     }
     (segment, None)
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty() && !id.contains('%')
 }
 
 /// Classifies a request by method and path (the query is not needed to name the operation).
@@ -640,25 +541,5 @@ mod tests {
         for (i, op) in Operation::ALL.iter().enumerate() {
             assert_eq!(op.index(), i);
         }
-    }
-
-    #[test]
-    fn body_is_read_only_where_rules_need_it() {
-        let readers: Vec<_> = Operation::ALL
-            .iter()
-            .filter(|o| o.policy_reads_body())
-            .map(|o| o.as_str())
-            .collect();
-        assert_eq!(
-            readers,
-            [
-                "create_app",
-                "update_app",
-                "send_message",
-                "fetch_last_message",
-                "send_event",
-                "create_conversation"
-            ]
-        );
     }
 }

@@ -1,171 +1,175 @@
-//! The upstream side: a pooled hyper-util client (rustls with webpki roots for https, ALPN h2,
-//! plain http for the simulator and tests), URI mapping onto the configured origin, and timeouts.
-//!
-//! Only origins derived from config are ever contacted: the request's own `Host` or authority
-//! never choose where a request goes.
-
-use std::time::{Duration, Instant};
+//! Phase 5, forward: map the request onto the upstream origin, clean its headers, set the
+//! gateway's token in inject mode, send it, and apply the bounded retry policy
+//! ([`super::ctx::RetryBudget`]): at most one retry after an expired-token 401 (inject mode,
+//! bodies the gateway holds) and at most one retry of a DISPATCH app's message read in the
+//! other store after a 404. The response head comes back with its body streaming.
 
 use bytes::Bytes;
-use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::{header, Request, Response, StatusCode, Version};
 
-use crate::config::UpstreamSettings;
-use crate::metrics::UpstreamErrorKind;
+use super::connection::Connection;
+use super::ctx::{Outcome, RequestCtx};
+use super::enforce::set_query_param;
+use super::{headers, GatewayResponse, GatewayState};
+use crate::domain::Operation;
+use crate::error::GatewayError;
+use crate::policy::{Action, Edit, Match, RuleId};
+use crate::upstream::{self, full, GatewayBody};
 
-/// Body of requests sent upstream and of responses sent to clients: streamed as received, or a
-/// buffer the gateway built (rewritten bodies, error answers).
-pub type GatewayBody = Either<Incoming, Full<Bytes>>;
-
-/// Scheme, authority and path prefix of an upstream origin.
-#[derive(Clone, Debug)]
-pub struct Origin {
-    scheme: Scheme,
-    authority: Authority,
-    prefix: String,
-}
-
-impl Origin {
-    /// The origin of an absolute http(s) URL (its path, without a trailing `/`, is a prefix).
-    pub fn from_uri(uri: &Uri) -> Option<Origin> {
-        Some(Origin {
-            scheme: uri.scheme()?.clone(),
-            authority: uri.authority()?.clone(),
-            prefix: uri.path().trim_end_matches('/').to_string(),
-        })
-    }
-
-    /// Host and port, as the upstream sees them.
-    pub fn authority(&self) -> &Authority {
-        &self.authority
-    }
-
-    /// The upstream URI for an origin-form path and query.
-    pub fn uri(&self, path_and_query: &PathAndQuery) -> Uri {
-        let pq = if self.prefix.is_empty() {
-            path_and_query.clone()
-        } else {
-            // The prefix comes from a validated URL and the rest from a parsed request target,
-            // so the concatenation is a valid path.
-            PathAndQuery::try_from(format!("{}{}", self.prefix, path_and_query.as_str()))
-                .unwrap_or_else(|_| path_and_query.clone())
-        };
-        Uri::from_parts({
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(self.scheme.clone());
-            parts.authority = Some(self.authority.clone());
-            parts.path_and_query = Some(pq);
-            parts
-        })
-        .unwrap_or_else(|_| Uri::from_static("/"))
-    }
-}
-
-/// Why an upstream exchange failed.
+/// A request body on its way upstream: streamed as received, or bytes the gateway holds
+/// (read for a rule, rewritten, or kept for a replay).
 #[derive(Debug)]
-pub struct UpstreamFailure {
-    /// Classification for metrics and status.
-    pub kind: UpstreamErrorKind,
-    /// Internal detail, for logs only.
-    pub detail: String,
+pub enum OutboundBody {
+    /// Streamed from the client.
+    Stream(GatewayBody),
+    /// Held whole.
+    Bytes(Bytes),
 }
 
-/// The pooled upstream client.
-#[derive(Clone, Debug)]
-pub struct UpstreamClient {
-    client: Client<HttpsConnector<HttpConnector>, GatewayBody>,
-    request_timeout: Duration,
-}
-
-impl UpstreamClient {
-    /// Builds the client from `[upstream]` settings.
-    pub fn new(settings: &UpstreamSettings) -> Self {
-        let mut http = HttpConnector::new();
-        http.enforce_http(false);
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(settings.connect_timeout));
-        http.set_keepalive(Some(Duration::from_secs(60)));
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .build(https);
-        Self {
-            client,
-            request_timeout: settings.request_timeout,
+impl OutboundBody {
+    fn into_body(self) -> GatewayBody {
+        match self {
+            OutboundBody::Stream(b) => b,
+            OutboundBody::Bytes(b) => full(b),
         }
     }
 
-    /// Sends one request and waits for the response head (bounded by the request timeout). The
-    /// response body streams afterwards. Returns the response and the time to its head.
-    pub async fn send(
-        &self,
-        mut request: Request<GatewayBody>,
-    ) -> Result<(Response<Incoming>, Duration), UpstreamFailure> {
-        // The pooled client picks HTTP/1.1 or (via ALPN) HTTP/2 itself; an h2c client's request
-        // version must not leak into that choice.
-        *request.version_mut() = Version::HTTP_11;
-        let started = Instant::now();
-        match tokio::time::timeout(self.request_timeout, self.client.request(request)).await {
-            Err(_) => Err(UpstreamFailure {
-                kind: UpstreamErrorKind::Timeout,
-                detail: format!("no response head within {:?}", self.request_timeout),
-            }),
-            Ok(Err(e)) => Err(UpstreamFailure {
-                kind: if e.is_connect() {
-                    UpstreamErrorKind::Connect
-                } else {
-                    UpstreamErrorKind::Reset
-                },
-                detail: error_chain(&e),
-            }),
-            Ok(Ok(response)) => Ok((response, started.elapsed())),
+    /// The bytes, when the gateway holds them (so the request can be sent again).
+    fn replayable(&self) -> Option<Bytes> {
+        match self {
+            OutboundBody::Stream(_) => None,
+            OutboundBody::Bytes(b) => Some(b.clone()),
         }
     }
 }
 
-/// `e: source: source…`, for logs.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
+impl GatewayState {
+    /// In inject mode a request may have to be sent twice (after a 401 for an expired token),
+    /// so small bodies are read whole; everything else streams.
+    pub(super) async fn replayable(&self, body: GatewayBody) -> Result<OutboundBody, GatewayError> {
+        let small = http_body::Body::size_hint(&body)
+            .exact()
+            .is_some_and(|n| n <= self.max_policy_body_bytes as u64);
+        if self.inject.is_some() && small {
+            return Ok(OutboundBody::Bytes(
+                super::facts::read_body(body, self.max_policy_body_bytes).await?,
+            ));
+        }
+        Ok(OutboundBody::Stream(body))
     }
-    out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Sends the request upstream (with the bounded retries) and prepares the response head for
+/// the client.
+pub async fn forward(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    mut parts: http::request::Parts,
+    body: OutboundBody,
+) -> Result<GatewayResponse, GatewayError> {
+    let op = ctx.operation();
+    parts.uri = if op == Operation::OauthToken {
+        state.token_uri.clone()
+    } else {
+        let pq = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        state.api_origin.uri(&pq)
+    };
+    let client = parts
+        .extensions
+        .get::<std::sync::Arc<Connection>>()
+        .map(|c| c.forwarded_for.clone());
+    headers::to_upstream(&mut parts.headers, client.as_ref());
 
-    #[test]
-    fn origin_maps_paths_with_and_without_prefix() {
-        let o = Origin::from_uri(&Uri::from_static("https://us.conversation.api.sinch.com"))
-            .expect("origin");
-        let pq = PathAndQuery::from_static("/v1/projects/p/messages?app_id=a");
-        assert_eq!(
-            o.uri(&pq).to_string(),
-            "https://us.conversation.api.sinch.com/v1/projects/p/messages?app_id=a"
-        );
-        let o = Origin::from_uri(&Uri::from_static("http://127.0.0.1:9/base/")).expect("origin");
-        assert_eq!(
-            o.uri(&pq).to_string(),
-            "http://127.0.0.1:9/base/v1/projects/p/messages?app_id=a"
-        );
+    // A store retry re-sends a bodiless message read with the other `messages_source`.
+    let store_replay = ctx.store_retry.map(|source| {
+        let mut r = Request::new(());
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = set_query_param(&parts.uri, "messages_source", source);
+        *r.headers_mut() = parts.headers.clone();
+        r.extensions_mut().extend(parts.extensions.clone());
+        (r.into_parts().0, source)
+    });
+    let mut response = send_authorized(state, ctx, parts, body).await?;
+    if let Some((replay, source)) = store_replay {
+        if response.status() == StatusCode::NOT_FOUND && !ctx.retries.store_used {
+            ctx.retries.store_used = true;
+            ctx.decision.matches.push(Match {
+                rule: RuleId::MessagesSource,
+                action: Action::Rewrite,
+            });
+            ctx.decision.edits.push(Edit::RetryInStore(source));
+            tracing::debug!(
+                operation = op.as_str(),
+                "404 from one store; retrying once in the other"
+            );
+            response =
+                send_authorized(state, ctx, replay, OutboundBody::Bytes(Bytes::new())).await?;
+        }
     }
+    headers::to_client(response.headers_mut());
+    *response.version_mut() = Version::HTTP_11;
+    Ok(response)
+}
+
+/// One exchange with the upstream's credentials in place: the caller's (passthrough) or the
+/// gateway's token (inject), with the one retry after an expired-token 401.
+async fn send_authorized(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    mut parts: http::request::Parts,
+    body: OutboundBody,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let Some(inject) = &state.inject else {
+        return send(state, ctx, parts, body.into_body()).await;
+    };
+    let token = inject.authorization().await?;
+    parts.headers.insert(header::AUTHORIZATION, token.clone());
+    let replay = body.replayable().map(|bytes| {
+        let mut r = Request::new(());
+        *r.method_mut() = parts.method.clone();
+        *r.uri_mut() = parts.uri.clone();
+        *r.headers_mut() = parts.headers.clone();
+        r.extensions_mut().extend(parts.extensions.clone());
+        (r.into_parts().0, bytes)
+    });
+    let response = send(state, ctx, parts, body.into_body()).await?;
+    let expired = response.status() == StatusCode::UNAUTHORIZED
+        && crate::auth::says_expired(response.headers());
+    match replay {
+        Some((mut parts, bytes)) if expired && !ctx.retries.token_used => {
+            ctx.retries.token_used = true;
+            tracing::info!(
+                operation = ctx.operation().as_str(),
+                "upstream token expired; refreshing and retrying once"
+            );
+            inject.tokens.invalidate(&token);
+            parts
+                .headers
+                .insert(header::AUTHORIZATION, inject.authorization().await?);
+            send(state, ctx, parts, full(bytes)).await
+        }
+        _ => Ok(response),
+    }
+}
+
+/// One upstream exchange, timed and counted.
+async fn send(
+    state: &GatewayState,
+    ctx: &RequestCtx,
+    parts: http::request::Parts,
+    body: GatewayBody,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    let request = Request::from_parts(parts, body);
+    upstream::call(&state.upstream, &state.metrics, ctx.operation(), request)
+        .await
+        .map(|(response, _)| response)
+        .map_err(|failure| GatewayError::Upstream {
+            kind: failure.kind,
+            detail: failure.detail,
+            attempted: Outcome::of(&ctx.decision).disposition,
+        })
 }

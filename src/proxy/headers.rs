@@ -12,8 +12,10 @@ use http::{HeaderMap, HeaderValue};
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// `x-modegate-decision`: forwarded | rewritten | rejected | shadow.
 pub const X_MODEGATE_DECISION: HeaderName = HeaderName::from_static("x-modegate-decision");
-/// `x-modegate-rule`: the rule that rewrote or rejected.
+/// `x-modegate-rule`: every rule that rewrote or rejected, comma-separated in evaluation order.
 pub const X_MODEGATE_RULE: HeaderName = HeaderName::from_static("x-modegate-rule");
+/// `x-modegate-shadow`: every rule that matched in shadow, comma-separated in evaluation order.
+pub const X_MODEGATE_SHADOW: HeaderName = HeaderName::from_static("x-modegate-shadow");
 /// `x-forwarded-for`.
 pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// `x-forwarded-proto`.

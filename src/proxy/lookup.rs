@@ -1,30 +1,37 @@
 //! The gateway's own upstream calls: `GET app` (mode lookups, credential checks) and
-//! `GET contact` (contact-to-identity rewrites), made with the caller's credentials.
+//! `GET contact` (contact-to-identity rewrites), made with the caller's credentials through the
+//! gateway's [`Upstream`].
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::uri::PathAndQuery;
 use http::{header, HeaderValue, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Either, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
-use super::classify::Operation;
-use super::forward::{Origin, UpstreamClient};
 use crate::contact_cache::{ContactLookup, ContactOutcome, Identity};
-use crate::metrics::{Metrics, UpstreamErrorKind};
+use crate::domain::{LookupFailure, Operation, ProcessingMode, UpstreamErrorKind};
+use crate::metrics::Metrics;
 use crate::mode_cache::{BoxFuture, LookupOutcome, ModeLookup};
-use crate::policy::ProcessingMode;
+use crate::upstream::{self, full, Origin, Upstream};
 
 /// Largest lookup answer read.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// Lookups through the pooled upstream client.
-#[derive(Clone, Debug)]
+/// Lookups through the gateway's upstream.
+#[derive(Clone)]
 pub struct UpstreamLookup {
-    client: UpstreamClient,
+    upstream: Upstream,
     origin: Origin,
     metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for UpstreamLookup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UpstreamLookup")
+            .field("origin", &self.origin)
+            .finish_non_exhaustive()
+    }
 }
 
 enum Answer {
@@ -35,9 +42,9 @@ enum Answer {
 
 impl UpstreamLookup {
     /// Lookups against `origin`.
-    pub fn new(client: UpstreamClient, origin: Origin, metrics: Arc<Metrics>) -> Self {
+    pub fn new(upstream: Upstream, origin: Origin, metrics: Arc<Metrics>) -> Self {
         Self {
-            client,
+            upstream,
             origin,
             metrics,
         }
@@ -58,21 +65,18 @@ impl UpstreamLookup {
         if let Some(a) = authorization {
             builder = builder.header(header::AUTHORIZATION, a);
         }
-        let Ok(request) = builder.body(Either::Right(Full::new(Bytes::new()))) else {
+        let Ok(request) = builder.body(full(bytes::Bytes::new())) else {
             return Answer::Failed(UpstreamErrorKind::Reset);
         };
-        let (response, elapsed) = match self.client.send(request).await {
-            Ok(r) => r,
+        let response = match upstream::call(&self.upstream, &self.metrics, op, request).await {
+            Ok((r, _)) => r,
             Err(failure) => {
-                self.metrics.upstream_error(failure.kind);
                 tracing::warn!(operation = op.as_str(), error = %failure.detail, "lookup failed");
                 return Answer::Failed(failure.kind);
             }
         };
-        self.metrics.record_upstream(op, elapsed.as_secs_f64());
         let status = response.status();
         if status.is_server_error() {
-            self.metrics.upstream_error(UpstreamErrorKind::Status5xx);
             return Answer::Failed(UpstreamErrorKind::Status5xx);
         }
         if status != StatusCode::OK {
@@ -116,11 +120,13 @@ impl ModeLookup for UpstreamLookup {
             match this.get(path, Operation::GetApp, authorization).await {
                 Answer::Json(v) => match mode_of(&v) {
                     Some(mode) => LookupOutcome::Found(mode),
-                    None => LookupOutcome::Failed(UpstreamErrorKind::Reset),
+                    None => {
+                        LookupOutcome::Failed(LookupFailure::Upstream(UpstreamErrorKind::Reset))
+                    }
                 },
                 Answer::Status(s) if refused(s) => LookupOutcome::Denied(s),
-                Answer::Status(_) => LookupOutcome::Failed(UpstreamErrorKind::Status5xx),
-                Answer::Failed(kind) => LookupOutcome::Failed(kind),
+                Answer::Status(s) => LookupOutcome::Failed(LookupFailure::Status(s)),
+                Answer::Failed(kind) => LookupOutcome::Failed(LookupFailure::Upstream(kind)),
             }
         })
     }
@@ -157,8 +163,8 @@ impl ContactLookup for UpstreamLookup {
                 }
                 Answer::Status(StatusCode::NOT_FOUND) => ContactOutcome::NotFound,
                 Answer::Status(s) if refused(s) => ContactOutcome::Denied,
-                Answer::Status(_) => ContactOutcome::Failed(UpstreamErrorKind::Status5xx),
-                Answer::Failed(kind) => ContactOutcome::Failed(kind),
+                Answer::Status(s) => ContactOutcome::Failed(LookupFailure::Status(s)),
+                Answer::Failed(kind) => ContactOutcome::Failed(LookupFailure::Upstream(kind)),
             }
         })
     }

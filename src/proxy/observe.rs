@@ -12,9 +12,9 @@ use tower::{Layer, Service};
 use tracing::Instrument;
 
 use super::classify::classify;
-use super::headers::{X_MODEGATE_DECISION, X_MODEGATE_RULE, X_REQUEST_ID};
+use super::ctx::Outcome;
+use super::headers::{X_MODEGATE_DECISION, X_MODEGATE_RULE, X_MODEGATE_SHADOW, X_REQUEST_ID};
 use super::request_id::RequestId;
-use super::Outcome;
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::policy::Disposition;
 
@@ -128,8 +128,11 @@ where
                 X_MODEGATE_DECISION,
                 HeaderValue::from_static(outcome.disposition.as_str()),
             );
-            if let Some(rule) = outcome.rule {
-                headers.insert(X_MODEGATE_RULE, HeaderValue::from_static(rule.as_str()));
+            if let Some(rules) = outcome.rules.header_value() {
+                headers.insert(X_MODEGATE_RULE, rules);
+            }
+            if let Some(rules) = outcome.shadow.header_value() {
+                headers.insert(X_MODEGATE_SHADOW, rules);
             }
             let label = if outcome.error {
                 DecisionLabel::Error
@@ -153,7 +156,7 @@ where
                     operation = class.operation.as_str(),
                     status = response.status().as_u16(),
                     decision = label.as_str(),
-                    rule = outcome.rule.map_or("", |r| r.as_str()),
+                    rule = outcome.rules.header_value().as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
                     duration_ms = elapsed * 1000.0,
                     "request"
                 );

@@ -128,8 +128,26 @@ impl Simulator {
         })
     }
 
+    /// The simulator as the gateway's upstream, in-process (no socket).
+    pub fn upstream(self: Arc<Self>) -> crate::proxy::Upstream {
+        tower::util::BoxCloneSyncService::new(tower::service_fn(
+            move |req: Request<crate::proxy::GatewayBody>| {
+                let sim = self.clone();
+                async move {
+                    Ok::<_, crate::upstream::UpstreamFailure>(
+                        sim.handle(req).await.map(crate::upstream::full_body),
+                    )
+                }
+            },
+        ))
+    }
+
     /// Answers one request.
-    pub async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
         if let Some(control) = path.strip_prefix("/_simulator/") {

@@ -427,3 +427,4 @@ pub fn decisions(m: &str, rule: &str, action: &str) -> f64 {
         &[("rule", rule), ("action", action)],
     )
 }
+pub mod inproc;

@@ -1,0 +1,71 @@
+//! The one-screen summary `check-config` prints.
+
+use super::*;
+use crate::policy::RuleId;
+
+impl Config {
+    /// A one-screen human summary (for `check-config`).
+    pub fn summary(&self) -> String {
+        let upstream = match &self.upstream.target {
+            UpstreamTarget::Embedded { seed } => format!(
+                "embedded simulator (seed: {})",
+                seed.as_ref()
+                    .map_or_else(|| "none".to_string(), |p| p.display().to_string())
+            ),
+            UpstreamTarget::Url(u) => u.to_string(),
+        };
+        let mut out = String::new();
+        let mut line = |s: String| {
+            out.push_str(&s);
+            out.push('\n');
+        };
+        line(format!("listen          {}", self.server.listen));
+        line(format!("admin_listen    {}", self.server.admin_listen));
+        line(format!("upstream        {upstream}"));
+        line(format!(
+            "timeouts        connect {:?}, request {:?}, shutdown grace {:?}",
+            self.upstream.connect_timeout,
+            self.upstream.request_timeout,
+            self.server.shutdown_grace
+        ));
+        line(format!(
+            "auth            {}",
+            match self.auth.mode {
+                AuthMode::Passthrough => "passthrough",
+                AuthMode::Inject => "inject",
+            }
+        ));
+        line(format!(
+            "mode cache      ttl {:?}, stale-if-error {:?}, max {} apps",
+            self.mode_cache.ttl, self.mode_cache.stale_if_error, self.mode_cache.max_apps
+        ));
+        line(format!(
+            "policy          unknown_mode {:?}, create_app_default_mode {}, what_if {}, max_ttl_days {}",
+            self.policy.unknown_mode,
+            self.policy
+                .create_app_default_mode
+                .map_or("keep", ProcessingMode::as_str),
+            if self.policy.what_if_dispatch { "DISPATCH" } else { "off" },
+            self.policy.max_ttl_days
+        ));
+        line("rules".to_string());
+        for rule in RuleId::ALL {
+            line(format!(
+                "  {:<40} {}",
+                rule.as_str(),
+                self.policy.rules.action(*rule)
+            ));
+        }
+        line(format!("per-app entries {}", self.policy.apps.len()));
+        for app in &self.policy.apps {
+            line(format!(
+                "  {}/{} mode {} dispatch_only {}",
+                app.project_id,
+                app.app_id,
+                app.processing_mode.map_or("lookup", ProcessingMode::as_str),
+                app.allow_dispatch_only
+            ));
+        }
+        out
+    }
+}

@@ -1,0 +1,473 @@
+//! The validation layer: raw sections into runtime settings. Every problem is collected with
+//! the key it belongs to, so one run of `check-config` reports them all.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use http::Uri;
+use serde::Deserialize;
+
+use super::raw::*;
+use super::*;
+use crate::policy::{Action, ProcessingMode, RuleId, RuleSet};
+
+struct Problems(Vec<Problem>);
+
+impl Problems {
+    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+        self.0.push(Problem {
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// Takes one section out of the document and deserialises it, recording a problem if it fails.
+fn section<T: for<'de> Deserialize<'de>>(
+    doc: &mut toml::Table,
+    name: &str,
+    problems: &mut Problems,
+) -> Option<T> {
+    let value = doc
+        .remove(name)
+        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
+    if !value.is_table() {
+        problems.add(name, "must be a table");
+        return None;
+    }
+    match value.try_into::<T>() {
+        Ok(v) => Some(v),
+        Err(e) => {
+            problems.add(name, e.message().trim().to_string());
+            None
+        }
+    }
+}
+
+fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+    match value.parse::<SocketAddr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            problems.add(
+                key,
+                format!(
+                    "{value:?} is not a socket address (expected IP:PORT such as 0.0.0.0:8080)"
+                ),
+            );
+            None
+        }
+    }
+}
+
+fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
+    let uri = match value.parse::<Uri>() {
+        Ok(u) => u,
+        Err(_) => {
+            problems.add(key, format!("{value:?} is not a URL"));
+            return None;
+        }
+    };
+    match uri.scheme_str() {
+        Some("http") | Some("https") => {}
+        _ => {
+            problems.add(
+                key,
+                format!("{value:?} must start with http:// or https://"),
+            );
+            return None;
+        }
+    }
+    if uri.host().map_or(true, str::is_empty) {
+        problems.add(key, format!("{value:?} has no host"));
+        return None;
+    }
+    if uri.query().is_some() {
+        problems.add(key, format!("{value:?} must not have a query"));
+        return None;
+    }
+    Some(uri)
+}
+
+fn range(key: &str, value: u64, lo: u64, hi: u64, problems: &mut Problems) -> u64 {
+    if value < lo || value > hi {
+        problems.add(key, format!("{value} is out of range ({lo}..={hi})"));
+    }
+    value.clamp(lo, hi)
+}
+
+fn one_of<'a>(key: &str, value: &str, allowed: &[&'a str], problems: &mut Problems) -> &'a str {
+    match allowed.iter().find(|a| **a == value) {
+        Some(a) => a,
+        None => {
+            problems.add(
+                key,
+                format!("{value:?} is not one of {}", allowed.join(", ")),
+            );
+            allowed[0]
+        }
+    }
+}
+
+fn apply_rules(
+    prefix: &str,
+    raw: &BTreeMap<String, String>,
+    set: &mut RuleSet,
+    problems: &mut Problems,
+) {
+    for (id, action) in raw {
+        let key = format!("{prefix}.\"{id}\"");
+        let rule = match id.parse::<RuleId>() {
+            Ok(r) => r,
+            Err(e) => {
+                let known: Vec<_> = RuleId::ALL.iter().map(|r| r.as_str()).collect();
+                problems.add(key, format!("{e}; known rules: {}", known.join(", ")));
+                continue;
+            }
+        };
+        let action = match action.parse::<Action>() {
+            Ok(a) => a,
+            Err(e) => {
+                problems.add(key, e);
+                continue;
+            }
+        };
+        if !rule.supports(action) {
+            problems.add(
+                key,
+                format!(
+                    "rule {rule} does not support {action:?} (supported: {})",
+                    rule.supported_actions().join(", "),
+                    action = action.as_str()
+                ),
+            );
+            continue;
+        }
+        set.set(rule, action);
+    }
+}
+
+/// Validates TOML text; `path` is only used in messages (and to resolve relative seed paths).
+pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    let fail = |problems: Vec<Problem>| ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    };
+    let mut doc: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        fail(vec![Problem {
+            key: String::new(),
+            message: format!("not valid TOML: {}", e.to_string().trim()),
+        }])
+    })?;
+    let mut problems = Problems(Vec::new());
+
+    let server: Option<RawServer> = section(&mut doc, "server", &mut problems);
+    let upstream: Option<RawUpstream> = section(&mut doc, "upstream", &mut problems);
+    let auth: Option<RawAuth> = section(&mut doc, "auth", &mut problems);
+    let cache: Option<RawModeCache> = section(&mut doc, "mode_cache", &mut problems);
+    let policy: Option<RawPolicy> = section(&mut doc, "policy", &mut problems);
+    let log: Option<RawLog> = section(&mut doc, "log", &mut problems);
+    for unknown in doc.keys() {
+        problems.add(
+            unknown.clone(),
+            "unknown section (expected server, upstream, auth, mode_cache, policy, log)",
+        );
+    }
+
+    let server = server.map(|s| ServerSettings {
+        listen: socket_addr("server.listen", &s.listen, &mut problems)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        admin_listen: socket_addr("server.admin_listen", &s.admin_listen, &mut problems)
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
+        shutdown_grace: Duration::from_secs(range(
+            "server.shutdown_grace_secs",
+            s.shutdown_grace_secs,
+            0,
+            3_600,
+            &mut problems,
+        )),
+        max_policy_body_bytes: range(
+            "server.max_policy_body_bytes",
+            s.max_policy_body_bytes,
+            1_024,
+            64 * 1_048_576,
+            &mut problems,
+        ) as usize,
+        header_read_timeout: Duration::from_secs(range(
+            "server.header_read_timeout_secs",
+            s.header_read_timeout_secs,
+            1,
+            300,
+            &mut problems,
+        )),
+        max_connections: range(
+            "server.max_connections",
+            s.max_connections,
+            1,
+            1_000_000,
+            &mut problems,
+        ) as usize,
+        http2_max_concurrent_streams: range(
+            "server.http2_max_concurrent_streams",
+            s.http2_max_concurrent_streams,
+            1,
+            10_000,
+            &mut problems,
+        ) as u32,
+    });
+    if let Some(s) = &server {
+        if s.listen == s.admin_listen && s.listen.port() != 0 {
+            problems.add(
+                "server.admin_listen",
+                format!("{} is also server.listen; use another port", s.admin_listen),
+            );
+        }
+    }
+
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let upstream = upstream.and_then(|u| {
+        let target = if u.base_url == "embedded" {
+            UpstreamTarget::Embedded {
+                seed: u.embedded_seed.map(|p| {
+                    if p.is_absolute() || p.exists() {
+                        p
+                    } else {
+                        base_dir.join(p)
+                    }
+                }),
+            }
+        } else {
+            if u.embedded_seed.is_some() {
+                problems.add(
+                    "upstream.embedded_seed",
+                    "only applies when upstream.base_url = \"embedded\"",
+                );
+            }
+            UpstreamTarget::Url(http_url("upstream.base_url", &u.base_url, &mut problems)?)
+        };
+        Some(UpstreamSettings {
+            target,
+            connect_timeout: Duration::from_millis(range(
+                "upstream.connect_timeout_ms",
+                u.connect_timeout_ms,
+                1,
+                600_000,
+                &mut problems,
+            )),
+            request_timeout: Duration::from_millis(range(
+                "upstream.request_timeout_ms",
+                u.request_timeout_ms,
+                1,
+                3_600_000,
+                &mut problems,
+            )),
+            pool_max_idle_per_host: range(
+                "upstream.pool_max_idle_per_host",
+                u.pool_max_idle_per_host,
+                0,
+                100_000,
+                &mut problems,
+            ) as usize,
+        })
+    });
+
+    let auth = auth.map(|a| {
+        let mode = match one_of(
+            "auth.mode",
+            &a.mode,
+            &["passthrough", "inject"],
+            &mut problems,
+        ) {
+            "inject" => AuthMode::Inject,
+            _ => AuthMode::Passthrough,
+        };
+        let token_url = match a.token_url.as_deref() {
+            Some(url) => http_url("auth.token_url", url, &mut problems),
+            None => match upstream.as_ref().map(|u| &u.target) {
+                Some(UpstreamTarget::Embedded { .. }) => None,
+                _ => Some(Uri::from_static(DEFAULT_TOKEN_URL)),
+            },
+        };
+        for (key, value) in [
+            ("auth.key_id_env", &a.key_id_env),
+            ("auth.key_secret_env", &a.key_secret_env),
+        ] {
+            if value.is_empty() {
+                problems.add(key, "must name an environment variable");
+            }
+        }
+        AuthSettings {
+            mode,
+            token_url,
+            key_id_env: a.key_id_env,
+            key_secret_env: a.key_secret_env,
+            inbound_token_env: a.inbound_token_env,
+        }
+    });
+    if let Some(a) = &auth {
+        if a.inbound_token_env.is_some() && a.mode != AuthMode::Inject {
+            problems.add(
+                "auth.inbound_token_env",
+                "only applies when auth.mode = \"inject\"",
+            );
+        }
+        if a.inbound_token_env.as_deref() == Some("") {
+            problems.add(
+                "auth.inbound_token_env",
+                "must name an environment variable",
+            );
+        }
+        // A key-holding gateway must not be an open door to the key.
+        let loopback_only = server.as_ref().is_some_and(|s| s.listen.ip().is_loopback());
+        if a.mode == AuthMode::Inject && a.inbound_token_env.is_none() && !loopback_only {
+            problems.add(
+                    "auth.mode",
+                    "\"inject\" makes the gateway hold an API key: bind server.listen to a loopback address, or set auth.inbound_token_env so callers must present a shared secret",
+                );
+        }
+    }
+
+    let mode_cache = cache.map(|c| ModeCacheSettings {
+        ttl: Duration::from_secs(range(
+            "mode_cache.ttl_secs",
+            c.ttl_secs,
+            0,
+            86_400 * 30,
+            &mut problems,
+        )),
+        stale_if_error: Duration::from_secs(range(
+            "mode_cache.stale_if_error_secs",
+            c.stale_if_error_secs,
+            0,
+            86_400 * 30,
+            &mut problems,
+        )),
+        max_apps: range(
+            "mode_cache.max_apps",
+            c.max_apps,
+            1,
+            10_000_000,
+            &mut problems,
+        ),
+    });
+
+    let policy = policy.map(|p| {
+        let unknown_mode = match one_of(
+            "policy.unknown_mode",
+            &p.unknown_mode,
+            &["forward", "reject"],
+            &mut problems,
+        ) {
+            "reject" => UnknownMode::Reject,
+            _ => UnknownMode::Forward,
+        };
+        let create_app_default_mode = match one_of(
+            "policy.create_app_default_mode",
+            &p.create_app_default_mode,
+            &["keep", "CONVERSATION", "DISPATCH"],
+            &mut problems,
+        ) {
+            "CONVERSATION" => Some(ProcessingMode::Conversation),
+            "DISPATCH" => Some(ProcessingMode::Dispatch),
+            _ => None,
+        };
+        let what_if_dispatch = one_of(
+            "policy.what_if_mode",
+            &p.what_if_mode,
+            &["off", "DISPATCH"],
+            &mut problems,
+        ) == "DISPATCH";
+        let max_ttl_days = range(
+            "policy.max_ttl_days",
+            p.max_ttl_days,
+            1,
+            3_650,
+            &mut problems,
+        ) as u32;
+        let mut rules = RuleSet::default();
+        apply_rules("policy.rules", &p.rules, &mut rules, &mut problems);
+        let mut apps: Vec<AppOverride> = Vec::new();
+        for (i, value) in p.app.into_iter().enumerate() {
+            let key = format!("policy.app[{i}]");
+            let raw: RawApp = match value.try_into() {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.add(key, e.message().trim().to_string());
+                    continue;
+                }
+            };
+            for (field, v) in [("project_id", &raw.project_id), ("app_id", &raw.app_id)] {
+                if v.is_empty() || v.contains('/') {
+                    problems.add(format!("{key}.{field}"), format!("{v:?} is not a valid id"));
+                }
+            }
+            if apps
+                .iter()
+                .any(|a| a.project_id == raw.project_id && a.app_id == raw.app_id)
+            {
+                problems.add(
+                    &key,
+                    format!("app {}/{} is listed twice", raw.project_id, raw.app_id),
+                );
+            }
+            let processing_mode = raw.processing_mode.as_deref().and_then(|m| {
+                m.parse::<ProcessingMode>()
+                    .map_err(|e| problems.add(format!("{key}.processing_mode"), e))
+                    .ok()
+            });
+            let mut app_rules = rules;
+            apply_rules(
+                &format!("{key}.rules"),
+                &raw.rules,
+                &mut app_rules,
+                &mut problems,
+            );
+            apps.push(AppOverride {
+                project_id: raw.project_id,
+                app_id: raw.app_id,
+                processing_mode,
+                allow_dispatch_only: raw.allow_dispatch_only,
+                rules: app_rules,
+            });
+        }
+        PolicySettings {
+            unknown_mode,
+            create_app_default_mode,
+            what_if_dispatch,
+            max_ttl_days,
+            rules,
+            apps,
+        }
+    });
+
+    let log = log.map(|l| LogSettings {
+        format: match one_of("log.format", &l.format, &["text", "json"], &mut problems) {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Text,
+        },
+        level: {
+            if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
+                problems.add("log.level", format!("{:?} is not a log filter", l.level));
+            }
+            l.level
+        },
+        access_log: l.access_log,
+    });
+
+    match (server, upstream, auth, mode_cache, policy, log) {
+        (Some(server), Some(upstream), Some(auth), Some(mode_cache), Some(policy), Some(log))
+            if problems.0.is_empty() =>
+        {
+            Ok(Config {
+                server,
+                upstream,
+                auth,
+                mode_cache,
+                policy,
+                log,
+            })
+        }
+        _ => Err(fail(problems.0)),
+    }
+}

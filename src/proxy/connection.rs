@@ -1,0 +1,93 @@
+//! What the proxy knows of a client connection, and `ConnectionLayer`, the first layer of the
+//! stack, which hands it to every request on that connection as an extension. Because the
+//! layer is part of the stack, the stack alone (as tests drive it) sees the framing check and
+//! `x-forwarded-for` exactly as served connections do.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower::{Layer, Service};
+
+use super::headers;
+use crate::server::framing::FramingFlag;
+use crate::server::ConnectionInfo;
+
+/// A client connection, built once and shared by its requests.
+#[derive(Debug)]
+pub struct Connection {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Its `x-forwarded-for` value.
+    pub forwarded_for: http::HeaderValue,
+    /// Raised when a request on this connection carried both framing headers.
+    pub framing: FramingFlag,
+}
+
+impl Connection {
+    /// From the server's connection info.
+    pub fn new(info: ConnectionInfo) -> Arc<Connection> {
+        Arc::new(Connection {
+            peer: info.peer,
+            forwarded_for: headers::forwarded_for(info.peer.ip()),
+            framing: info.framing,
+        })
+    }
+
+    /// A connection from `peer` that no socket stands behind (in-process callers, tests).
+    pub fn in_process(peer: SocketAddr) -> Arc<Connection> {
+        Connection::new(ConnectionInfo {
+            peer,
+            framing: FramingFlag::default(),
+        })
+    }
+}
+
+/// Layer for [`WithConnection`].
+#[derive(Clone, Debug)]
+pub struct ConnectionLayer {
+    connection: Arc<Connection>,
+}
+
+impl ConnectionLayer {
+    /// Hands `connection` to every request.
+    pub fn new(connection: Arc<Connection>) -> Self {
+        Self { connection }
+    }
+}
+
+impl<S> Layer<S> for ConnectionLayer {
+    type Service = WithConnection<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        WithConnection {
+            inner,
+            connection: self.connection.clone(),
+        }
+    }
+}
+
+/// See the module docs.
+#[derive(Clone, Debug)]
+pub struct WithConnection<S> {
+    inner: S,
+    connection: Arc<Connection>,
+}
+
+impl<S, B> Service<Request<B>> for WithConnection<S>
+where
+    S: Service<Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.connection.clone());
+        self.inner.call(req)
+    }
+}

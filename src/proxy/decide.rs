@@ -1,0 +1,94 @@
+//! Phase 3, decide: the pure policy plans the request under both modes; only when the two
+//! answers differ is the app's mode resolved (pin, cache, one coalesced lookup, or the mode
+//! every known app of the project shares — the caller's credential verified first); then the
+//! pure policy settles the decision, `policy.unknown_mode` included.
+
+use super::ctx::RequestCtx;
+use super::GatewayState;
+use crate::domain::{CacheResult, Resolution};
+use crate::error::GatewayError;
+use crate::mode_cache::CredentialCheck;
+use crate::policy::{ModeUnavailable, Plan};
+
+/// Decides a policy route: fills `ctx.decision`, `ctx.mode`, `ctx.blockers`, `ctx.store_retry`.
+pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let settings = &ctx.snapshot.policy.settings;
+    let (what_if, fail_closed) = (
+        settings.what_if_dispatch,
+        settings.unknown_mode == crate::config::UnknownMode::Reject,
+    );
+    let plan = Plan::new(&ctx.facts(), &ctx.policy_context(), what_if);
+    let resolution = if plan.needs_mode() {
+        Some(resolve(state, ctx).await)
+    } else {
+        None
+    };
+    let settled = plan
+        .settle(resolution, &ctx.facts(), &ctx.policy_context(), fail_closed)
+        .map_err(|ModeUnavailable| GatewayError::ModeUnavailable);
+    let subject = &ctx.subject;
+    let (project, app) = (
+        subject.project.as_deref().unwrap_or(""),
+        subject.app.as_deref().unwrap_or(""),
+    );
+    if resolution == Some(Resolution::Unavailable) {
+        if settled.is_err() {
+            tracing::warn!(
+                operation = ctx.operation().as_str(),
+                project_id = project,
+                app_id = app,
+                "processing mode unavailable; rejecting (unknown_mode = reject)"
+            );
+        } else {
+            tracing::warn!(operation = ctx.operation().as_str(), project_id = project, app_id = app,
+                "processing mode unavailable; applying mode-independent rules only (unknown_mode = forward)");
+        }
+    }
+    let settled = settled?;
+    ctx.decision = settled.decision;
+    ctx.mode = settled.mode;
+    ctx.blockers = settled.blockers;
+    ctx.store_retry = settled.store_retry;
+    Ok(())
+}
+
+/// The mode for a request: its app's (pinned, cached or looked up), or for calls that name no
+/// app, the mode every pinned or known app of the project shares.
+async fn resolve(state: &GatewayState, ctx: &RequestCtx) -> Resolution {
+    let Some(project) = &ctx.subject.project else {
+        return Resolution::Untouched;
+    };
+    let modes = &ctx.snapshot.modes;
+    let authorization = ctx.authorization.as_ref();
+    if let Some(app) = &ctx.subject.app {
+        return modes
+            .resolve(
+                project,
+                app,
+                authorization,
+                ctx.app.pinned,
+                state.verify_credentials,
+            )
+            .await;
+    }
+    let tie = ctx
+        .snapshot
+        .policy
+        .pinned_project(project)
+        .or_else(|| modes.project_mode(project));
+    let Some((mode, sample_app)) = tie else {
+        // Nothing ties the call to a mode: forwarded unchanged.
+        return Resolution::Untouched;
+    };
+    if state.verify_credentials {
+        match modes
+            .check_credential(project, &sample_app, authorization)
+            .await
+        {
+            CredentialCheck::Verified => {}
+            CredentialCheck::Refused => return Resolution::Untouched,
+            CredentialCheck::Unverifiable => return Resolution::Unavailable,
+        }
+    }
+    Resolution::Known(mode, CacheResult::Hit)
+}

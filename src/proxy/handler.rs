@@ -1,0 +1,181 @@
+//! The request path, phase by phase. [`handle`] reads top to bottom; each phase is a function in
+//! the module it names:
+//!
+//! | phase | module | what happens |
+//! | --- | --- | --- |
+//! | snapshot | [`super::snapshot`] | policy and mode cache, taken once |
+//! | admit | [`super::admit`] | target, framing, inbound auth in inject mode |
+//! | facts | [`super::facts`] | query, ids, the JSON body where a rule reads it |
+//! | decide | [`super::decide`] | pure plan under both modes; the mode only if it matters |
+//! | act | [`super::enforce`] | reject, or rewrite query / body / recipient |
+//! | forward | [`super::forward`] | token injection, upstream exchange, bounded retries |
+//! | learn | [`super::learn`] | forget on update / delete, learn from app responses |
+//!
+//! The outcome, the decision log and the policy metrics are written once, in [`finish`], from
+//! how the request really ended.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Request;
+use tower::Service;
+
+use super::classify::{classify, Classification};
+use super::ctx::{Outcome, RequestCtx};
+use super::enforce::Act;
+use super::observe::TraceId;
+use super::request_id::RequestId;
+use super::{admit, decide, enforce, facts, forward, learn, GatewayResponse, GatewayState};
+use crate::domain::{mode_label, Operation};
+use crate::error::GatewayError;
+use crate::upstream::{boxed, BoxError, GatewayBody};
+
+/// The innermost service: the gateway's own work. Its errors go to the rescue layer.
+#[derive(Clone, Debug)]
+pub struct Handler {
+    state: Arc<GatewayState>,
+}
+
+impl Handler {
+    /// The handler over `state`.
+    pub fn new(state: Arc<GatewayState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<B> Service<Request<B>> for Handler
+where
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = GatewayResponse;
+    type Error = GatewayError;
+    type Future = Pin<Box<dyn Future<Output = Result<GatewayResponse, GatewayError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let state = self.state.clone();
+        Box::pin(async move { handle(&state, req.map(boxed)).await })
+    }
+}
+
+/// Handles one request: the phases, then [`finish`].
+pub async fn handle(
+    state: &GatewayState,
+    req: Request<GatewayBody>,
+) -> Result<GatewayResponse, GatewayError> {
+    let class = req
+        .extensions()
+        .get::<Classification>()
+        .copied()
+        .unwrap_or_else(|| classify(req.method(), req.uri().path()));
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let trace_id = req.extensions().get::<TraceId>().cloned();
+    // Snapshot: the policy and mode cache this request is decided under.
+    let mut ctx = RequestCtx::new(state.snapshot(), class, request_id, trace_id);
+    let result = phases(state, &mut ctx, req).await;
+    finish(state, &mut ctx, result)
+}
+
+async fn phases(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    req: Request<GatewayBody>,
+) -> Result<GatewayResponse, GatewayError> {
+    // Admit.
+    admit::check_target(&state.api_origin, &req)?;
+    admit::check_framing(&req)?;
+    if let Some(inject) = &state.inject {
+        if ctx.operation() == Operation::OauthToken {
+            return Ok(inject.token_answer(req.headers()));
+        }
+        if !inject.inbound.admits(req.headers()) {
+            return Err(GatewayError::InboundUnauthenticated);
+        }
+    }
+    let (mut parts, body) = req.into_parts();
+
+    // Facts and decision, on routes the policy has something to say about.
+    let body = if ctx.policy_route {
+        let body = facts::read(state, ctx, &mut parts, body).await?;
+        decide::decide(state, ctx).await?;
+        body
+    } else {
+        state.replayable(body).await?
+    };
+
+    // Act.
+    let body = match enforce::act(state, ctx, &mut parts, body).await? {
+        Act::Reject(response) => return Ok(response),
+        Act::Forward(body) => body,
+    };
+
+    // Forward, then learn.
+    learn::forget_before_forward(ctx).await;
+    let response = forward::forward(state, ctx, parts, body).await?;
+    learn::learn(ctx, response).await
+}
+
+/// Settles the outcome and records the decision exactly once: policy metrics, migration
+/// blockers and one decision log line per rule match, each with the final outcome.
+fn finish(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    result: Result<GatewayResponse, GatewayError>,
+) -> Result<GatewayResponse, GatewayError> {
+    ctx.outcome = match &result {
+        Ok(response) => response
+            .extensions()
+            .get::<Outcome>()
+            .copied()
+            .unwrap_or_else(|| Outcome::of(&ctx.decision)),
+        Err(error) => Outcome {
+            error: true,
+            ..Outcome::answered(error.disposition())
+        },
+    };
+    record(state, ctx);
+    result.map(|mut response| {
+        response.extensions_mut().insert(ctx.outcome);
+        response
+    })
+}
+
+fn record(state: &GatewayState, ctx: &RequestCtx) {
+    let mode = mode_label(ctx.mode);
+    let outcome = if ctx.outcome.error {
+        "error"
+    } else {
+        ctx.outcome.disposition.as_str()
+    };
+    let project = ctx.subject.project.as_deref();
+    let app = ctx.subject.app.as_deref();
+    for m in &ctx.decision.matches {
+        state.metrics.policy_decision(m.rule, m.action, mode);
+        tracing::info!(
+            target: "modegate::decision",
+            decision_id = %crate::ids::hex_id(),
+            request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""),
+            trace_id = ctx.trace_id.as_ref().map_or("", |t| t.0.as_str()),
+            rule = m.rule.as_str(),
+            action = m.action.as_str(),
+            mode,
+            project_id = project.unwrap_or(""),
+            app_id = app.unwrap_or(""),
+            operation = ctx.operation().as_str(),
+            outcome,
+            "policy decision"
+        );
+    }
+    for rule in &ctx.blockers {
+        state.metrics.migration_blocker(*rule);
+        state
+            .report
+            .record(project.unwrap_or("-"), app.unwrap_or("-"), *rule);
+    }
+}

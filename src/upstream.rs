@@ -1,0 +1,270 @@
+//! The upstream seam (a top-level module so that `proxy` and `auth` share it without a cycle):
+//! every request the gateway sends (forwarded calls, mode and contact
+//! lookups, token fetches) goes through one [`Upstream`] — a tower service. In production it is
+//! [`HyperUpstream`], a pooled hyper-util client (rustls with webpki roots for https, ALPN h2,
+//! plain http for the simulator and tests) with the request timeout; tests inject any service,
+//! such as the simulator in-process.
+//!
+//! [`call`] is the one place an upstream exchange is timed and counted.
+//!
+//! Only origins derived from config are ever contacted: the request's own `Host` or authority
+//! never choose where a request goes.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceExt};
+
+use crate::config::UpstreamSettings;
+use crate::domain::{Operation, UpstreamErrorKind};
+use crate::metrics::Metrics;
+
+/// Errors a body may carry.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a body could not be read to its end (the client or the upstream broke off).
+///
+/// A named type rather than a bare `Box<dyn Error>`: trait-object lifetimes inside a body type
+/// defeat the compiler's `Send` reasoning for the futures that hold such bodies.
+#[derive(Debug)]
+pub struct BodyError(BoxError);
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+/// The body of every request and response inside the gateway: streamed as received, or a
+/// buffer the gateway built (rewritten bodies, error answers).
+pub type GatewayBody = http_body_util::combinators::UnsyncBoxBody<Bytes, BodyError>;
+
+/// A body the gateway holds whole.
+pub fn full(bytes: impl Into<Bytes>) -> GatewayBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// A `Full` body, boxed.
+pub fn full_body(body: Full<Bytes>) -> GatewayBody {
+    body.map_err(|never| match never {}).boxed_unsync()
+}
+
+/// Any body, boxed into a [`GatewayBody`].
+pub fn boxed<B>(body: B) -> GatewayBody
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(|e| BodyError(e.into())).boxed_unsync()
+}
+
+/// Why an upstream exchange failed.
+#[derive(Debug)]
+pub struct UpstreamFailure {
+    /// Classification for metrics and status.
+    pub kind: UpstreamErrorKind,
+    /// Internal detail, for logs only.
+    pub detail: String,
+}
+
+/// The upstream as a service: a request in, the response head (body streaming) out.
+pub type Upstream =
+    BoxCloneSyncService<Request<GatewayBody>, Response<GatewayBody>, UpstreamFailure>;
+
+/// Sends `request` through `upstream`, timing it as `operation` and counting failures and 5xx
+/// answers. Returns the response and the time to its head.
+pub async fn call(
+    upstream: &Upstream,
+    metrics: &Metrics,
+    operation: Operation,
+    request: Request<GatewayBody>,
+) -> Result<(Response<GatewayBody>, Duration), UpstreamFailure> {
+    let started = Instant::now();
+    match upstream.clone().oneshot(request).await {
+        Err(failure) => {
+            metrics.upstream_error(failure.kind);
+            Err(failure)
+        }
+        Ok(response) => {
+            let elapsed = started.elapsed();
+            metrics.record_upstream(operation, elapsed.as_secs_f64());
+            if response.status().is_server_error() {
+                metrics.upstream_error(UpstreamErrorKind::Status5xx);
+            }
+            Ok((response, elapsed))
+        }
+    }
+}
+
+/// Scheme, authority and path prefix of an upstream origin.
+#[derive(Clone, Debug)]
+pub struct Origin {
+    scheme: Scheme,
+    authority: Authority,
+    prefix: String,
+}
+
+impl Origin {
+    /// The origin of an absolute http(s) URL (its path, without a trailing `/`, is a prefix).
+    pub fn from_uri(uri: &Uri) -> Option<Origin> {
+        Some(Origin {
+            scheme: uri.scheme()?.clone(),
+            authority: uri.authority()?.clone(),
+            prefix: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// Host and port, as the upstream sees them.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// The upstream URI for an origin-form path and query.
+    pub fn uri(&self, path_and_query: &PathAndQuery) -> Uri {
+        let pq = if self.prefix.is_empty() {
+            path_and_query.clone()
+        } else {
+            // The prefix comes from a validated URL and the rest from a parsed request target,
+            // so the concatenation is a valid path.
+            PathAndQuery::try_from(format!("{}{}", self.prefix, path_and_query.as_str()))
+                .unwrap_or_else(|_| path_and_query.clone())
+        };
+        Uri::from_parts({
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+            parts.path_and_query = Some(pq);
+            parts
+        })
+        .unwrap_or_else(|_| Uri::from_static("/"))
+    }
+}
+
+/// The production upstream: a pooled hyper-util client with the request timeout.
+#[derive(Clone, Debug)]
+pub struct HyperUpstream {
+    client: Client<HttpsConnector<HttpConnector>, GatewayBody>,
+    request_timeout: Duration,
+}
+
+impl HyperUpstream {
+    /// Builds the client from `[upstream]` settings.
+    pub fn new(settings: &UpstreamSettings) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
+            .build(https);
+        Self {
+            client,
+            request_timeout: settings.request_timeout,
+        }
+    }
+
+    /// This client as the gateway's [`Upstream`].
+    pub fn into_upstream(self) -> Upstream {
+        BoxCloneSyncService::new(self)
+    }
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl Service<Request<GatewayBody>> for HyperUpstream {
+    type Response = Response<GatewayBody>;
+    type Error = UpstreamFailure;
+    type Future = BoxFuture<Result<Response<GatewayBody>, UpstreamFailure>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    /// Waits for the response head (bounded by the request timeout); the body streams after.
+    fn call(&mut self, mut request: Request<GatewayBody>) -> Self::Future {
+        // The pooled client picks HTTP/1.1 or (via ALPN) HTTP/2 itself; an h2c client's request
+        // version must not leak into that choice.
+        *request.version_mut() = Version::HTTP_11;
+        let timeout = self.request_timeout;
+        let pending = self.client.request(request);
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, pending).await {
+                Err(_) => Err(UpstreamFailure {
+                    kind: UpstreamErrorKind::Timeout,
+                    detail: format!("no response head within {timeout:?}"),
+                }),
+                Ok(Err(e)) => Err(UpstreamFailure {
+                    kind: if e.is_connect() {
+                        UpstreamErrorKind::Connect
+                    } else {
+                        UpstreamErrorKind::Reset
+                    },
+                    detail: error_chain(&e),
+                }),
+                Ok(Ok(response)) => Ok(response.map(boxed)),
+            }
+        })
+    }
+}
+
+/// `e: source: source…`, for logs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_maps_paths_with_and_without_prefix() {
+        let o = Origin::from_uri(&Uri::from_static("https://us.conversation.api.sinch.com"))
+            .expect("origin");
+        let pq = PathAndQuery::from_static("/v1/projects/p/messages?app_id=a");
+        assert_eq!(
+            o.uri(&pq).to_string(),
+            "https://us.conversation.api.sinch.com/v1/projects/p/messages?app_id=a"
+        );
+        let o = Origin::from_uri(&Uri::from_static("http://127.0.0.1:9/base/")).expect("origin");
+        assert_eq!(
+            o.uri(&pq).to_string(),
+            "http://127.0.0.1:9/base/v1/projects/p/messages?app_id=a"
+        );
+    }
+}
