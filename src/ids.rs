@@ -33,13 +33,12 @@ pub fn hex_id() -> String {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// A new 32-character lowercase hex request id: a random per-process prefix and a counter.
-/// Unique, cheap (no hashing or formatting on the request path), and not secret.
+/// A new 32-character lowercase hex request id: 128 random-looking bits (a SipHash of a counter
+/// under per-process random keys). Unique, cheap (two hashes, no syscall), and unguessable.
 pub fn request_id() -> http::HeaderValue {
-    static PREFIX: OnceLock<u64> = OnceLock::new();
-    static SEQUENCE: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(|| next_u128() as u64);
-    let value = (u128::from(prefix) << 64) | u128::from(SEQUENCE.fetch_add(1, Ordering::Relaxed));
+    // Every id is its own keyed hash of a counter: unpredictable from any other id, so a
+    // caller cannot guess (or collide with) another request's id.
+    let value = next_u128();
     let mut out = [0u8; 32];
     for (i, b) in out.iter_mut().enumerate() {
         *b = HEX[((value >> ((31 - i) * 4)) & 0xF) as usize];
@@ -89,6 +88,15 @@ mod tests {
         assert!(ids
             .iter()
             .all(|id| id.len() == 32 && id.bytes().all(|b| HEX.contains(&b))));
+    }
+
+    #[test]
+    fn request_ids_do_not_follow_each_other() {
+        let a = u128::from_str_radix(request_id().to_str().expect("ascii"), 16).expect("hex");
+        let b = u128::from_str_radix(request_id().to_str().expect("ascii"), 16).expect("hex");
+        // A counter behind a fixed prefix would differ in its last digits only.
+        assert_ne!(a >> 64, b >> 64, "ids share a prefix: {a:032x} {b:032x}");
+        assert!(a.abs_diff(b) > 1_000_000);
     }
 
     #[test]

@@ -156,6 +156,8 @@ pub struct PolicySettings {
     pub create_app_default_mode: Option<ProcessingMode>,
     /// Evaluate DISPATCH rules in shadow on CONVERSATION apps.
     pub what_if_dispatch: bool,
+    /// Refuse (404) canonical paths under `/v1/projects/` that name no known operation.
+    pub reject_unrecognized_routes: bool,
     /// Cap on ttl_days.
     pub max_ttl_days: u32,
     /// Global actions.
@@ -500,5 +502,43 @@ mod tests {
             let c = parse(&format!("[mode_cache]\nttl_secs = {ttl}\n")).expect("valid");
             assert_eq!(c.mode_cache.ttl, Duration::from_secs(ttl));
         }
+    }
+
+    #[test]
+    fn request_rules_take_only_what_they_mean() {
+        let p = problems("[policy.rules]\n\"request.canonical\" = \"off\"\n");
+        assert!(
+            has(
+                &p,
+                "policy.rules.\"request.canonical\"",
+                "enforce or shadow"
+            ),
+            "{p:?}"
+        );
+        let p = problems("[policy.rules]\n\"request.unrecognized_route\" = \"enforce\"\n");
+        assert!(
+            has(
+                &p,
+                "policy.rules.\"request.unrecognized_route\"",
+                "policy.unrecognized_route"
+            ),
+            "{p:?}"
+        );
+        let p = problems("[policy]\nunrecognized_route = \"maybe\"\n");
+        assert!(
+            has(&p, "policy.unrecognized_route", "forward, reject"),
+            "{p:?}"
+        );
+        let c = parse("[policy]\nunrecognized_route = \"reject\"\n[policy.rules]\n\"request.canonical\" = \"shadow\"\n")
+            .expect("valid");
+        assert!(c.policy.reject_unrecognized_routes);
+        assert_eq!(
+            c.policy.rules.action(RuleId::UnrecognizedRoute),
+            Action::Enforce
+        );
+        assert_eq!(c.policy.rules.action(RuleId::Canonical), Action::Shadow);
+        let c = parse("").expect("defaults");
+        assert!(!c.policy.reject_unrecognized_routes);
+        assert_eq!(c.policy.rules.action(RuleId::Canonical), Action::Enforce);
     }
 }

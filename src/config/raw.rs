@@ -115,6 +115,9 @@ pub(super) struct RawPolicy {
     /// "keep", "CONVERSATION" or "DISPATCH": pin processing_mode on app create when absent.
     #[serde(default = "default_keep")]
     pub(super) create_app_default_mode: String,
+    /// "forward" or "reject": a canonical path under /v1/projects/ that names no known operation.
+    #[serde(default = "default_forward")]
+    pub(super) unrecognized_route: String,
     /// "off" or "DISPATCH": evaluate DISPATCH rules in shadow on CONVERSATION apps.
     #[serde(default = "default_off")]
     pub(super) what_if_mode: String,
@@ -196,6 +199,9 @@ pub(super) fn default_max_apps() -> u64 {
     100_000
 }
 pub(super) fn default_unknown_mode() -> String {
+    "forward".into()
+}
+pub(super) fn default_forward() -> String {
     "forward".into()
 }
 pub(super) fn default_keep() -> String {

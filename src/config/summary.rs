@@ -40,8 +40,9 @@ impl Config {
             self.mode_cache.ttl, self.mode_cache.stale_if_error, self.mode_cache.max_apps
         ));
         line(format!(
-            "policy          unknown_mode {:?}, create_app_default_mode {}, what_if {}, max_ttl_days {}",
+            "policy          unknown_mode {:?}, unrecognized_route {}, create_app_default_mode {}, what_if {}, max_ttl_days {}",
             self.policy.unknown_mode,
+            if self.policy.reject_unrecognized_routes { "reject" } else { "forward" },
             self.policy
                 .create_app_default_mode
                 .map_or("keep", ProcessingMode::as_str),

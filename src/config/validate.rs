@@ -133,6 +133,34 @@ fn apply_rules(
                 continue;
             }
         };
+        if rule == RuleId::UnrecognizedRoute {
+            problems.add(
+                key,
+                "set by policy.unrecognized_route (\"forward\" or \"reject\"), not in a rules table",
+            );
+            continue;
+        }
+        if rule == RuleId::Canonical && action == Action::Off {
+            problems.add(
+                key,
+                "request.canonical takes enforce or shadow: an ambiguous request is refused, or forwarded unchanged and recorded, never ignored",
+            );
+            continue;
+        }
+        if rule == RuleId::UnrecognizedRoute {
+            problems.add(
+                key,
+                "set by policy.unrecognized_route (\"forward\" or \"reject\"), not in a rules table",
+            );
+            continue;
+        }
+        if rule == RuleId::Canonical && action == Action::Off {
+            problems.add(
+                key,
+                "request.canonical takes enforce or shadow: an ambiguous request is refused, or forwarded unchanged and recorded, never ignored",
+            );
+            continue;
+        }
         if !rule.supports(action) {
             problems.add(
                 key,
@@ -372,6 +400,12 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             "DISPATCH" => Some(ProcessingMode::Dispatch),
             _ => None,
         };
+        let reject_unrecognized_routes = one_of(
+            "policy.unrecognized_route",
+            &p.unrecognized_route,
+            &["forward", "reject"],
+            &mut problems,
+        ) == "reject";
         let what_if_dispatch = one_of(
             "policy.what_if_mode",
             &p.what_if_mode,
@@ -386,6 +420,15 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             &mut problems,
         ) as u32;
         let mut rules = RuleSet::default();
+        // Set by its own key, so every view of the policy agrees with it.
+        rules.set(
+            RuleId::UnrecognizedRoute,
+            if reject_unrecognized_routes {
+                Action::Enforce
+            } else {
+                Action::Off
+            },
+        );
         apply_rules("policy.rules", &p.rules, &mut rules, &mut problems);
         let mut apps: Vec<AppOverride> = Vec::new();
         for (i, value) in p.app.into_iter().enumerate() {
@@ -435,6 +478,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             unknown_mode,
             create_app_default_mode,
             what_if_dispatch,
+            reject_unrecognized_routes,
             max_ttl_days,
             rules,
             apps,

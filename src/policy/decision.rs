@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Action, Disposition, RuleId};
+use super::{fields, Action, Disposition, RuleId};
 
 /// One rule that applied to the request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,8 +26,9 @@ pub struct Rejection {
 /// One change a rewrite makes to the request.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Edit {
-    /// Append a query parameter.
-    AddQuery {
+    /// Set a query parameter: every occurrence of it (under its proto or JSON name) is replaced
+    /// by one `name=value`.
+    SetQuery {
         /// Parameter name.
         name: &'static str,
         /// Parameter value.
@@ -133,31 +134,35 @@ impl Decision {
         })
     }
 
-    /// The query parameters to add.
-    pub fn query_additions(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+    /// The query parameters to set.
+    pub fn query_settings(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
         self.edits.iter().filter_map(|e| match e {
-            Edit::AddQuery { name, value } => Some((*name, *value)),
+            Edit::SetQuery { name, value } => Some((*name, *value)),
             _ => None,
         })
     }
 }
 
-/// Sets `path` to `value`, creating missing parent objects; a non-object parent stops it.
+/// Sets `path` to `value`, creating missing parent objects; a non-object parent stops it. Each
+/// step reuses the key the body already has for the field (proto or JSON name), so an edit
+/// never adds an alias beside the original for the upstream to choose between.
 fn set_path(node: &mut Value, path: &[&str], value: &Value) {
     let Some(obj) = node.as_object_mut() else {
         return;
     };
-    match path {
-        [] => {}
-        [last] => {
-            obj.insert((*last).to_string(), value.clone());
-        }
-        [first, rest @ ..] => {
-            let child = obj
-                .entry((*first).to_string())
-                .or_insert_with(|| Value::Object(Default::default()));
-            set_path(child, rest, value);
-        }
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let key = fields::key_of(obj, first)
+        .cloned()
+        .unwrap_or_else(|| (*first).to_string());
+    if rest.is_empty() {
+        obj.insert(key, value.clone());
+    } else {
+        let child = obj
+            .entry(key)
+            .or_insert_with(|| Value::Object(Default::default()));
+        set_path(child, rest, value);
     }
 }
 
@@ -173,13 +178,15 @@ pub fn apply_body_edits(body: &mut Value, edits: &[Edit]) {
                 };
                 let mut node = Some(&mut *body);
                 for key in parents {
-                    node = node.and_then(|n| n.get_mut(*key));
+                    node = node.and_then(|n| fields::get_mut(n, key));
                 }
                 if let Some(obj) = node.and_then(Value::as_object_mut) {
-                    obj.shift_remove(*last);
+                    if let Some(key) = fields::key_of(obj, last).cloned() {
+                        obj.shift_remove(&key);
+                    }
                 }
             }
-            Edit::AddQuery { .. } | Edit::ResolveContactRecipient | Edit::RetryInStore(_) => {}
+            Edit::SetQuery { .. } | Edit::ResolveContactRecipient | Edit::RetryInStore(_) => {}
         }
     }
 }
@@ -214,6 +221,24 @@ mod tests {
             body,
             json!({"retention_policy": {"ttl_days": 30, "retention_type": "X"}, "processing_mode": "DISPATCH"})
         );
+    }
+
+    #[test]
+    fn edits_use_the_key_the_body_already_has() {
+        let mut body = json!({"retentionPolicy": {"ttlDays": 9000}, "correlationId": "c"});
+        apply_body_edits(
+            &mut body,
+            &[
+                Edit::SetField {
+                    path: &["retention_policy", "ttl_days"],
+                    value: json!(30),
+                },
+                Edit::RemoveField {
+                    path: &["correlation_id"],
+                },
+            ],
+        );
+        assert_eq!(body, json!({"retentionPolicy": {"ttlDays": 30}}));
     }
 
     #[test]

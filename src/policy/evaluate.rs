@@ -10,6 +10,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 
 use super::decision::{Decision, Edit, Match, Rejection};
+use super::fields;
 use super::rules::Family;
 use super::{Action, ProcessingMode, RuleId, RuleSet};
 use crate::domain::Operation;
@@ -39,17 +40,27 @@ impl<'a> Query<'a> {
         )
     }
 
-    /// The first value of `name`.
+    /// The first value of the parameter `name`, under its proto or JSON name.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| fields::names(k, name))
             .map(|(_, v)| v.as_ref())
     }
 
-    /// Whether `name` has a non-empty value.
+    /// Whether the parameter `name` has a non-empty value, under either name.
     pub fn has(&self, name: &str) -> bool {
-        self.0.iter().any(|(k, v)| k == name && !v.is_empty())
+        self.0
+            .iter()
+            .any(|(k, v)| fields::names(k, name) && !v.is_empty())
+    }
+
+    /// How often the parameter `name` is given, under either name.
+    pub fn count(&self, name: &str) -> usize {
+        self.0
+            .iter()
+            .filter(|(k, _)| fields::names(k, name))
+            .count()
     }
 }
 
@@ -107,13 +118,10 @@ impl Finding {
     }
 }
 
-/// The non-empty string at `key` of a JSON object (absent, empty and non-strings are `None`).
+/// The non-empty string at `key` of a JSON object, under its proto or JSON name (absent,
+/// empty and non-strings are `None`).
 pub fn json_text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
-}
-
-fn present(v: &Value, key: &str) -> bool {
-    v.get(key).is_some_and(|x| !x.is_null())
+    fields::text(v, key)
 }
 
 fn dispatch_only(facts: &RequestFacts<'_>) -> bool {
@@ -133,14 +141,25 @@ fn effective_mode(
     }
 }
 
+/// A `ttl_days` value as protojson reads an int32: a JSON number or a numeric string; an
+/// integral float (`30.0`, `3e1`) counts as the integer it is.
 fn ttl(v: &Value) -> Option<i64> {
+    let integral = |f: f64| (f.fract() == 0.0 && f.abs() < 1e15).then_some(f as i64);
     v.as_i64()
-        .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        .or_else(|| v.as_f64().and_then(integral))
+        .or_else(|| {
+            v.as_str().and_then(|s| {
+                let s = s.trim();
+                s.parse()
+                    .ok()
+                    .or_else(|| s.parse::<f64>().ok().and_then(integral))
+            })
+        })
 }
 
 /// Every retention problem of an app body: (field path, what is wrong).
 fn retention_problems(body: &Value) -> Option<String> {
-    if let Some(r) = body.get("retention_policy").filter(|v| !v.is_null()) {
+    if let Some(r) = fields::get(body, "retention_policy").filter(|v| !v.is_null()) {
         if let Some(kind) = json_text(r, "retention_type") {
             if !matches!(
                 kind,
@@ -151,7 +170,7 @@ fn retention_problems(body: &Value) -> Option<String> {
                 ));
             }
         }
-        if let Some(v) = r.get("ttl_days").filter(|v| !v.is_null()) {
+        if let Some(v) = fields::get(r, "ttl_days").filter(|v| !v.is_null()) {
             if !ttl(v).is_some_and(|d| (1..=3650).contains(&d)) {
                 return Some(format!(
                     "retention_policy.ttl_days: {v} is outside 1..3650 days, the range for CONVERSATION retention; choose a value in range"
@@ -159,10 +178,7 @@ fn retention_problems(body: &Value) -> Option<String> {
             }
         }
     }
-    if let Some(r) = body
-        .get("dispatch_retention_policy")
-        .filter(|v| !v.is_null())
-    {
+    if let Some(r) = fields::get(body, "dispatch_retention_policy").filter(|v| !v.is_null()) {
         if let Some(kind) = json_text(r, "retention_type") {
             if kind != "MESSAGE_EXPIRE_POLICY" {
                 return Some(format!(
@@ -170,7 +186,7 @@ fn retention_problems(body: &Value) -> Option<String> {
                 ));
             }
         }
-        if let Some(v) = r.get("ttl_days").filter(|v| !v.is_null()) {
+        if let Some(v) = fields::get(r, "ttl_days").filter(|v| !v.is_null()) {
             if !ttl(v).is_some_and(|d| (0..=7).contains(&d)) {
                 return Some(format!(
                     "dispatch_retention_policy.ttl_days: {v} is outside 0..7 days, the range for DISPATCH retention (0 stores nothing); choose a value in range"
@@ -193,9 +209,11 @@ fn check(
     let dispatch = effective_mode(facts, mode) == Some(ProcessingMode::Dispatch);
     let body = facts.body;
     match rule {
+        // Request rules judge the request itself, in the admit and facts phases.
+        RuleId::Canonical | RuleId::UnrecognizedRoute => None,
         RuleId::SendContactRecipient => {
             let contact = body
-                .and_then(|b| b.get("recipient"))
+                .and_then(|b| fields::get(b, "recipient"))
                 .and_then(|r| json_text(r, "contact_id"));
             (dispatch && contact.is_some()).then(|| {
                 let why = if dispatch_only(facts) && mode != Some(ProcessingMode::Dispatch) {
@@ -226,7 +244,7 @@ fn check(
         .then(|| {
             Finding::rewrite(
                 "messages_source: DISPATCH-mode messages are only found in DISPATCH_SOURCE; add messages_source=DISPATCH_SOURCE",
-                vec![Edit::AddQuery { name: "messages_source", value: "DISPATCH_SOURCE" }],
+                vec![Edit::SetQuery { name: "messages_source", value: "DISPATCH_SOURCE" }],
             )
         }),
         RuleId::ConversationOnlyEndpoint => (mode == Some(ProcessingMode::Dispatch)).then(|| {
@@ -237,8 +255,7 @@ fn check(
         }),
         RuleId::FetchLastMessageContactIds => {
             let b = body?;
-            let has_ids = b
-                .get("contact_ids")
+            let has_ids = fields::get(b, "contact_ids")
                 .and_then(Value::as_array)
                 .is_some_and(|a| !a.is_empty());
             let source_dispatch = !matches!(json_text(b, "messages_source"), Some("CONVERSATION_SOURCE"));
@@ -262,8 +279,8 @@ fn check(
             let over: Vec<_> = PATHS
                 .iter()
                 .filter(|(obj, _)| {
-                    b.get(*obj)
-                        .and_then(|r| r.get("ttl_days"))
+                    fields::get(b, obj)
+                        .and_then(|r| fields::get(r, "ttl_days"))
                         .and_then(ttl)
                         .is_some_and(|d| d > i64::from(cap))
                 })
@@ -300,7 +317,10 @@ fn check(
                 ("conversation_metadata", &["conversation_metadata"]),
                 ("correlation_id", &["correlation_id"]),
             ];
-            let found: Vec<_> = FIELDS.iter().filter(|(f, _)| present(b, f)).collect();
+            let found: Vec<_> = FIELDS
+                .iter()
+                .filter(|(f, _)| fields::present(b, f))
+                .collect();
             let (first, _) = found.first()?;
             Some(Finding::rewrite(
                 format!("{first}: not supported with processing_strategy DISPATCH_ONLY on an app in CONVERSATION processing mode; remove it or send with processing_strategy DEFAULT"),
@@ -580,7 +600,7 @@ mod tests {
             &RuleSet::default(),
         );
         assert_eq!(
-            d.query_additions().collect::<Vec<_>>(),
+            d.query_settings().collect::<Vec<_>>(),
             [("messages_source", "DISPATCH_SOURCE")]
         );
     }

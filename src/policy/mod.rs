@@ -7,6 +7,7 @@ pub use rules::{Action, Family, RuleId, RuleSet};
 
 pub mod decision;
 pub mod evaluate;
+pub mod fields;
 pub mod plan;
 pub mod recipient;
 

@@ -129,6 +129,10 @@ macro_rules! rules {
 }
 
 rules! {
+    Canonical => "request.canonical", Request, [], body: false,
+        enforce: true, rewrite: false, default: Enforce;
+    UnrecognizedRoute => "request.unrecognized_route", Request, [], body: false,
+        enforce: true, rewrite: false, default: Off;
     RetentionRange => "app.retention.range", App, [CreateApp, UpdateApp], body: true,
         enforce: true, rewrite: false, default: Enforce;
     MaxTtlDays => "compliance.max_ttl_days", Compliance, [CreateApp, UpdateApp], body: true,
@@ -244,7 +248,12 @@ mod tests {
     fn the_catalogue_indexes_itself_and_every_rule_applies_somewhere() {
         for (i, rule) in RuleId::ALL.iter().enumerate() {
             assert_eq!(rule.index(), i, "evaluation order is catalogue order");
-            assert!(!rule.operations().is_empty(), "{rule} applies to nothing");
+            // Request rules judge the request itself, before any operation's rules run.
+            assert_eq!(
+                rule.operations().is_empty(),
+                rule.family() == Family::Request,
+                "{rule}"
+            );
             assert!(
                 rule.supports_enforce() || rule.supports_rewrite(),
                 "{rule} can do nothing but shadow"
@@ -252,6 +261,7 @@ mod tests {
         }
         // Rejections from validity rules win over mode rules, and the create-time pin is last.
         let pos = |r: RuleId| RuleId::ALL.iter().position(|x| *x == r);
+        assert!(pos(RuleId::Canonical) < pos(RuleId::RetentionRange));
         assert!(pos(RuleId::RetentionRange) < pos(RuleId::SendContactRecipient));
         assert!(pos(RuleId::DispatchOnlyOverride) < pos(RuleId::SendContactRecipient));
         assert_eq!(RuleId::ALL.last(), Some(&RuleId::CreatePinMode));

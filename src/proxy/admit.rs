@@ -5,13 +5,24 @@
 //! - A request with both `Content-Length` and `Transfer-Encoding` (RFC 9112 §6.1): a
 //!   smuggling vector, refused and the connection closed rather than normalised.
 //! - In inject mode, callers that do not present the gateway's shared secret.
+//! - What the upstream could read differently from the gateway (rule `request.canonical`): a
+//!   path with no canonical form, a method override header, more than one `Authorization`, a
+//!   `Connection` header that would strip a header the gateway relies on, a method the API
+//!   does not define on a known route; and, with `policy.unrecognized_route = "reject"`, a path
+//!   under `/v1/projects/` that names no operation (rule `request.unrecognized_route`).
 
 use std::sync::Arc;
 
 use http::{header, Method, Request, Version};
 
-use super::connection::Connection;
+use super::canonical::{NonCanonical, API_PREFIX};
+use super::classify::allowed_methods;
+use super::connection::{Connection, RequestIndex};
+use super::ctx::RequestCtx;
+use super::enforce::{ambiguous, record_request_rule};
+use crate::domain::Operation;
 use crate::error::GatewayError;
+use crate::policy::RuleId;
 use crate::upstream::Origin;
 
 /// Refuses targets that would make the gateway an open proxy or a tunnel.
@@ -32,12 +43,14 @@ pub fn check_target<B>(origin: &Origin, req: &Request<B>) -> Result<(), GatewayE
 }
 
 /// Refuses a request whose framing two parsers could read differently. The connection's
-/// framing flag records what hyper no longer shows once it has normalised the head.
+/// framing flag records, per request, what hyper no longer shows once it has normalised the
+/// head.
 pub fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
-    let raised = req
-        .extensions()
-        .get::<Arc<Connection>>()
-        .is_some_and(|c| c.framing.is_raised());
+    let ext = req.extensions();
+    let raised = match (ext.get::<Arc<Connection>>(), ext.get::<RequestIndex>()) {
+        (Some(c), Some(index)) => c.ambiguous_framing(*index),
+        _ => false,
+    };
     let h = req.headers();
     if raised
         || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH))
@@ -45,6 +58,80 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
         return Err(GatewayError::AmbiguousFraming);
     }
     Ok(())
+}
+
+/// Headers some front ends honour to run a request as another method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// End-to-end headers the gateway decides on or frames with: a `Connection` header naming one
+/// would make a hop strip it after the gateway used it.
+const RELIED_ON: [&str; 5] = [
+    "authorization",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+];
+
+/// Records what the upstream could read differently from the gateway (see the module docs).
+pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
+    if let Some(NonCanonical(message)) = req.extensions().get::<NonCanonical>() {
+        ambiguous(ctx, message.clone());
+    }
+    let headers = req.headers();
+    for name in METHOD_OVERRIDES {
+        if headers.contains_key(name) {
+            ambiguous(
+                ctx,
+                format!("{name}: method overrides are not accepted; send the request with the method it means"),
+            );
+        }
+    }
+    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+        ambiguous(
+            ctx,
+            "authorization: more than one Authorization header; send exactly one credential".into(),
+        );
+    }
+    let listed = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .find(|t| RELIED_ON.contains(&t.as_str()));
+    if let Some(token) = listed {
+        ambiguous(
+            ctx,
+            format!("connection: names {token}, which must reach the upstream as the gateway saw it; remove it from Connection"),
+        );
+    }
+    if ctx.operation() != Operation::Other {
+        return;
+    }
+    let path = req.uri().path();
+    let allowed = allowed_methods(path);
+    if !allowed.is_empty() {
+        ambiguous(
+            ctx,
+            format!(
+                "method: {} is not defined for this path; the API takes {} here",
+                req.method(),
+                allowed.join(" or ")
+            ),
+        );
+    } else if path.starts_with(API_PREFIX) && req.extensions().get::<NonCanonical>().is_none() {
+        record_request_rule(
+            ctx,
+            RuleId::UnrecognizedRoute,
+            "path: no Conversation API operation has this path; check it against the API reference"
+                .into(),
+        );
+    }
 }
 
 #[cfg(test)]

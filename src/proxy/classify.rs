@@ -227,6 +227,20 @@ pub fn classify(method: &Method, path: &str) -> Classification {
     }
 }
 
+/// The methods the API defines for `path` (empty when the path names no operation at all).
+pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+    [
+        (Method::GET, "GET"),
+        (Method::POST, "POST"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+    ]
+    .into_iter()
+    .filter(|(m, _)| classify(m, path).operation != Operation::Other)
+    .map(|(_, name)| name)
+    .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

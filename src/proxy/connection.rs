@@ -4,6 +4,7 @@
 //! `x-forwarded-for` exactly as served connections do.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -23,7 +24,14 @@ pub struct Connection {
     pub forwarded_for: http::HeaderValue,
     /// Raised when a request on this connection carried both framing headers.
     pub framing: FramingFlag,
+    /// Requests seen so far (HTTP/1 serves them in order, so this numbers them as the framing
+    /// sniffer does).
+    requests: AtomicU64,
 }
+
+/// The number of a request on its connection (0-based, arrival order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RequestIndex(pub u64);
 
 impl Connection {
     /// From the server's connection info.
@@ -32,7 +40,13 @@ impl Connection {
             peer: info.peer,
             forwarded_for: headers::forwarded_for(info.peer.ip()),
             framing: info.framing,
+            requests: AtomicU64::new(0),
         })
+    }
+
+    /// Whether request `index` of this connection carried both framing headers.
+    pub fn ambiguous_framing(&self, index: RequestIndex) -> bool {
+        self.framing.raised_for(index.0)
     }
 
     /// A connection from `peer` that no socket stands behind (in-process callers, tests).
@@ -87,6 +101,8 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let index = self.connection.requests.fetch_add(1, Ordering::Relaxed);
+        req.extensions_mut().insert(RequestIndex(index));
         req.extensions_mut().insert(self.connection.clone());
         self.inner.call(req)
     }

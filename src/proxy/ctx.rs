@@ -173,6 +173,11 @@ impl RequestCtx {
         }
     }
 
+    /// Whether the decision so far is a rejection.
+    pub fn rejected(&self) -> bool {
+        self.decision.reject.is_some()
+    }
+
     /// The API call.
     pub fn operation(&self) -> Operation {
         self.class.operation

@@ -15,7 +15,7 @@ use crate::domain::{valid_id, Disposition, LookupFailure};
 use crate::error::GatewayError;
 use crate::policy::evaluate::json_text;
 use crate::policy::recipient::{identified_recipient, Contact};
-use crate::policy::{apply_body_edits, Edit, Rejection, RuleId};
+use crate::policy::{apply_body_edits, fields, Edit, Rejection, RuleId};
 use crate::upstream::full_body;
 
 /// What the act phase leaves to do.
@@ -27,12 +27,43 @@ pub enum Act {
     Forward(OutboundBody),
 }
 
-/// The answer to a rejected request.
+/// The answer to a rejected request: 400 `INVALID_ARGUMENT`, or 404 `NOT_FOUND` for a route
+/// the API does not have.
 pub fn rejection_response(rejection: &Rejection) -> GatewayResponse {
-    ApiError::invalid_argument(rejection.message.clone())
+    let error = match rejection.rule {
+        RuleId::UnrecognizedRoute => {
+            ApiError::new(http::StatusCode::NOT_FOUND, rejection.message.clone())
+        }
+        _ => ApiError::invalid_argument(rejection.message.clone()),
+    };
+    error
         .with_detail(rejection.rule.as_str())
         .into_response()
         .map(full_body)
+}
+
+/// Records that the request is ambiguous (rule `request.canonical`): in enforce the decision
+/// becomes a rejection saying what was ambiguous and how to send it; in shadow the request goes
+/// on unchanged and the match is recorded once.
+pub fn ambiguous(ctx: &mut RequestCtx, message: String) {
+    record_request_rule(ctx, RuleId::Canonical, message);
+}
+
+/// Records a request-family rule's finding: enforce rejects (the first finding wins), shadow
+/// records one match.
+pub fn record_request_rule(ctx: &mut RequestCtx, rule: RuleId, message: String) {
+    let action = ctx.snapshot.policy.settings.rules.action(rule);
+    if action == crate::policy::Action::Off || ctx.decision.reject.is_some() {
+        return;
+    }
+    if !ctx.decision.matches.iter().any(|m| m.rule == rule) {
+        ctx.decision
+            .matches
+            .push(crate::policy::Match { rule, action });
+    }
+    if action == crate::policy::Action::Enforce {
+        ctx.decision.reject = Some(Rejection { rule, message });
+    }
 }
 
 /// Applies `ctx.decision` to the request.
@@ -48,9 +79,9 @@ pub async fn act(
     if ctx.decision.edits.is_empty() {
         return Ok(Act::Forward(body));
     }
-    let additions: Vec<_> = ctx.decision.query_additions().collect();
+    let additions: Vec<_> = ctx.decision.query_settings().collect();
     if !additions.is_empty() {
-        parts.uri = add_query_params(&parts.uri, &additions);
+        parts.uri = set_query_params(&parts.uri, &additions);
     }
     let Some(original) = ctx.body.as_ref().filter(|_| ctx.decision.edits_body()) else {
         return Ok(Act::Forward(body));
@@ -109,8 +140,7 @@ async fn resolve_contact(
     let Some(project) = &ctx.subject.project else {
         return Ok(ContactRewrite::Untouched);
     };
-    let Some(contact_id) = body
-        .get("recipient")
+    let Some(contact_id) = fields::get(body, "recipient")
         .and_then(|r| json_text(r, "contact_id"))
         .map(str::to_string)
     else {
@@ -121,8 +151,7 @@ async fn resolve_contact(
             "recipient.contact_id: not a valid contact id; send with recipient.identified_by.channel_identities".into(),
         ));
     }
-    let priority: Option<Vec<String>> = body
-        .get("channel_priority_order")
+    let priority: Option<Vec<String>> = fields::get(body, "channel_priority_order")
         .and_then(serde_json::Value::as_array)
         .map(|a| {
             a.iter()
@@ -154,29 +183,36 @@ async fn resolve_contact(
     };
     match identified_recipient(&contact_id, project, contact, priority.as_deref()) {
         Ok(recipient) => {
-            body["recipient"] = recipient;
+            if let Some(slot) = fields::get_mut(body, "recipient") {
+                *slot = recipient;
+            }
             Ok(ContactRewrite::Done)
         }
         Err(message) => Ok(ContactRewrite::Reject(message)),
     }
 }
 
-/// Replaces (or adds) one query parameter.
-pub fn set_query_param(uri: &http::Uri, name: &str, value: &str) -> http::Uri {
-    let mut query = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in form_urlencoded::parse(uri.query().unwrap_or("").as_bytes()) {
-        if k != name {
-            query.append_pair(&k, &v);
+/// Sets query parameters: the other parameters stay byte for byte, every occurrence of a set
+/// one (under its proto or JSON name, empty or not) is replaced by one `name=value` at the end.
+pub fn set_query_params(uri: &http::Uri, settings: &[(&str, &str)]) -> http::Uri {
+    let mut query = String::new();
+    for piece in uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let named = form_urlencoded::parse(piece.as_bytes())
+            .next()
+            .is_some_and(|(k, _)| settings.iter().any(|(name, _)| fields::names(&k, name)));
+        if !named {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            query.push_str(piece);
         }
     }
-    query.append_pair(name, value);
-    with_query(uri, &query.finish())
-}
-
-/// Appends parameters to the query, leaving the existing ones byte for byte.
-fn add_query_params(uri: &http::Uri, additions: &[(&str, &str)]) -> http::Uri {
-    let mut query = uri.query().unwrap_or("").to_string();
-    for (k, v) in additions {
+    for (k, v) in settings {
         if !query.is_empty() {
             query.push('&');
         }
@@ -209,13 +245,24 @@ mod tests {
     fn query_edits_keep_the_rest_of_the_query() {
         let uri = http::Uri::from_static("/m?channel_identity=%2B1555&app_id=a");
         assert_eq!(
-            add_query_params(&uri, &[("messages_source", "DISPATCH_SOURCE")]).to_string(),
+            set_query_params(&uri, &[("messages_source", "DISPATCH_SOURCE")]).to_string(),
             "/m?channel_identity=%2B1555&app_id=a&messages_source=DISPATCH_SOURCE"
         );
         let uri = http::Uri::from_static("/m/1?messages_source=CONVERSATION_SOURCE");
         assert_eq!(
-            set_query_param(&uri, "messages_source", "DISPATCH_SOURCE").to_string(),
+            set_query_params(&uri, &[("messages_source", "DISPATCH_SOURCE")]).to_string(),
             "/m/1?messages_source=DISPATCH_SOURCE"
         );
+        for empty in [
+            "/m?messages_source=&app_id=a",
+            "/m?messagesSource=&app_id=a",
+        ] {
+            let uri = http::Uri::from_static(empty);
+            assert_eq!(
+                set_query_params(&uri, &[("messages_source", "DISPATCH_SOURCE")]).to_string(),
+                "/m?app_id=a&messages_source=DISPATCH_SOURCE",
+                "{empty}: one messages_source, not two"
+            );
+        }
     }
 }

@@ -2,6 +2,10 @@
 //! JSON body only on operations whose enabled rules read it (up to
 //! `server.max_policy_body_bytes`, else 413; malformed JSON is a 400). A body read here is
 //! forwarded as the bytes that were read, with a correct `Content-Length`.
+//!
+//! Every field is read under its proto and its JSON name, and what two parsers could read
+//! differently — a policy parameter given twice, a duplicate key or a key and its alias in the
+//! body, an enum a rule reads given as a number — is recorded under `request.canonical`.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
@@ -9,11 +13,14 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
 use super::ctx::{RequestCtx, Subject};
+use super::enforce::ambiguous;
 use super::forward::OutboundBody;
+use super::json::{self, JsonProblem};
 use super::GatewayState;
 use crate::domain::{valid_id, AppIdLocation};
 use crate::error::GatewayError;
 use crate::policy::evaluate::json_text;
+use crate::policy::fields::{self, json_name};
 use crate::policy::Query;
 use crate::upstream::GatewayBody;
 
@@ -33,7 +40,13 @@ pub async fn read(
         }
         let bytes = read_body(body, state.max_policy_body_bytes).await?;
         if !bytes.is_empty() {
-            ctx.body = Some(parse_json(&bytes)?);
+            ctx.body = Some(read_json(ctx, &bytes)?);
+            if let Some(field) = ctx.body.as_ref().and_then(numeric_enum) {
+                ambiguous(
+                    ctx,
+                    format!("{field}: give the enum by name, not as a number"),
+                );
+            }
         }
         parts
             .headers
@@ -43,6 +56,27 @@ pub async fn read(
         state.replayable(body).await?
     };
     ctx.query = Query::parse_owned(parts.uri.query());
+    for name in POLICY_PARAMETERS {
+        if ctx.query.count(name) > 1 {
+            ambiguous(
+                ctx,
+                format!(
+                    "{name}: given more than once (as {name} or {}), so parsers may read different values; send it once",
+                    json_name(name)
+                ),
+            );
+        }
+    }
+    if ctx
+        .query
+        .get("messages_source")
+        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
+    {
+        ambiguous(
+            ctx,
+            "messages_source: give the enum by name (CONVERSATION_SOURCE or DISPATCH_SOURCE), not as a number".into(),
+        );
+    }
     let path = parts.uri.path();
     ctx.subject = Subject {
         project: ctx
@@ -108,31 +142,42 @@ pub async fn read_body(body: GatewayBody, limit: usize) -> Result<Bytes, Gateway
     }
 }
 
-fn parse_json(bytes: &[u8]) -> Result<Value, GatewayError> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| GatewayError::InvalidBody {
-        message: match e.classify() {
-            serde_json::error::Category::Eof => "body: the JSON ends too early".to_string(),
-            _ => format!(
-                "body: not valid JSON (line {}, column {}): {}",
-                e.line(),
-                e.column(),
-                reason(&e)
-            ),
+/// Parses a policy route's body with one meaning; an ambiguous one is refused (enforce) or, in
+/// shadow, read the lenient way and recorded.
+fn read_json(ctx: &mut RequestCtx, bytes: &[u8]) -> Result<Value, GatewayError> {
+    let problem = match json::parse_strict(bytes) {
+        Ok(value) => return Ok(value),
+        Err(problem) => problem,
+    };
+    let message = match problem {
+        JsonProblem::Invalid(message) => return Err(GatewayError::InvalidBody { message }),
+        JsonProblem::Ambiguous(message) => message,
+    };
+    ambiguous(ctx, message);
+    json::parse_lenient(bytes).map_err(|p| GatewayError::InvalidBody {
+        message: match p {
+            JsonProblem::Invalid(m) | JsonProblem::Ambiguous(m) => m,
         },
-    })?;
-    if !value.is_object() {
-        return Err(GatewayError::InvalidBody {
-            message: "body: expected a JSON object".into(),
-        });
-    }
-    Ok(value)
+    })
 }
 
-/// serde_json's reason without the position suffix (and never the offending input).
-fn reason(e: &serde_json::Error) -> String {
-    let text = e.to_string();
-    match text.find(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+/// Query parameters rules read (and the subject's `app_id`): each must have one value.
+const POLICY_PARAMETERS: [&str; 4] = ["app_id", "contact_id", "conversation_id", "messages_source"];
+
+/// An enum field a rule reads, given as a number: its path.
+fn numeric_enum(body: &Value) -> Option<String> {
+    const TOP: [&str; 3] = ["processing_strategy", "messages_source", "processing_mode"];
+    const RETENTION: [&str; 2] = ["retention_policy", "dispatch_retention_policy"];
+    if let Some(field) = TOP
+        .iter()
+        .find(|f| fields::get(body, f).is_some_and(Value::is_number))
+    {
+        return Some((*field).to_string());
     }
+    RETENTION.iter().find_map(|r| {
+        fields::get(body, r)
+            .and_then(|p| fields::get(p, "retention_type"))
+            .filter(|v| v.is_number())
+            .map(|_| format!("{r}.retention_type"))
+    })
 }

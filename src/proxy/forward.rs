@@ -9,7 +9,7 @@ use http::{header, Request, Response, StatusCode, Version};
 
 use super::connection::Connection;
 use super::ctx::{Outcome, RequestCtx};
-use super::enforce::set_query_param;
+use super::enforce::set_query_params;
 use super::{headers, GatewayResponse, GatewayState};
 use crate::domain::Operation;
 use crate::error::GatewayError;
@@ -88,7 +88,7 @@ pub async fn forward(
     let store_replay = ctx.store_retry.map(|source| {
         let mut r = Request::new(());
         *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = set_query_param(&parts.uri, "messages_source", source);
+        *r.uri_mut() = set_query_params(&parts.uri, &[("messages_source", source)]);
         *r.headers_mut() = parts.headers.clone();
         r.extensions_mut().extend(parts.extensions.clone());
         (r.into_parts().0, source)

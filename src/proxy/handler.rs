@@ -4,7 +4,7 @@
 //! | phase | module | what happens |
 //! | --- | --- | --- |
 //! | snapshot | [`super::snapshot`] | policy and mode cache, taken once |
-//! | admit | [`super::admit`] | target, framing, inbound auth in inject mode |
+//! | admit | [`super::admit`] | target, framing, inbound auth; ambiguity (`request.canonical`) |
 //! | facts | [`super::facts`] | query, ids, the JSON body where a rule reads it |
 //! | decide | [`super::decide`] | pure plan under both modes; the mode only if it matters |
 //! | act | [`super::enforce`] | reject, or rewrite query / body / recipient |
@@ -98,12 +98,16 @@ async fn phases(
             return Err(GatewayError::InboundUnauthenticated);
         }
     }
+    admit::check_request(ctx, &req);
     let (mut parts, body) = req.into_parts();
 
-    // Facts and decision, on routes the policy has something to say about.
-    let body = if ctx.policy_route {
+    // Facts and decision, on routes the policy has something to say about (and only while
+    // nothing has been refused).
+    let body = if ctx.policy_route && !ctx.rejected() {
         let body = facts::read(state, ctx, &mut parts, body).await?;
-        decide::decide(state, ctx).await?;
+        if !ctx.rejected() {
+            decide::decide(state, ctx).await?;
+        }
         body
     } else {
         state.replayable(body).await?

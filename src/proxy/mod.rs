@@ -2,7 +2,8 @@
 //! handler ([`handler`]), whose phases read top to bottom.
 //!
 //! ```text
-//! sensitive headers → connection info → request id → observe (classify, span, metrics)
+//! sensitive headers → connection info → request id → canonical target
+//!   → observe (classify, span, metrics)
 //!   → rescue (GatewayError → API-shaped answer) → handler:
 //!     snapshot → admit → facts → decide → act → forward → learn
 //! ```
@@ -11,6 +12,7 @@
 //! upstream service, the mode and contact lookups and the clock.
 
 pub mod admit;
+pub mod canonical;
 pub mod classify;
 pub mod connection;
 pub mod ctx;
@@ -20,6 +22,7 @@ pub mod facts;
 pub mod forward;
 pub mod handler;
 pub mod headers;
+pub mod json;
 pub mod learn;
 pub mod lookup;
 pub mod observe;
@@ -272,6 +275,7 @@ where
         ]))
         .layer(connection::ConnectionLayer::new(connection))
         .layer(request_id::RequestIdLayer)
+        .layer(canonical::CanonicalLayer)
         .layer(observe::ObserveLayer::new(metrics, access_log))
         .layer(rescue::RescueLayer)
         .service(handler::Handler::new(state))

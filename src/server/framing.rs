@@ -3,78 +3,188 @@
 //! hyper processes such a request by `Transfer-Encoding` alone and drops `Content-Length`
 //! before the service sees it (RFC 9112 §6.1 allows that), but modegate refuses them outright:
 //! a request whose framing two parsers could read differently is a smuggling attempt. So the
-//! client socket is wrapped in [`SniffIo`], which watches HTTP/1 header blocks as bytes arrive
-//! and raises a per-connection [`FramingFlag`] when one block holds both fields. The flag is
-//! raised before hyper parses the head, so the service sees it for that request. hyper itself
-//! stops keep-alive on such a connection, so nothing after it is read as a request.
+//! client socket is wrapped in [`SniffIo`], which follows the HTTP/1 message framing as bytes
+//! arrive — request heads are scanned, bodies (by `Content-Length` or chunked) are skipped —
+//! and raises the connection's [`FramingFlag`] with the number of the request whose head held
+//! both fields. The flag is raised before hyper parses that head, so the service sees it for
+//! that request and no other; hyper itself stops keep-alive on such a connection.
 //!
-//! The scan is a byte search for line ends plus a prefix compare per line; an HTTP/2 preface
-//! switches it off.
+//! Body bytes are never read as headers, and nothing carries over from one request to the
+//! next. An HTTP/2 preface switches the scan off; so does framing the scan cannot follow
+//! (hyper answers that with 400 and closes the connection).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Raised once a request on the connection carried both framing headers.
-#[derive(Clone, Debug, Default)]
-pub struct FramingFlag(Arc<AtomicBool>);
+/// Raised with the (0-based) number of the first request on the connection whose head carried
+/// both framing headers.
+#[derive(Clone, Debug)]
+pub struct FramingFlag(Arc<AtomicU64>);
+
+impl Default for FramingFlag {
+    fn default() -> Self {
+        FramingFlag(Arc::new(AtomicU64::new(u64::MAX)))
+    }
+}
 
 impl FramingFlag {
-    /// Whether a conflicting request was seen on this connection.
-    pub fn is_raised(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+    /// Whether request number `request` (0-based, in arrival order) or an earlier one on this
+    /// connection carried both framing headers.
+    pub fn raised_for(&self, request: u64) -> bool {
+        self.0.load(Ordering::Acquire) <= request
     }
 
-    fn raise(&self) {
-        self.0.store(true, Ordering::Release);
+    fn raise(&self, request: u64) {
+        self.0.fetch_min(request, Ordering::AcqRel);
     }
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-/// Longest line prefix kept for matching ("transfer-encoding:" is 18 bytes).
-const PREFIX: usize = 18;
+/// Longest line start kept: enough for a header name and a Content-Length or chunk size.
+const KEEP: usize = 64;
+
+/// Where the scanner is in the byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// In a request head (request line and header fields).
+    Head,
+    /// In a body of known length: this many bytes left.
+    Body(u64),
+    /// At a chunk-size line.
+    ChunkSize,
+    /// In chunk data: this many bytes left, then CRLF.
+    ChunkData(u64),
+    /// The CRLF after chunk data.
+    ChunkEnd,
+    /// In the trailer fields after the last chunk.
+    Trailer,
+    /// Not scanning (HTTP/2, or framing the scanner cannot follow).
+    Off,
+}
 
 /// Incremental scanner over the bytes a client sends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Sniffer {
+    phase: Phase,
     /// Lower-cased start of the current line.
-    prefix: [u8; PREFIX],
+    line: [u8; KEEP],
     /// Bytes of the current line seen so far (excluding `\r`).
     line_len: usize,
-    content_length: bool,
-    transfer_encoding: bool,
+    /// Lines of the current head seen so far.
+    head_lines: usize,
+    content_length: Option<Option<u64>>,
+    chunked: Option<bool>,
+    /// Number of the request whose head is being read.
+    request: u64,
     /// Bytes seen on the connection, up to the preface length.
     seen: usize,
-    off: bool,
+}
+
+impl Default for Sniffer {
+    fn default() -> Self {
+        Sniffer {
+            phase: Phase::Head,
+            line: [0; KEEP],
+            line_len: 0,
+            head_lines: 0,
+            content_length: None,
+            chunked: None,
+            request: 0,
+            seen: 0,
+        }
+    }
+}
+
+fn value_after_colon(line: &[u8]) -> &[u8] {
+    let value = line
+        .iter()
+        .position(|b| *b == b':')
+        .map_or(&[][..], |i| &line[i + 1..]);
+    value.trim_ascii()
 }
 
 impl Sniffer {
-    fn end_line(&mut self, flag: &FramingFlag) {
-        if self.line_len == 0 {
-            // Empty line: end of a header block.
-            self.content_length = false;
-            self.transfer_encoding = false;
-        } else {
-            let line = &self.prefix[..self.line_len.min(PREFIX)];
-            if line.starts_with(b"content-length:") {
-                self.content_length = true;
-            } else if line == b"transfer-encoding:" {
-                self.transfer_encoding = true;
+    fn current_line(&self) -> &[u8] {
+        &self.line[..self.line_len.min(KEEP)]
+    }
+
+    /// A complete line in the head or the trailer.
+    fn end_head_line(&mut self, flag: &FramingFlag) {
+        let empty = self.line_len == 0;
+        if self.phase == Phase::Trailer {
+            if empty {
+                self.phase = Phase::Head;
             }
-            if self.content_length && self.transfer_encoding {
-                flag.raise();
-                self.off = true;
-            }
+            return;
         }
-        self.line_len = 0;
+        if empty {
+            if self.head_lines == 0 {
+                // Blank lines before a request line are ignored (RFC 9112 §2.2).
+                return;
+            }
+            self.end_head(flag);
+            return;
+        }
+        self.head_lines += 1;
+        let line = self.current_line();
+        if line.starts_with(b"content-length:") {
+            let n = std::str::from_utf8(value_after_colon(line))
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok());
+            self.content_length = Some(n);
+        } else if line.starts_with(b"transfer-encoding:") {
+            let last = value_after_colon(line)
+                .rsplit(|b| *b == b',')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            self.chunked = Some(last == b"chunked");
+        }
+    }
+
+    fn end_head(&mut self, flag: &FramingFlag) {
+        let request = self.request;
+        self.request += 1;
+        self.head_lines = 0;
+        let (cl, te) = (self.content_length.take(), self.chunked.take());
+        self.phase = match (cl, te) {
+            (Some(_), Some(_)) => {
+                flag.raise(request);
+                Phase::Off
+            }
+            (None, Some(true)) => Phase::ChunkSize,
+            // A final coding other than chunked, or a length that is not a number: hyper
+            // refuses the request and closes the connection.
+            (None, Some(false)) | (Some(None), None) => Phase::Off,
+            (Some(Some(0)), None) | (None, None) => Phase::Head,
+            (Some(Some(n)), None) => Phase::Body(n),
+        };
+    }
+
+    fn end_chunk_size_line(&mut self) {
+        let line = self.current_line();
+        let digits: Vec<u8> = line
+            .iter()
+            .copied()
+            .take_while(u8::is_ascii_hexdigit)
+            .collect();
+        let size = std::str::from_utf8(&digits)
+            .ok()
+            .and_then(|d| u64::from_str_radix(d, 16).ok());
+        self.phase = match size {
+            Some(0) => Phase::Trailer,
+            Some(n) => Phase::ChunkData(n),
+            None => Phase::Off,
+        };
     }
 
     fn feed(&mut self, mut bytes: &[u8], flag: &FramingFlag) {
-        if self.off {
+        if self.phase == Phase::Off {
             return;
         }
         if self.seen < H2_PREFACE.len() {
@@ -82,7 +192,7 @@ impl Sniffer {
             if bytes[..n] == H2_PREFACE[self.seen..self.seen + n] {
                 self.seen += n;
                 if self.seen == H2_PREFACE.len() {
-                    self.off = true;
+                    self.phase = Phase::Off;
                     return;
                 }
             } else {
@@ -90,26 +200,51 @@ impl Sniffer {
             }
         }
         while !bytes.is_empty() {
-            let (segment, rest, ends_line) = match bytes.iter().position(|b| *b == b'\n') {
-                Some(i) => (&bytes[..i], &bytes[i + 1..], true),
-                None => (bytes, &[][..], false),
-            };
-            for &b in segment {
-                if b == b'\r' {
-                    continue;
+            match self.phase {
+                Phase::Off => return,
+                Phase::Body(left) | Phase::ChunkData(left) => {
+                    let n = left.min(bytes.len() as u64);
+                    bytes = &bytes[n as usize..];
+                    let left = left - n;
+                    self.phase = match self.phase {
+                        Phase::Body(_) if left == 0 => Phase::Head,
+                        Phase::Body(_) => Phase::Body(left),
+                        _ if left == 0 => Phase::ChunkEnd,
+                        _ => Phase::ChunkData(left),
+                    };
                 }
-                if self.line_len < PREFIX {
-                    self.prefix[self.line_len] = b.to_ascii_lowercase();
+                Phase::Head | Phase::ChunkSize | Phase::ChunkEnd | Phase::Trailer => {
+                    let (segment, rest, ends_line) = match bytes.iter().position(|b| *b == b'\n') {
+                        Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                        None => (bytes, &[][..], false),
+                    };
+                    for &b in segment {
+                        if b == b'\r' {
+                            continue;
+                        }
+                        if self.line_len < KEEP {
+                            self.line[self.line_len] = b.to_ascii_lowercase();
+                        }
+                        self.line_len += 1;
+                    }
+                    bytes = rest;
+                    if !ends_line {
+                        return;
+                    }
+                    match self.phase {
+                        Phase::ChunkSize => self.end_chunk_size_line(),
+                        Phase::ChunkEnd => {
+                            self.phase = if self.line_len == 0 {
+                                Phase::ChunkSize
+                            } else {
+                                Phase::Off
+                            }
+                        }
+                        _ => self.end_head_line(flag),
+                    }
+                    self.line_len = 0;
                 }
-                self.line_len += 1;
             }
-            if ends_line {
-                self.end_line(flag);
-                if self.off {
-                    return;
-                }
-            }
-            bytes = rest;
         }
     }
 }
@@ -183,51 +318,98 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
 mod tests {
     use super::*;
 
-    fn scan(chunks: &[&[u8]]) -> bool {
+    /// The request numbers flagged, after feeding `chunks`.
+    fn flagged(chunks: &[&[u8]]) -> Option<u64> {
         let flag = FramingFlag::default();
         let mut s = Sniffer::default();
         for c in chunks {
             s.feed(c, &flag);
         }
-        flag.is_raised()
+        (0..16).find(|n| flag.raised_for(*n))
     }
 
     #[test]
-    fn both_headers_in_one_head_raise_the_flag() {
-        assert!(scan(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
-        ]));
-        assert!(scan(&[
-            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n"
-        ]));
+    fn both_headers_in_one_head_raise_the_flag_for_that_request() {
+        assert_eq!(
+            flagged(&[
+                b"POST / HTTP/1.1\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ]),
+            Some(0)
+        );
+        assert_eq!(
+            flagged(&[
+                b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n"
+            ]),
+            Some(0)
+        );
+        assert_eq!(
+            flagged(&[
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+                b"POST /b HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            ]),
+            Some(1),
+            "the second request, not the first"
+        );
     }
 
     #[test]
     fn headers_split_across_reads_are_found() {
-        assert!(scan(&[
-            b"POST / HTTP/1.1\r\nContent-Len",
-            b"gth: 4\r\nTransfer-",
-            b"Encoding: chunked\r",
-            b"\n\r\n"
-        ]));
+        assert_eq!(
+            flagged(&[
+                b"POST / HTTP/1.1\r\nContent-Len",
+                b"gth: 4\r\nTransfer-",
+                b"Encoding: chunked\r",
+                b"\n\r\n"
+            ]),
+            Some(0)
+        );
     }
 
     #[test]
-    fn one_framing_header_per_head_is_fine() {
-        assert!(!scan(&[
-            b"POST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nbody",
-            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        ]));
-        assert!(!scan(&[
-            b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n"
-        ]));
+    fn body_bytes_are_never_read_as_headers() {
+        // A text body whose lines look like framing headers, then a clean second request.
+        let body = b"x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n";
+        let head = format!("POST /a HTTP/1.1\r\nContent-Length: {}\r\n\r\n", body.len());
+        assert_eq!(
+            flagged(&[head.as_bytes(), body, b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"]),
+            None
+        );
+        // The same lines inside chunked data and a trailer.
+        assert_eq!(
+            flagged(&[
+                b"POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                b"1e\r\ncontent-length: 1\r\ntransfer-e\r\n",
+                b"0\r\nx-trailer: y\r\n\r\n",
+                b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nok"
+            ]),
+            None
+        );
+    }
+
+    #[test]
+    fn nothing_carries_over_between_requests() {
+        assert_eq!(
+            flagged(&[
+                b"POST /a HTTP/1.1\r\nContent-Length: 2\r\n\r\nok",
+                b"POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                b"\r\nGET /c HTTP/1.1\r\nHost: x\r\n\r\n"
+            ]),
+            None
+        );
+        assert_eq!(
+            flagged(&[b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n"]),
+            None
+        );
     }
 
     #[test]
     fn http2_connections_are_not_scanned() {
-        assert!(!scan(&[
-            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"\ncontent-length: 1\ntransfer-encoding: x\n"
-        ]));
+        assert_eq!(
+            flagged(&[
+                b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+                b"\ncontent-length: 1\ntransfer-encoding: x\n\n"
+            ]),
+            None
+        );
     }
 }

@@ -7,6 +7,7 @@
 
 mod api;
 mod auth;
+mod lenient;
 pub mod seed;
 mod store;
 
@@ -23,7 +24,7 @@ use hyper::body::Incoming;
 use serde_json::Value;
 
 use crate::api_error::ApiError;
-use crate::proxy::classify::{classify, Operation};
+use crate::domain::Operation;
 pub use seed::Seed;
 pub use store::{default_mode, DISPATCH_DEFAULT_SINCE_UNIX};
 
@@ -153,8 +154,16 @@ impl Simulator {
         if let Some(control) = path.strip_prefix("/_simulator/") {
             return self.control(&parts.method, control);
         }
-        let class = classify(&parts.method, &path);
-        let op = class.operation;
+        // The front end's own reading of the request (see `lenient`).
+        let method = lenient::effective_method(&parts.method, &parts.headers);
+        let headers = lenient::last_authorization(&parts.headers);
+        let mut route = lenient::route(&method, &path);
+        let mut form_query = false;
+        if route.is_none() && method == Method::POST && lenient::is_form(&headers) {
+            route = lenient::route(&Method::GET, &path);
+            form_query = route.is_some();
+        }
+        let op = route.as_ref().map_or(Operation::Other, |r| r.operation);
         let n = self.calls[op.index()].fetch_add(1, Ordering::Relaxed);
 
         let knobs = self
@@ -184,35 +193,42 @@ impl Simulator {
             return ApiError::new(status, "simulated failure").into_response();
         }
 
-        let bytes = match Limited::new(body, MAX_BODY).collect().await {
+        let mut bytes = match Limited::new(body, MAX_BODY).collect().await {
             Ok(b) => b.to_bytes(),
             Err(_) => {
                 return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "request body too large")
                     .into_response()
             }
         };
-
-        if op == Operation::OauthToken {
-            return match self.state().authority.issue(&parts.headers, &bytes) {
-                Ok(v) => json_response(StatusCode::OK, &v),
-                Err((status, v)) => json_response(status, &v),
-            };
+        let mut pairs: Vec<(String, String)> = parts
+            .uri
+            .query()
+            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
+            .unwrap_or_default();
+        if form_query {
+            pairs.extend(form_urlencoded::parse(&bytes).into_owned());
+            bytes = Bytes::new();
         }
-        if op == Operation::Other {
+        let query = lenient::query(pairs);
+
+        let Some(route) = route else {
             return ApiError::new(
                 StatusCode::NOT_FOUND,
                 format!("no endpoint {} {path}", parts.method),
             )
             .into_response();
-        }
-        let Some(project_id) = class.project_id(&path) else {
-            return ApiError::new(StatusCode::NOT_FOUND, "no such project").into_response();
         };
+        if op == Operation::OauthToken {
+            return match self.state().authority.issue(&headers, &bytes) {
+                Ok(v) => json_response(StatusCode::OK, &v),
+                Err((status, v)) => json_response(status, &v),
+            };
+        }
         let body_json = if bytes.is_empty() {
             Value::Object(Default::default())
         } else {
             match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => v,
+                Ok(v) => lenient::body(v),
                 Err(e) => {
                     return ApiError::invalid_argument(format!(
                         "body: invalid JSON at line {} column {}",
@@ -223,23 +239,18 @@ impl Simulator {
                 }
             }
         };
-        let query: Vec<(String, String)> = parts
-            .uri
-            .query()
-            .map(|q| form_urlencoded::parse(q.as_bytes()).into_owned().collect())
-            .unwrap_or_default();
 
         let mut state = self.state();
-        if let Err(failure) = state.authority.verify(&parts.headers, Some(project_id)) {
+        if let Err(failure) = state.authority.verify(&headers, Some(&route.project)) {
             let mut r = failure.error.into_response();
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, failure.challenge);
             return r;
         }
-        let project = state.projects.entry(project_id.to_string()).or_default();
+        let project = state.projects.entry(route.project.clone()).or_default();
         let call = api::Call {
             operation: op,
-            id: class.resource_id(&path),
+            id: route.id.as_deref(),
             query: &query,
             body: body_json,
         };

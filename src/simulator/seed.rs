@@ -166,7 +166,7 @@ impl Seed {
             }
         }
         for name in seed.faults.operations.keys() {
-            let known = crate::proxy::classify::Operation::ALL
+            let known = crate::domain::Operation::ALL
                 .iter()
                 .any(|op| op.as_str() == name);
             if !known {

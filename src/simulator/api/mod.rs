@@ -21,9 +21,8 @@ use webhooks::*;
 
 use super::store::Project;
 use crate::api_error::ApiError;
-use crate::policy::evaluate::json_text;
+use crate::domain::Operation;
 use crate::policy::ProcessingMode;
-use crate::proxy::classify::Operation;
 
 /// One parsed call.
 pub(crate) struct Call<'a> {
@@ -47,6 +46,12 @@ impl Call<'_> {
 }
 
 type Answer = Result<Value, ApiError>;
+
+/// The non-empty string at `key` of a JSON object (bodies reach the handlers with proto-spelled
+/// keys; see `lenient`).
+fn json_text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str).filter(|s| !s.is_empty())
+}
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid_argument(message)

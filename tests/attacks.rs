@@ -1,0 +1,655 @@
+//! The attack corpus: one case per class of request the gateway could read one way and a
+//! lenient upstream another — encodings, slashes and dot segments, lowerCamelCase names, enums
+//! as numbers, duplicates, the form fallback, method overrides, two credentials. Every case is
+//! sent through real sockets over HTTP/1.1 (raw bytes, as no client library would tidy them)
+//! and over h2c, to `modegate serve` in front of a recording upstream. Each must be refused by
+//! the gateway, or reach the upstream as a request whose lenient reading breaks no rule.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use support::lenient::{violation, DISPATCH_APP};
+use support::*;
+
+/// The upstream: `d-app` is DISPATCH, `c-app` CONVERSATION; everything else answers `{}`.
+async fn upstream() -> Upstream {
+    Upstream::start(Arc::new(|seen: Seen| {
+        Box::pin(async move {
+            let path = seen.uri.path();
+            let body = if path.ends_with("/apps/d-app") {
+                r#"{"id":"d-app","processing_mode":"DISPATCH"}"#
+            } else if path.ends_with("/apps/c-app") {
+                r#"{"id":"c-app","processing_mode":"CONVERSATION"}"#
+            } else {
+                "{}"
+            };
+            Response::builder()
+                .status(200)
+                .header("content-type", "application/json")
+                .body(Full::new(Bytes::from_static(body.as_bytes())))
+                .expect("response")
+        })
+    }))
+    .await
+}
+
+struct Case {
+    class: &'static str,
+    method: &'static str,
+    path: &'static str,
+    headers: &'static [(&'static str, &'static str)],
+    body: &'static str,
+}
+
+const AUTH: (&str, &str) = ("authorization", "Bearer t");
+const JSON: (&str, &str) = ("content-type", "application/json");
+const SEND_CONTACT: &str = r#"{"app_id":"d-app","recipient":{"contact_id":"alice"},"message":{"text_message":{"text":"hi"}}}"#;
+
+fn corpus() -> Vec<Case> {
+    let c = |class, method, path, headers, body| Case {
+        class,
+        method,
+        path,
+        headers,
+        body,
+    };
+    vec![
+        c(
+            "encoded project id",
+            "POST",
+            "/v1/projects/%70/messages:send",
+            &[AUTH, JSON],
+            SEND_CONTACT,
+        ),
+        c(
+            "encoded letter in a literal",
+            "POST",
+            "/v1/projects/p/m%65ssages:send",
+            &[AUTH, JSON],
+            SEND_CONTACT,
+        ),
+        c(
+            "encoded verb",
+            "POST",
+            "/v1/projects/p/messages%3Asend",
+            &[AUTH, JSON],
+            SEND_CONTACT,
+        ),
+        c(
+            "encoded letter in the verb",
+            "POST",
+            "/v1/projects/p/messages:s%65nd",
+            &[AUTH, JSON],
+            SEND_CONTACT,
+        ),
+        c(
+            "encoded app id in PATCH",
+            "PATCH",
+            "/v1/projects/p/apps/%64-app",
+            &[AUTH, JSON],
+            r#"{"dispatch_retention_policy":{"ttl_days":30}}"#,
+        ),
+        c(
+            "encoded slash",
+            "POST",
+            "/v1/projects/p%2Fmessages:send",
+            &[AUTH, JSON],
+            SEND_CONTACT,
+        ),
+        c(
+            "encoded backslash",
+            "GET",
+            "/v1/projects/p/messages%5C?app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "trailing slash",
+            "GET",
+            "/v1/projects/p/messages/?app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "doubled slashes",
+            "GET",
+            "/v1//projects/p//messages?app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "dot segments",
+            "GET",
+            "/v1/projects/p/x/../messages?app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "encoded dot segments",
+            "GET",
+            "/v1/projects/p/x/%2e%2e/messages?app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "camelCase query contactId",
+            "GET",
+            "/v1/projects/p/messages?app_id=d-app&contactId=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "camelCase query appId",
+            "GET",
+            "/v1/projects/p/messages?appId=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "camelCase query conversationId",
+            "GET",
+            "/v1/projects/p/messages?app_id=d-app&conversationId=k",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "camelCase conversations appId",
+            "GET",
+            "/v1/projects/p/conversations?appId=d-app",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "camelCase JSON appId",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"appId":"d-app","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "camelCase JSON recipient.contactId",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"d-app","recipient":{"contactId":"alice"},"message":{}}"#,
+        ),
+        c(
+            "camelCase JSON ttlDays",
+            "POST",
+            "/v1/projects/p/apps",
+            &[AUTH, JSON],
+            r#"{"display_name":"x","dispatchRetentionPolicy":{"ttlDays":30}}"#,
+        ),
+        c(
+            "camelCase JSON contactIds",
+            "POST",
+            "/v1/projects/p/messages:fetch-last-message",
+            &[AUTH, JSON],
+            r#"{"appId":"c-app","contactIds":["alice"]}"#,
+        ),
+        c(
+            "camelCase JSON on send event",
+            "POST",
+            "/v1/projects/p/events:send",
+            &[AUTH, JSON],
+            r#"{"appId":"d-app","recipient":{"contactId":"alice"},"event":{}}"#,
+        ),
+        c(
+            "enum as a number",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","processing_strategy":1,"correlation_id":"x","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "nested enum as a number",
+            "POST",
+            "/v1/projects/p/apps",
+            &[AUTH, JSON],
+            r#"{"display_name":"x","retention_policy":{"retention_type":2,"ttl_days":9999}}"#,
+        ),
+        c(
+            "duplicate JSON key",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","app_id":"d-app","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "JSON key and its alias",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","appId":"d-app","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "duplicate nested key",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"d-app","recipient":{"identified_by":{"channel_identities":[]},"contactId":"alice","contact_id":"x"},"message":{}}"#,
+        ),
+        c(
+            "duplicate query app_id",
+            "GET",
+            "/v1/projects/p/messages?app_id=c-app&app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "query app_id and its alias",
+            "GET",
+            "/v1/projects/p/messages?app_id=c-app&appId=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "form body to a GET-only route",
+            "POST",
+            "/v1/projects/p/messages",
+            &[AUTH, ("content-type", "application/x-www-form-urlencoded")],
+            "app_id=d-app&contact_id=alice",
+        ),
+        c(
+            "method override",
+            "POST",
+            "/v1/projects/p/messages?app_id=d-app&contact_id=alice",
+            &[AUTH, JSON, ("x-http-method-override", "GET")],
+            "{}",
+        ),
+        c(
+            "method override on a rule route",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON, ("x-http-method-override", "GET")],
+            SEND_CONTACT,
+        ),
+        c(
+            "two credentials",
+            "GET",
+            "/v1/projects/p/apps/c-app",
+            &[AUTH, ("authorization", "Bearer other")],
+            "",
+        ),
+    ]
+}
+
+/// Legitimate traffic, which must reach the upstream unchanged in meaning.
+fn legitimate() -> Vec<Case> {
+    let c = |class, method, path, headers, body| Case {
+        class,
+        method,
+        path,
+        headers,
+        body,
+    };
+    vec![
+        c(
+            "camelCase send that breaks no rule",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"appId":"c-app","recipient":{"contactId":"alice"},"message":{"textMessage":{"text":"hi"}}}"#,
+        ),
+        c(
+            "encoded query value",
+            "GET",
+            "/v1/projects/p/messages?app_id=c-app&channel_identity=%2B15550100",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "camelCase list for a CONVERSATION app",
+            "GET",
+            "/v1/projects/p/messages?appId=c-app&contactId=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "identified send to the DISPATCH app",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"appId":"d-app","recipient":{"identifiedBy":{"channelIdentities":[{"channel":"SMS","identity":"+15550100"}]}},"message":{}}"#,
+        ),
+    ]
+}
+
+/// What the gateway answered: status and `x-modegate-decision`.
+struct Answer {
+    status: u16,
+    decision: String,
+}
+
+async fn over_h1(addr: SocketAddr, case: &Case) -> Answer {
+    let mut raw = format!("{} {} HTTP/1.1\r\nHost: gw\r\n", case.method, case.path);
+    for (k, v) in case.headers {
+        raw.push_str(&format!("{k}: {v}\r\n"));
+    }
+    raw.push_str(&format!(
+        "Content-Length: {}\r\nConnection: close\r\n\r\n{}",
+        case.body.len(),
+        case.body
+    ));
+    let text = raw_exchange(addr, raw.as_bytes(), Duration::from_secs(5)).await;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no answer: {text}", case.class));
+    let decision = text
+        .lines()
+        .find_map(|l| l.strip_prefix("x-modegate-decision: "))
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Answer { status, decision }
+}
+
+async fn over_h2(addr: SocketAddr, case: &Case) -> Answer {
+    let client = Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<Full<Bytes>>();
+    let mut builder = Request::builder()
+        .method(Method::from_bytes(case.method.as_bytes()).expect("method"))
+        .uri(format!("http://{addr}{}", case.path));
+    for (k, v) in case.headers {
+        builder = builder.header(*k, *v);
+    }
+    let req = builder
+        .body(Full::new(Bytes::from_static(case.body.as_bytes())))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
+        .await
+        .expect("in time")
+        .unwrap_or_else(|e| panic!("{}: {e}", case.class));
+    let status = resp.status().as_u16();
+    let decision = resp
+        .headers()
+        .get("x-modegate-decision")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let _ = resp.into_body().collect().await;
+    Answer { status, decision }
+}
+
+/// What reached the upstream for one case (the gateway's own lookups left out).
+fn forwarded(up: &Upstream, before: usize) -> Vec<Seen> {
+    up.seen()
+        .into_iter()
+        .skip(before)
+        .filter(|s| {
+            !s.headers
+                .get("user-agent")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("modegate/"))
+        })
+        .collect()
+}
+
+async fn run(cases: Vec<Case>, must_forward: bool) {
+    let up = upstream().await;
+    let gw = spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{}\"\n",
+        up.url()
+    )))
+    .await;
+    let mut refused = 0;
+    for case in &cases {
+        for (transport, h2) in [("HTTP/1.1", false), ("h2c", true)] {
+            let before = up.seen().len();
+            let answer = if h2 {
+                over_h2(gw.proxy_addr, case).await
+            } else {
+                over_h1(gw.proxy_addr, case).await
+            };
+            let seen = forwarded(&up, before);
+            let what = format!("{} over {transport}", case.class);
+            if answer.decision == "rejected" {
+                refused += 1;
+                assert!(
+                    (400..500).contains(&answer.status),
+                    "{what}: {}",
+                    answer.status
+                );
+                assert!(seen.is_empty(), "{what}: refused, yet forwarded {seen:?}");
+                assert!(!must_forward, "{what}: legitimate traffic refused");
+                continue;
+            }
+            assert_eq!(
+                seen.len(),
+                1,
+                "{what}: answered {} {}",
+                answer.status,
+                answer.decision
+            );
+            if let Some(problem) = violation(&seen[0]) {
+                panic!(
+                    "{what}: reached the upstream and breaks a rule: {problem} ({:?})",
+                    seen[0].uri
+                );
+            }
+        }
+    }
+    if !must_forward {
+        assert!(refused > 0);
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn no_attack_reaches_the_upstream_with_a_reading_that_breaks_a_rule() {
+    assert_eq!(DISPATCH_APP, "d-app");
+    run(corpus(), false).await;
+}
+
+#[tokio::test]
+async fn legitimate_camel_case_and_encoded_values_pass() {
+    run(legitimate(), true).await;
+}
+
+#[tokio::test]
+async fn a_connection_header_naming_authorization_is_refused() {
+    let up = upstream().await;
+    let gw = spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{}\"\n",
+        up.url()
+    )))
+    .await;
+    let case = Case {
+        class: "Connection: authorization",
+        method: "GET",
+        path: "/v1/projects/p/messages?app_id=d-app",
+        headers: &[AUTH, ("connection", "authorization")],
+        body: "",
+    };
+    let answer = over_h1(gw.proxy_addr, &case).await;
+    assert_eq!((answer.status, answer.decision.as_str()), (400, "rejected"));
+    assert!(forwarded(&up, 0).is_empty());
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn canonical_paths_are_what_the_upstream_receives() {
+    let up = upstream().await;
+    let gw = spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{}\"\n",
+        up.url()
+    )))
+    .await;
+    let case = Case {
+        class: "encoded, doubled and dotted",
+        method: "GET",
+        path: "/v1//projects/%70/x/../m%65ssages/?app_id=c-app&channel_identity=%2B1555",
+        headers: &[AUTH],
+        body: "",
+    };
+    for h2 in [false, true] {
+        let before = up.seen().len();
+        let answer = if h2 {
+            over_h2(gw.proxy_addr, &case).await
+        } else {
+            over_h1(gw.proxy_addr, &case).await
+        };
+        assert_eq!(answer.status, 200);
+        let seen = forwarded(&up, before);
+        assert_eq!(
+            seen[0].uri.path_and_query().map(|p| p.as_str()),
+            Some("/v1/projects/p/messages?app_id=c-app&channel_identity=%2B1555")
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn in_shadow_an_ambiguous_request_is_forwarded_unchanged_and_recorded() {
+    let up = upstream().await;
+    let gw = spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{}\"\n[policy.rules]\n\"request.canonical\" = \"shadow\"\n",
+        up.url()
+    )))
+    .await;
+    let case = Case {
+        class: "duplicate app_id in shadow",
+        method: "GET",
+        path: "/v1/projects/p/apps/c-app",
+        headers: &[AUTH, ("x-http-method-override", "DELETE")],
+        body: "",
+    };
+    let answer = over_h1(gw.proxy_addr, &case).await;
+    assert_eq!((answer.status, answer.decision.as_str()), (200, "shadow"));
+    let seen = forwarded(&up, 0);
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].headers.contains_key("x-http-method-override"),
+        "unchanged"
+    );
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(decisions(&m, "request.canonical", "shadow"), 1.0);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn unrecognized_routes_are_forwarded_by_default_and_refused_when_strict() {
+    let up = upstream().await;
+    let path = "/v1/projects/p/no-such-collection/x";
+    for (config, status, decision) in [
+        ("", 200, "forwarded"),
+        (
+            "[policy]\nunrecognized_route = \"reject\"\n",
+            404,
+            "rejected",
+        ),
+    ] {
+        let before = up.seen().len();
+        let gw = spawn(config_toml(&format!(
+            "[upstream]\nbase_url = \"{}\"\n{config}",
+            up.url()
+        )))
+        .await;
+        let r = get(&format!("http://{}{path}", gw.proxy_addr)).await;
+        assert_eq!(
+            (r.status.as_u16(), r.header("x-modegate-decision")),
+            (status, Some(decision))
+        );
+        if status == 404 {
+            let (name, message, details) = r.api_error();
+            assert_eq!(name, "NOT_FOUND");
+            assert!(
+                message.contains("no Conversation API operation"),
+                "{message}"
+            );
+            assert_eq!(details, ["request.unrecognized_route"]);
+            assert_eq!(
+                r.header("x-modegate-rule"),
+                Some("request.unrecognized_route")
+            );
+            assert!(forwarded(&up, before).is_empty());
+        }
+        // Known routes and paths outside /v1/projects/ are not affected.
+        let r = get(&format!(
+            "http://{}/v1/projects/p/apps/c-app",
+            gw.proxy_addr
+        ))
+        .await;
+        assert_eq!(r.status.as_u16(), 200);
+        gw.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn refusals_say_what_was_ambiguous_and_how_to_fix_it() {
+    let up = upstream().await;
+    let gw = spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{}\"\n",
+        up.url()
+    )))
+    .await;
+    for (case, needle) in [
+        (corpus().swap_remove(5), "%2F"),
+        (corpus().swap_remove(20), "give the enum by name"),
+        (corpus().swap_remove(23), "send it once"),
+        (corpus().swap_remove(25), "given more than once"),
+        (corpus().swap_remove(27), "the API takes GET"),
+        (
+            corpus().swap_remove(28),
+            "method overrides are not accepted",
+        ),
+        (corpus().swap_remove(30), "send exactly one credential"),
+    ] {
+        let mut b = Request::builder()
+            .method(case.method)
+            .uri(format!("http://{}{}", gw.proxy_addr, case.path));
+        for (k, v) in case.headers {
+            b = b.header(*k, *v);
+        }
+        let resp = client()
+            .request(
+                b.body(Full::new(Bytes::from_static(case.body.as_bytes())))
+                    .expect("req"),
+            )
+            .await
+            .expect("response");
+        let (parts, body) = resp.into_parts();
+        let r = Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.expect("body").to_bytes(),
+        };
+        assert_rejected(&r, "request.canonical");
+        let (_, message, _) = r.api_error();
+        assert!(message.contains(needle), "{}: {message}", case.class);
+        assert!(!message.contains("alice"), "no values echoed: {message}");
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_text_body_with_header_like_lines_is_not_mistaken_for_framing() {
+    let up = upstream().await;
+    let gw = spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{}\"\n",
+        up.url()
+    )))
+    .await;
+    let body = "line one\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let raw = format!(
+        "POST /v1/projects/p/notes HTTP/1.1\r\nHost: gw\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}\
+         GET /v1/projects/p/apps/c-app HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer t\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
+         GET /v1/projects/p/apps/c-app HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer t\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let text = raw_exchange(gw.proxy_addr, raw.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 3, "{text}");
+    assert_eq!(forwarded(&up, 0).len(), 3);
+    gw.shutdown().await;
+}
