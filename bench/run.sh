@@ -4,8 +4,8 @@
 #   bash bench/run.sh           full run (< 15 min on a fresh clone); writes bench/results.md + .json
 #   bash bench/run.sh --smoke   seconds-long run into bench/work/bench/ that checks the pipeline (CI)
 #
-# Installs what it needs: nginx and wrk from Debian, oha (open-loop load with latency
-# correction) from crates.io. Contenders are pinned with taskset: see bench/results.md.
+# Installs what it needs: nginx and wrk from Debian, and for the full run oha (open-loop load
+# with latency correction) from crates.io. Contenders are pinned with taskset: see bench/results.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,11 +31,13 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 # The Debian package starts a default nginx on port 80; the benchmark runs its own.
 if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
-if ! command -v oha >/dev/null; then
+export PATH="$HOME/.cargo/bin:$PATH"
+# The fixed-rate runs need oha; the smoke (CI) stands in closed-loop wrk runs for them and so
+# compiles no load generator.
+if [ "$smoke" -eq 0 ] && ! command -v oha >/dev/null; then
   echo "== installing oha $OHA_VERSION"
   cargo install --quiet --locked oha --version "$OHA_VERSION"
 fi
-export PATH="$HOME/.cargo/bin:$PATH"
 
 if [ "$(nproc)" -lt 2 ]; then
   echo "the benchmark pins the contender and the load to two different CPUs; this machine has $(nproc)" >&2

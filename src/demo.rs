@@ -32,8 +32,16 @@ Project {PROJECT}: app {LEGACY_APP} (created 2024, CONVERSATION) and app {NEW_AP
    curl -si -u {KEY} -H 'content-type: application/json' {base}/messages:send \
      -d '{{"app_id":"{NEW_APP}","recipient":{{"identified_by":{{"channel_identities":[{{"channel":"SMS","identity":"+15550100"}}]}}}},"message":{{"text_message":{{"text":"hello"}}}}}}'
 
-5. What the gateway decided, as metrics
+5. A legacy client on the CONVERSATION app lists by contact: fine today (forwarded), and
+   recorded as a blocker for a move to DISPATCH
+   curl -si -u {KEY} '{base}/messages?app_id={LEGACY_APP}&contact_id=alice'
+
+6. What the gateway decided, as metrics
    curl -s http://{admin}/metrics | grep '^modegate_requests_total'
+
+7. The migration report: what would break if {LEGACY_APP} were a DISPATCH app
+   curl -s http://{admin}/report/migration
+   cargo run --release -- report --admin http://{admin}
 
 Press Ctrl-C to stop.
 "#

@@ -23,6 +23,15 @@ pub enum GatewayError {
     /// Both `Content-Length` and `Transfer-Encoding` (request smuggling vector).
     #[error("both Content-Length and Transfer-Encoding present")]
     AmbiguousFraming,
+    /// A request head over the gateway's limits (header count or bytes). hyper's own limits
+    /// sit above these as a backstop, so the gateway answers in the API's shape.
+    #[error("request head over the limits ({headers} headers, {bytes} bytes)")]
+    HeadTooLarge {
+        /// Header fields in the head.
+        headers: usize,
+        /// Bytes of the target and header fields.
+        bytes: usize,
+    },
     /// A body larger than `server.max_policy_body_bytes` on a policy route.
     #[error("policy body over {limit} bytes")]
     BodyTooLarge {
@@ -87,6 +96,14 @@ impl GatewayError {
             GatewayError::AmbiguousFraming => ApiError::invalid_argument(
                 "request has both Content-Length and Transfer-Encoding; send exactly one",
             ),
+            GatewayError::HeadTooLarge { .. } => ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "request head too large: the gateway accepts at most {} header fields and {} KiB of target and headers; send fewer or smaller headers",
+                    crate::server::MAX_HEADERS,
+                    crate::server::MAX_HEAD_BYTES / 1024
+                ),
+            ),
             GatewayError::BodyTooLarge { limit } => ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than the gateway's policy limit of {limit} bytes"),
@@ -148,6 +165,7 @@ impl GatewayError {
             GatewayError::ConnectMethod
             | GatewayError::ForeignTarget
             | GatewayError::AmbiguousFraming
+            | GatewayError::HeadTooLarge { .. }
             | GatewayError::BodyTooLarge { .. }
             | GatewayError::ClientBody(_)
             | GatewayError::InvalidBody { .. }
@@ -163,6 +181,7 @@ impl GatewayError {
         matches!(
             self,
             GatewayError::AmbiguousFraming
+                | GatewayError::HeadTooLarge { .. }
                 | GatewayError::BodyTooLarge { .. }
                 | GatewayError::ClientBody(_)
         )

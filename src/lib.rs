@@ -99,6 +99,40 @@ fn inject_secrets(config: &Config) -> Result<Option<InjectSecrets>, StartError> 
     }
 }
 
+/// Start-time problems that can be known from the config and the environment without binding
+/// anything: an unreadable embedded seed, unset inject-mode key variables. `check-config`
+/// reports them with the file's own problems; `serve` would fail on them at start.
+pub fn start_problems(config: &Config) -> Vec<config::Problem> {
+    let mut problems = Vec::new();
+    if let UpstreamTarget::Embedded { seed: Some(path) } = &config.upstream.target {
+        if let Err(e) = Seed::load(path) {
+            problems.push(config::Problem {
+                key: "upstream.embedded_seed".into(),
+                message: e,
+            });
+        }
+    }
+    if config.auth.mode == config::AuthMode::Inject {
+        let vars = [
+            ("auth.key_id_env", Some(&config.auth.key_id_env)),
+            ("auth.key_secret_env", Some(&config.auth.key_secret_env)),
+            (
+                "auth.inbound_token_env",
+                config.auth.inbound_token_env.as_ref(),
+            ),
+        ];
+        for (key, var) in vars {
+            if let Some(Err(e)) = var.map(|v| auth::secret_from_env(v)) {
+                problems.push(config::Problem {
+                    key: key.into(),
+                    message: e,
+                });
+            }
+        }
+    }
+    problems
+}
+
 /// The gateway without listeners, for callers that drive its stack in-process: `deps.upstream`
 /// receives every upstream request (with `upstream.base_url = "embedded"` and no upstream
 /// given, the simulator answers in-process). [`proxy::stack`] serves requests over it.
@@ -251,12 +285,26 @@ impl App {
     /// Makes `path` (the file this config came from) reloadable through `POST /reload`; the
     /// returned handle reloads it too (`serve` calls it on SIGHUP).
     pub fn enable_reload(&mut self, path: std::path::PathBuf) -> Arc<reload::Reloader> {
-        let reloader = Arc::new(reload::Reloader::new(
-            path,
-            self.config.clone(),
-            self.state.clone(),
-            self.state.metrics().clone(),
-        ));
+        self.enable_reload_with(path, None, None)
+    }
+
+    /// [`App::enable_reload`] for a gateway whose listen addresses came from the command line:
+    /// they stay in force on every reload.
+    pub fn enable_reload_with(
+        &mut self,
+        path: std::path::PathBuf,
+        listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+    ) -> Arc<reload::Reloader> {
+        let reloader = Arc::new(
+            reload::Reloader::new(
+                path,
+                self.config.clone(),
+                self.state.clone(),
+                self.state.metrics().clone(),
+            )
+            .with_listen_overrides(listen, admin_listen),
+        );
         self.reloader = Some(reloader.clone());
         reloader
     }

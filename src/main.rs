@@ -49,6 +49,12 @@ enum Command {
         #[arg(long)]
         seed: Option<PathBuf>,
     },
+    /// Print the migration report of a running gateway as a table.
+    Report {
+        /// The gateway's admin address.
+        #[arg(long, default_value = "http://127.0.0.1:9090")]
+        admin: String,
+    },
     /// Offline quick start: simulator + gateway on 127.0.0.1:8080, admin on 127.0.0.1:9090.
     Demo {
         /// Demo config file.
@@ -101,20 +107,15 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
     })
 }
 
-async fn serve(path: PathBuf) -> ExitCode {
-    let config = match load(&path) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
-    logging::init(config.log.format, &config.log.level);
-    let mut app = match App::bind(config).await {
-        Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return ExitCode::from(e.exit_code() as u8);
-        }
-    };
-    let reloader = app.enable_reload(path);
+/// A start-up failure: on stderr whatever the log filter says, and in the log.
+fn cannot_start(e: &modegate::StartError) -> ExitCode {
+    eprintln!("modegate: cannot start: {e}");
+    tracing::error!(error = %e, "cannot start");
+    ExitCode::from(e.exit_code() as u8)
+}
+
+/// Reloads the config on every SIGHUP.
+fn reload_on_hangup(reloader: std::sync::Arc<modegate::reload::Reloader>) {
     #[cfg(unix)]
     tokio::spawn(async move {
         use tokio::signal::unix::{signal, SignalKind};
@@ -127,6 +128,21 @@ async fn serve(path: PathBuf) -> ExitCode {
             let _ = reloader.reload();
         }
     });
+    #[cfg(not(unix))]
+    drop(reloader);
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    logging::init(config.log.format, &config.log.level);
+    let mut app = match App::bind(config).await {
+        Ok(app) => app,
+        Err(e) => return cannot_start(&e),
+    };
+    reload_on_hangup(app.enable_reload(path));
     app.run(signal_shutdown()).await;
     ExitCode::SUCCESS
 }
@@ -145,10 +161,7 @@ async fn simulate(listen: SocketAddr, seed: Option<PathBuf>) -> ExitCode {
             modegate::serve_simulator(sim, listener, signal_shutdown()).await;
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            ExitCode::from(e.exit_code() as u8)
-        }
+        Err(e) => cannot_start(&e),
     }
 }
 
@@ -164,13 +177,11 @@ async fn demo(
     config.server.listen = listen.unwrap_or(config.server.listen);
     config.server.admin_listen = admin_listen.unwrap_or(config.server.admin_listen);
     logging::init(config.log.format, &config.log.level);
-    let app = match App::bind(config).await {
+    let mut app = match App::bind(config).await {
         Ok(app) => app,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return ExitCode::from(e.exit_code() as u8);
-        }
+        Err(e) => return cannot_start(&e),
     };
+    reload_on_hangup(app.enable_reload_with(path, listen, admin_listen));
     println!(
         "{}",
         modegate::demo::instructions(app.proxy_addr(), app.admin_addr())
@@ -189,7 +200,18 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig { config } = &cli.command {
-        return match Config::load(config) {
+        let checked = Config::load(config).and_then(|c| {
+            let problems = modegate::start_problems(&c);
+            if problems.is_empty() {
+                Ok(c)
+            } else {
+                Err(modegate::config::ConfigError {
+                    path: config.clone(),
+                    problems,
+                })
+            }
+        });
+        return match checked {
             Ok(c) => {
                 println!("{}: valid\n\n{}", config.display(), c.summary());
                 ExitCode::SUCCESS
@@ -200,6 +222,7 @@ fn main() -> ExitCode {
             }
         };
     }
+
     // The multi-thread runtime honours TOKIO_WORKER_THREADS.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -220,6 +243,16 @@ fn main() -> ExitCode {
                 listen,
                 admin_listen,
             } => demo(config, listen, admin_listen).await,
+            Command::Report { admin } => match modegate::report::fetch_table(&admin).await {
+                Ok(table) => {
+                    print!("{table}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("modegate: {e}");
+                    ExitCode::from(1)
+                }
+            },
             Command::CheckConfig { .. } => ExitCode::SUCCESS,
         }
     })

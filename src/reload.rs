@@ -7,6 +7,7 @@
 //! Listener addresses, `[upstream]`, `[auth]`, the other `[server]` keys and `[log]` are not
 //! reloadable: a change to them is reported and takes effect on the next restart.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +29,13 @@ pub struct Reloader {
     path: PathBuf,
     state: Arc<GatewayState>,
     metrics: Arc<Metrics>,
+    /// What the process runs with where reloads cannot reach (listeners, upstream, auth, …):
+    /// restart-only changes are judged against this, never against an earlier reload.
+    running: Config,
+    /// The config last applied (the policy and mode cache in force).
     current: Mutex<Config>,
+    /// Listen addresses given on the command line, which win over the file's on every reload.
+    listen_overrides: (Option<SocketAddr>, Option<SocketAddr>),
 }
 
 impl std::fmt::Debug for Reloader {
@@ -78,14 +85,31 @@ impl Reloader {
             path,
             state,
             metrics,
+            running: config.clone(),
             current: Mutex::new(config),
+            listen_overrides: (None, None),
         }
+    }
+
+    /// Keeps command-line listen addresses (`demo --listen`, `--admin-listen`) over the file's.
+    pub fn with_listen_overrides(
+        mut self,
+        listen: Option<SocketAddr>,
+        admin_listen: Option<SocketAddr>,
+    ) -> Self {
+        self.listen_overrides = (listen, admin_listen);
+        self
     }
 
     /// Re-reads and applies the file.
     pub fn reload(&self) -> Result<ReloadReport, ConfigError> {
         let new = match Config::load(&self.path) {
-            Ok(c) => c,
+            Ok(mut c) => {
+                let (listen, admin) = self.listen_overrides;
+                c.server.listen = listen.unwrap_or(c.server.listen);
+                c.server.admin_listen = admin.unwrap_or(c.server.admin_listen);
+                c
+            }
             Err(e) => {
                 self.metrics.config_reload(false);
                 tracing::error!(
@@ -96,7 +120,7 @@ impl Reloader {
             }
         };
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        let needs_restart = restart_only_changes(&current, &new);
+        let needs_restart = restart_only_changes(&self.running, &new);
         let mode_cache_replaced = self.state.apply(&new, &current);
         for key in &needs_restart {
             tracing::warn!(

@@ -90,6 +90,96 @@ impl MigrationReport {
     }
 }
 
+/// The report as a table for people (`modegate report`): one row per app and rule.
+pub fn render_table(report: &Value) -> String {
+    let mut out = String::new();
+    let mode = report["what_if_mode"].as_str().unwrap_or("off");
+    out.push_str(&format!("what-if mode: {mode}\n"));
+    let mut rows: Vec<[String; 5]> = Vec::new();
+    for app in report["apps"].as_array().into_iter().flatten() {
+        for rule in app["rules"].as_array().into_iter().flatten() {
+            rows.push([
+                app["project_id"].as_str().unwrap_or("").to_string(),
+                app["app_id"].as_str().unwrap_or("").to_string(),
+                rule["rule"].as_str().unwrap_or("").to_string(),
+                rule["count"].as_u64().unwrap_or(0).to_string(),
+                rule["last_seen"].as_str().unwrap_or("").to_string(),
+            ]);
+        }
+    }
+    if rows.is_empty() {
+        out.push_str(if mode == "off" {
+            "no report: set policy.what_if_mode = \"DISPATCH\" to record what would break\n"
+        } else {
+            "no request so far would break if its app were in DISPATCH mode\n"
+        });
+        return out;
+    }
+    let header = ["PROJECT", "APP", "RULE", "WOULD BREAK", "LAST SEEN"];
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain(std::iter::once(header[i].len()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[&str]| {
+        let mut l = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ");
+        l.truncate(l.trim_end().len());
+        l.push('\n');
+        l
+    };
+    out.push_str(&line(&header));
+    for r in &rows {
+        out.push_str(&line(&r.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    let dropped = report["rows_dropped"].as_u64().unwrap_or(0);
+    if dropped > 0 {
+        out.push_str(&format!("({dropped} further rows were not kept)\n"));
+    }
+    out
+}
+
+/// Fetches `GET {admin}/report/migration` from a running gateway and renders it as a table.
+pub async fn fetch_table(admin: &str) -> Result<String, String> {
+    use http_body_util::BodyExt;
+    let base = admin.trim_end_matches('/');
+    let uri: http::Uri = format!("{base}/report/migration")
+        .parse()
+        .map_err(|_| format!("{admin:?} is not an http:// admin address"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!(
+            "{admin:?}: the admin listener speaks plain http://"
+        ));
+    }
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), client.get(uri))
+        .await
+        .map_err(|_| format!("{base} did not answer within 10 s"))?
+        .map_err(|e| format!("cannot reach {base}: {e}"))?;
+    let status = response.status();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("reading the report: {e}"))?
+        .to_bytes();
+    if !status.is_success() {
+        return Err(format!("{base}/report/migration answered {status}"));
+    }
+    let value: Value =
+        serde_json::from_slice(&body).map_err(|_| "the report is not JSON".to_string())?;
+    Ok(render_table(&value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +207,18 @@ mod tests {
             apps[1]["rules"][0]["rule"],
             "dispatch.conversation_only_endpoint"
         );
+        let table = render_table(&v);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "what-if mode: DISPATCH");
+        assert!(lines[1].starts_with("PROJECT  APP  RULE"), "{table}");
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(lines[2].contains("dispatch.send.contact_recipient") && lines[2].contains(" 2 "));
+    }
+
+    #[test]
+    fn an_empty_report_says_why() {
+        let r = MigrationReport::default();
+        assert!(render_table(&r.to_json(false)).contains("policy.what_if_mode"));
+        assert!(render_table(&r.to_json(true)).contains("no request so far"));
     }
 }

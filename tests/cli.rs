@@ -485,3 +485,294 @@ fn nothing_secret_reaches_logs_metrics_or_error_bodies_under_load() {
         .expect("decision line");
     assert_eq!(decision["trace_id"], trace);
 }
+
+fn check_config(text: &str, envs: &[(&str, &str)]) -> (Option<i32>, String) {
+    let file = write_config(text);
+    let mut command = Command::new(BIN);
+    command.args(["check-config", "--config"]).arg(file.path());
+    for (k, v) in envs {
+        command.env(k, v);
+    }
+    let out = command.output().expect("run");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_log_level_the_filter_would_misread_is_a_config_error() {
+    let (code, err) = check_config("[log]\nlevel = \"warning\"\n", &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("log.level: \"warning\" is not a log level"),
+        "{err}"
+    );
+    let (code, _) = check_config("[log]\nlevel = \"warn,modegate=debug\"\n", &[]);
+    assert_eq!(code, Some(0));
+}
+
+#[test]
+fn start_failures_reach_stderr_whatever_the_log_level() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr");
+    let file = write_config(&format!(
+        "[server]\nlisten = \"{addr}\"\nadmin_listen = \"127.0.0.1:0\"\n[upstream]\nbase_url = \"http://127.0.0.1:9\"\n[log]\nlevel = \"off\"\n"
+    ));
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot start: cannot listen on"), "{err}");
+}
+
+#[test]
+fn check_config_reports_every_planted_problem_with_its_key_path() {
+    let text = "[server]\nlisten = \"nonsense\"\nfast_mode = true\nmax_connections = \"many\"\n\
+        [upstream]\nconnect_timeout_ms = \"fast\"\nrequest_timeout_ms = -5\nembedded_seed = \"x.toml\"\nspeed = 1\n\
+        [auth]\nmode = \"sideways\"\n[mode_cache]\nttl_secs = true\n\
+        [policy]\nunknown_mode = \"maybe\"\n[policy.rules]\n\"dispatch.bogus\" = \"enforce\"\n\"dispatch.messages_source\" = 5\n\
+        [[policy.app]]\nproject_id = \"p\"\napp_id = \"a\"\ncolour = \"blue\"\n[[policy.app]]\napp_id = \"b\"\n\
+        [log]\nlevel = \"warning\"\nformat = 1\n";
+    let (code, err) = check_config(text, &[]);
+    assert_eq!(code, Some(2));
+    let planted = [
+        ("server.listen", "not a socket address"),
+        ("server.fast_mode", "unknown key"),
+        (
+            "server.max_connections",
+            "expected a non-negative integer, found the string \"many\"",
+        ),
+        (
+            "upstream.connect_timeout_ms",
+            "expected a non-negative integer, found the string \"fast\"",
+        ),
+        ("upstream.request_timeout_ms", "found the integer -5"),
+        ("upstream.speed", "unknown key"),
+        ("upstream.embedded_seed", "only applies"),
+        ("auth.mode", "\"sideways\""),
+        ("mode_cache.ttl_secs", "found the boolean true"),
+        ("policy.unknown_mode", "\"maybe\""),
+        ("policy.rules.\"dispatch.bogus\"", "unknown rule id"),
+        (
+            "policy.rules.\"dispatch.messages_source\"",
+            "expected a string",
+        ),
+        ("policy.app[0].colour", "unknown key"),
+        ("policy.app[1].project_id", "required"),
+        ("log.level", "not a log level"),
+        ("log.format", "expected a string"),
+    ];
+    for (key, what) in planted {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("- {key}: ")) && l.contains(what)),
+            "{key} ({what}) not reported:\n{err}"
+        );
+    }
+    assert!(
+        err.contains(&format!("{} problems", planted.len())),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_config_finds_what_serve_would_fail_on_at_start() {
+    let (code, err) = check_config(
+        "[upstream]\nbase_url = \"embedded\"\nembedded_seed = \"/nonexistent/seed.toml\"\n",
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(err.contains("- upstream.embedded_seed: "), "{err}");
+    let (code, err) = check_config(
+        "[server]\nlisten = \"127.0.0.1:8080\"\n[auth]\nmode = \"inject\"\nkey_id_env = \"MODEGATE_TEST_UNSET_ID\"\nkey_secret_env = \"MODEGATE_TEST_UNSET_SECRET\"\n",
+        &[("MODEGATE_TEST_UNSET_SECRET", "s")],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("- auth.key_id_env: environment variable MODEGATE_TEST_UNSET_ID is not set"),
+        "{err}"
+    );
+    assert!(!err.contains("auth.key_secret_env"), "{err}");
+}
+
+#[test]
+fn check_config_summary_speaks_the_files_language() {
+    let file = write_config(
+        "[policy]\nunknown_mode = \"forward\"\n[[policy.app]]\nproject_id = \"p\"\napp_id = \"a\"\nrules = { \"dispatch.messages_source\" = \"shadow\" }\n[log]\naccess_log = true\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file.path())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("unknown_mode forward"), "{text}");
+    assert!(!text.contains("Forward"), "{text}");
+    assert!(
+        text.contains("dispatch.messages_source") && text.contains("shadow (global: rewrite)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("log             format text, level info, access_log true"),
+        "{text}"
+    );
+}
+
+fn post_reload(admin: &str) -> String {
+    http(
+        admin,
+        "POST /reload HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+}
+
+#[test]
+fn reload_judges_restart_only_changes_against_what_is_running() {
+    let with_grace = |grace: u32| {
+        format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = {grace}\n[upstream]\nbase_url = \"embedded\"\n")
+    };
+    let (child, addrs, _rx, file) = serve(&with_grace(1), &[], &[]);
+    let admin = &addrs[2];
+    std::fs::write(file.path(), with_grace(2)).expect("write");
+    let first = post_reload(admin);
+    assert!(first.contains(r#""needs_restart":["server"]"#), "{first}");
+    // Reloading again still reports it: the running process has not changed.
+    let again = post_reload(admin);
+    assert!(again.contains(r#""needs_restart":["server"]"#), "{again}");
+    // Back to what is running: nothing needs a restart.
+    std::fs::write(file.path(), with_grace(1)).expect("write");
+    let restored = post_reload(admin);
+    assert!(restored.contains(r#""needs_restart":[]"#), "{restored}");
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+}
+
+/// Starts `demo` with ephemeral listeners; returns the child, its proxy and admin addresses
+/// and what it printed on stdout.
+fn demo(config: &std::path::Path) -> (std::process::Child, String, String, String) {
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Both pipes are drained for the child's whole life, so its writes never fail.
+    let (err_tx, err_rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = err_tx.send(line);
+        }
+    });
+    let (out_tx, out_rx) = std::sync::mpsc::channel::<String>();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = out_tx.send(line);
+        }
+    });
+    let mut addrs = Vec::new();
+    while addrs.len() < 3 {
+        let line = err_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("listening lines");
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            addrs.push(rest.split_whitespace().next().expect("addr").to_string());
+        }
+    }
+    std::thread::spawn(move || for _ in err_rx {});
+    let mut printed = String::new();
+    while let Ok(line) = out_rx.recv_timeout(Duration::from_secs(20)) {
+        printed.push_str(&line);
+        printed.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in out_rx {});
+    (child, addrs[1].clone(), addrs[2].clone(), printed)
+}
+
+#[test]
+fn the_demo_shows_the_migration_report_and_reloads_its_file() {
+    let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let (child, proxy, admin, printed) = demo(&config);
+    assert!(printed.contains("/report/migration"), "{printed}");
+    assert!(printed.contains("report --admin"), "{printed}");
+    // The demo's own legacy-app command: forwarded, and a row in the report.
+    let legacy = http(
+        &proxy,
+        "GET /v1/projects/demo-project/messages?app_id=legacy-app&contact_id=alice HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=\r\nConnection: close\r\n\r\n",
+    );
+    assert!(legacy.starts_with("HTTP/1.1 200"), "{legacy}");
+    let report = get(&admin, "/report/migration");
+    assert!(
+        report.contains("legacy-app") && report.contains("dispatch.list_messages.contact_filter"),
+        "{report}"
+    );
+    let table = Command::new(BIN)
+        .args(["report", "--admin", &format!("http://{admin}")])
+        .output()
+        .expect("report");
+    assert_eq!(table.status.code(), Some(0));
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("demo-project") && l.contains("legacy-app")),
+        "{table}"
+    );
+    // Reload works under demo, and the command-line listeners stay in force.
+    let reloaded = post_reload(&admin);
+    assert!(reloaded.starts_with("HTTP/1.1 200"), "{reloaded}");
+    assert!(reloaded.contains(r#""needs_restart":[]"#), "{reloaded}");
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+}
+
+#[test]
+fn the_gateway_keeps_serving_when_its_log_reader_goes_away() {
+    let file = write_config(&format!("{EMBEDDED}[log]\naccess_log = true\n"));
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(file.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut addrs = Vec::new();
+    {
+        // Read the listening lines, then close the log pipe, as a log shipper that died would.
+        let stderr = child.stderr.take().expect("stderr");
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                addrs.push(rest.split_whitespace().next().expect("addr").to_string());
+            }
+            if addrs.len() == 3 {
+                break;
+            }
+        }
+    }
+    for _ in 0..50 {
+        let reply = get(&addrs[1], "/v1/projects/p/apps");
+        assert!(reply.starts_with("HTTP/1.1 401"), "{reply}");
+    }
+    assert!(
+        child.try_wait().expect("wait").is_none(),
+        "the gateway died"
+    );
+    sigterm(&child);
+    wait_exit(child);
+}

@@ -6,11 +6,13 @@
 //! A misspelt rule id or action is an error, never a silently open policy.
 //!
 //! - [`raw`]: the file's shape (serde structs, defaults);
+//! - [`typed`]: one table into its raw struct, every problem under its full key path;
 //! - [`validate`]: raw → runtime settings, every problem collected with its key;
 //! - [`summary`]: the one-screen text `check-config` prints.
 
 mod raw;
 mod summary;
+mod typed;
 mod validate;
 
 use std::fmt;
@@ -312,7 +314,10 @@ mod tests {
     #[test]
     fn unknown_key_is_named() {
         let p = problems("[server]\nlisen = \"0.0.0.0:1\"\n");
-        assert!(has(&p, "server", "unknown field `lisen`"), "{p:?}");
+        assert!(
+            has(&p, "server.lisen", "unknown key (expected listen,"),
+            "{p:?}"
+        );
     }
 
     #[test]
@@ -348,8 +353,16 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let p = problems("[mode_cache]\nttl_secs = \"five\"\n");
-        assert!(has(&p, "mode_cache", "invalid type"), "{p:?}");
+        let p = problems("[mode_cache]\nttl_secs = \"five\"\nmax_apps = 5\n");
+        assert!(
+            has(
+                &p,
+                "mode_cache.ttl_secs",
+                "expected a non-negative integer, found the string \"five\""
+            ),
+            "{p:?}"
+        );
+        assert_eq!(p.len(), 1, "the rest of the section still applies: {p:?}");
     }
 
     #[test]

@@ -40,8 +40,11 @@ impl Config {
             self.mode_cache.ttl, self.mode_cache.stale_if_error, self.mode_cache.max_apps
         ));
         line(format!(
-            "policy          unknown_mode {:?}, unrecognized_route {}, create_app_default_mode {}, what_if {}, max_ttl_days {}",
-            self.policy.unknown_mode,
+            "policy          unknown_mode {}, unrecognized_route {}, create_app_default_mode {}, what_if {}, max_ttl_days {}",
+            match self.policy.unknown_mode {
+                UnknownMode::Forward => "forward",
+                UnknownMode::Reject => "reject",
+            },
             if self.policy.reject_unrecognized_routes { "reject" } else { "forward" },
             self.policy
                 .create_app_default_mode
@@ -66,7 +69,25 @@ impl Config {
                 app.processing_mode.map_or("lookup", ProcessingMode::as_str),
                 app.allow_dispatch_only
             ));
+            for rule in RuleId::ALL {
+                let (global, own) = (self.policy.rules.action(*rule), app.rules.action(*rule));
+                if global != own {
+                    line(format!(
+                        "    {:<38} {own} (global: {global})",
+                        rule.as_str()
+                    ));
+                }
+            }
         }
+        line(format!(
+            "log             format {}, level {}, access_log {}",
+            match self.log.format {
+                LogFormat::Text => "text",
+                LogFormat::Json => "json",
+            },
+            self.log.level,
+            self.log.access_log
+        ));
         out
     }
 }

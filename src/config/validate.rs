@@ -7,16 +7,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use http::Uri;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::raw::*;
+use super::typed::typed;
 use super::*;
 use crate::policy::{Action, ProcessingMode, RuleId, RuleSet};
 
-struct Problems(Vec<Problem>);
+pub(super) struct Problems(pub(super) Vec<Problem>);
 
 impl Problems {
-    fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.0.push(Problem {
             key: key.into(),
             message: message.into(),
@@ -24,23 +25,39 @@ impl Problems {
     }
 }
 
-/// Takes one section out of the document and deserialises it, recording a problem if it fails.
-fn section<T: for<'de> Deserialize<'de>>(
+/// The levels a log filter names.
+const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+
+/// Checks a `log.level` filter: a level, or comma-separated `target=level` directives. A bare
+/// word that is not a level would be read as a target name and silence everything else, so it
+/// is refused (`warning` is the usual slip).
+fn log_filter(filter: &str) -> Result<(), String> {
+    let hint = "use one of trace, debug, info, warn, error, off, or directives such as \"info,modegate=debug\"";
+    if filter.trim().is_empty() {
+        return Err(format!("empty; {hint}"));
+    }
+    for directive in filter.split(',').map(str::trim) {
+        let level = directive.rsplit_once('=').map_or(directive, |(_, l)| l);
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(format!("{level:?} is not a log level; {hint}"));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(|_| ())
+        .map_err(|e| format!("{filter:?} is not a log filter ({e}); {hint}"))
+}
+
+/// Takes one section out of the document and deserialises it (see [`typed`]).
+fn section<T: DeserializeOwned>(
     doc: &mut toml::Table,
     name: &str,
     problems: &mut Problems,
 ) -> Option<T> {
-    let value = doc
-        .remove(name)
-        .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));
-    if !value.is_table() {
-        problems.add(name, "must be a table");
-        return None;
-    }
-    match value.try_into::<T>() {
-        Ok(v) => Some(v),
-        Err(e) => {
-            problems.add(name, e.message().trim().to_string());
+    match doc.remove(name) {
+        None => typed(name, toml::Table::new(), problems),
+        Some(toml::Value::Table(table)) => typed(name, table, problems),
+        Some(_) => {
+            problems.add(name, "must be a table");
             None
         }
     }
@@ -175,6 +192,9 @@ fn apply_rules(
         set.set(rule, action);
     }
 }
+
+/// The sections in file-documentation order, which problems are listed in.
+const SECTIONS: [&str; 6] = ["server", "upstream", "auth", "mode_cache", "policy", "log"];
 
 /// Validates TOML text; `path` is only used in messages (and to resolve relative seed paths).
 pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -433,10 +453,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let mut apps: Vec<AppOverride> = Vec::new();
         for (i, value) in p.app.into_iter().enumerate() {
             let key = format!("policy.app[{i}]");
-            let raw: RawApp = match value.try_into() {
-                Ok(r) => r,
-                Err(e) => {
-                    problems.add(key, e.message().trim().to_string());
+            let raw: RawApp = match value {
+                toml::Value::Table(t) => match typed(&key, t, &mut problems) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                _ => {
+                    problems.add(&key, "must be a table");
                     continue;
                 }
             };
@@ -491,8 +514,8 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             _ => LogFormat::Text,
         },
         level: {
-            if tracing_subscriber::EnvFilter::try_new(&l.level).is_err() {
-                problems.add("log.level", format!("{:?} is not a log filter", l.level));
+            if let Err(message) = log_filter(&l.level) {
+                problems.add("log.level", message);
             }
             l.level
         },
@@ -512,6 +535,17 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 log,
             })
         }
-        _ => Err(fail(problems.0)),
+        _ => {
+            // Grouped by section, in the order the sections are documented (stable within one).
+            let mut list = problems.0;
+            list.sort_by_key(|p| {
+                let section = p.key.split(['.', '[']).next().unwrap_or("");
+                SECTIONS
+                    .iter()
+                    .position(|s| *s == section)
+                    .unwrap_or(SECTIONS.len())
+            });
+            Err(fail(list))
+        }
     }
 }

@@ -42,6 +42,25 @@ pub fn check_target<B>(origin: &Origin, req: &Request<B>) -> Result<(), GatewayE
     Ok(())
 }
 
+/// Refuses a head over the gateway's limits (in the API's error shape, unlike hyper's backstop).
+pub fn check_head<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    let headers = req.headers();
+    let target = req.uri().path_and_query().map_or(0, |pq| pq.as_str().len())
+        + req.uri().authority().map_or(0, |a| a.as_str().len());
+    let bytes = target
+        + headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>();
+    if headers.len() > crate::server::MAX_HEADERS || bytes > crate::server::MAX_HEAD_BYTES {
+        return Err(GatewayError::HeadTooLarge {
+            headers: headers.len(),
+            bytes,
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a request whose framing two parsers could read differently. The connection's
 /// framing flag records, per request, what hyper no longer shows once it has normalised the
 /// head.

@@ -90,6 +90,7 @@ async fn phases(
     // Admit.
     admit::check_target(&state.api_origin, &req)?;
     admit::check_framing(&req)?;
+    admit::check_head(&req)?;
     if let Some(inject) = &state.inject {
         if ctx.operation() == Operation::OauthToken {
             return Ok(inject.token_answer(req.headers()));

@@ -84,10 +84,15 @@ impl Default for ConnectionSettings {
     }
 }
 
-/// Most request-head bytes buffered per HTTP/1 connection.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most request headers per HTTP/1 request.
-const MAX_HEADERS: usize = 128;
+/// Most bytes of request target and header fields the gateway accepts; checked by the request
+/// path, which answers 431 in the API's error shape.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields per request the gateway accepts (checked like [`MAX_HEAD_BYTES`]).
+pub const MAX_HEADERS: usize = 128;
+/// hyper's own HTTP/1 limits, a backstop above the gateway's: a head over these gets hyper's
+/// bare answer and the connection closed.
+const HYPER_MAX_BUF: usize = 2 * MAX_HEAD_BYTES;
+const HYPER_MAX_HEADERS: usize = 2 * MAX_HEADERS;
 /// Most HTTP/2 header-list bytes.
 const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
 
@@ -97,8 +102,8 @@ fn builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_headers(MAX_HEADERS)
+        .max_buf_size(HYPER_MAX_BUF)
+        .max_headers(HYPER_MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
