@@ -85,6 +85,12 @@ impl CredentialGate {
         }
     }
 
+    /// Whether `authorization` has been seen to work for `project`.
+    pub async fn seen(&self, project: &str, authorization: Option<&HeaderValue>) -> bool {
+        self.verified
+            .contains_key(&fingerprint(project, authorization))
+    }
+
     /// Runs pending cache maintenance.
     pub async fn sync(&self) {
         self.verified.run_pending_tasks().await;

@@ -18,6 +18,7 @@ pub mod domain;
 pub mod error;
 pub mod ids;
 pub mod logging;
+pub mod message_index;
 pub mod metrics;
 pub mod mode_cache;
 pub mod policy;

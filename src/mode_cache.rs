@@ -152,6 +152,8 @@ pub struct ModeCache {
     inflight: Cache<String, CachedMode>,
     credentials: CredentialGate,
     tallies: Tallies,
+    /// Projects whose full app list passed through within the TTL: their tallies are complete.
+    listed: Cache<String, ()>,
     clock: Clock,
     /// `ttl + stale_if_error`: how long an entry may be served at all.
     keep: Duration,
@@ -212,6 +214,10 @@ impl ModeCache {
                 .build(),
             credentials: CredentialGate::new(settings.max_apps.max(1024), keep),
             tallies,
+            listed: Cache::builder()
+                .max_capacity(settings.max_apps)
+                .time_to_live(ttl.max(Duration::from_millis(1)))
+                .build(),
             clock,
             keep,
             ttl: settings.ttl,
@@ -407,6 +413,32 @@ impl ModeCache {
         Some((mode, tally.sample_app.clone()))
     }
 
+    /// Whether `authorization` has been seen to work for `project` (no lookup is made).
+    pub async fn credential_seen(
+        &self,
+        project: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> bool {
+        self.credentials.seen(project, authorization).await
+    }
+
+    /// Records that `project`'s whole app list was just seen (a list-apps answer), so what the
+    /// cache knows of it is, for the TTL, everything there is.
+    pub async fn mark_listed(&self, project: &str) {
+        self.listed.insert(project.to_string(), ()).await;
+    }
+
+    /// Whether `project` has, or may have, an app in `mode`: false only when its whole app list
+    /// was seen within the TTL and none of its apps is in that mode.
+    pub fn may_have(&self, project: &str, mode: ProcessingMode) -> bool {
+        if !self.listed.contains_key(project) {
+            return true;
+        }
+        let t = self.tallies.read().unwrap_or_else(|p| p.into_inner());
+        t.get(project)
+            .is_some_and(|tally| tally.counts[mode_index(mode)] > 0)
+    }
+
     /// Checks a caller's credential for `project`, with a lookup of `app` when it has not been
     /// seen to work yet.
     pub async fn check_credential(
@@ -496,6 +528,8 @@ mod tests {
             ttl: Duration::from_millis(ttl_ms),
             stale_if_error: Duration::from_secs(60),
             max_apps: 1000,
+            max_messages: 0,
+            message_ttl: Duration::from_secs(60),
         };
         (
             Arc::new(ModeCache::new(

@@ -403,3 +403,128 @@ fn seeds_with_bad_values_are_refused() {
     let e = Seed::parse("unknown = 1\n").expect_err("key");
     assert!(e.contains("unknown field"), "{e}");
 }
+
+/// The simulator answers the shapes the SDKs send, the way the API does.
+mod fidelity {
+    use super::support::inproc::InProc;
+    use http::{Method, StatusCode};
+
+    #[tokio::test]
+    async fn fetch_last_message_takes_identities_as_plain_strings() {
+        let g = InProc::start("");
+        let send = super::support::send_identified("new-app");
+        assert_eq!(
+            g.upstream_send(Method::POST, "/messages:send", &send)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        // Both SDKs: identity strings, the channel a separate filter.
+        let r = g
+            .upstream_send(
+                Method::POST,
+                "/messages:fetch-last-message",
+                r#"{"app_id":"new-app","channel_identities":["+15550100"],"channel":"SMS"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            r.json()["messages"].as_array().map(Vec::len),
+            Some(1),
+            "{}",
+            r.json()
+        );
+        let r = g
+            .upstream_send(
+                Method::POST,
+                "/messages:fetch-last-message",
+                r#"{"app_id":"new-app","channel_identities":["+15550199"]}"#,
+            )
+            .await;
+        assert_eq!(r.json()["messages"].as_array().map(Vec::len), Some(0));
+    }
+
+    #[tokio::test]
+    async fn contact_and_event_lists_honour_their_filters() {
+        let g = InProc::start("");
+        let all = g.upstream_get("/contacts").await.json()["contacts"]
+            .as_array()
+            .map(Vec::len);
+        assert!(all > Some(1));
+        let by_identity = g
+            .upstream_get("/contacts?channel=SMS&identity=%2B15550100")
+            .await
+            .json();
+        let ids: Vec<&str> = by_identity["contacts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["id"].as_str())
+            .collect();
+        assert_eq!(ids, ["alice"], "{by_identity}");
+        let none = g.upstream_get("/contacts?external_id=nobody").await.json();
+        assert_eq!(none["contacts"].as_array().map(Vec::len), Some(0));
+
+        let event = r#"{"app_id":"legacy-app","recipient":{"contact_id":"alice"},"event":{"composing_event":{}}}"#;
+        assert_eq!(
+            g.upstream_send(Method::POST, "/events:send", event)
+                .await
+                .status,
+            StatusCode::OK
+        );
+        let alice = g.upstream_get("/events?contact_id=alice").await.json();
+        assert_eq!(alice["events"].as_array().map(Vec::len), Some(1), "{alice}");
+        let bob = g.upstream_get("/events?contact_id=bob").await.json();
+        assert_eq!(bob["events"].as_array().map(Vec::len), Some(0));
+    }
+
+    #[tokio::test]
+    async fn conversations_keep_their_active_channel_and_inject_event_answers_an_event() {
+        let g = InProc::start("");
+        let c = g
+            .upstream_send(
+                Method::POST,
+                "/conversations",
+                r#"{"app_id":"legacy-app","contact_id":"alice","active_channel":"SMS"}"#,
+            )
+            .await;
+        assert_eq!(c.status, StatusCode::OK);
+        assert_eq!(c.json()["active_channel"], "SMS");
+        let id = c.json()["id"].as_str().expect("id").to_string();
+        let r = g
+            .upstream_send(
+                Method::POST,
+                &format!("/conversations/{id}:inject-event"),
+                r#"{"app_event":{"composing_event":{}},"accept_time":"2026-01-01T00:00:00Z"}"#,
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+        let v = r.json();
+        assert!(v["event_id"].as_str().is_some_and(|s| !s.is_empty()), "{v}");
+        assert!(v["accepted_time"].is_string(), "{v}");
+    }
+
+    #[tokio::test]
+    async fn consent_audit_records_and_settings_have_their_own_shapes() {
+        let g = InProc::start("");
+        let audit = g
+            .upstream_get("/apps/new-app/consents/audit-records/%2B15550100")
+            .await
+            .json();
+        assert!(audit.get("audit_records").is_some(), "{audit}");
+        assert!(audit.get("identities").is_none(), "{audit}");
+        let lists = g
+            .upstream_get("/apps/new-app/consents/identities/%2B15550100")
+            .await
+            .json();
+        assert!(lists.get("lists").is_some(), "{lists}");
+        let r = g
+            .upstream_send(Method::PATCH, "/settings", r#"{"webhook_retry":"ON"}"#)
+            .await;
+        assert_eq!(r.json()["webhook_retry"], "ON");
+        assert_eq!(
+            g.upstream_get("/settings").await.json()["webhook_retry"],
+            "ON"
+        );
+    }
+}

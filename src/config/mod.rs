@@ -123,6 +123,10 @@ pub struct ModeCacheSettings {
     pub stale_if_error: Duration,
     /// Capacity.
     pub max_apps: u64,
+    /// Message ids remembered (0: the message index is off).
+    pub max_messages: u64,
+    /// How long a remembered message id is kept.
+    pub message_ttl: Duration,
 }
 
 /// What to do when an app's mode cannot be learned.
@@ -295,6 +299,8 @@ mod tests {
         assert_eq!(c.mode_cache.ttl, Duration::from_secs(300));
         assert_eq!(c.mode_cache.stale_if_error, Duration::from_secs(3600));
         assert_eq!(c.mode_cache.max_apps, 100_000);
+        assert_eq!(c.mode_cache.max_messages, 100_000);
+        assert_eq!(c.mode_cache.message_ttl, Duration::from_secs(604_800));
         assert_eq!(c.policy.unknown_mode, UnknownMode::Forward);
         assert_eq!(c.policy.create_app_default_mode, None);
         assert!(!c.policy.what_if_dispatch);

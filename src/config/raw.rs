@@ -85,6 +85,12 @@ pub(super) struct RawModeCache {
     /// Most apps remembered.
     #[serde(default = "default_max_apps")]
     pub(super) max_apps: u64,
+    /// Most message ids remembered with the app (and store) that sent them; 0 turns it off.
+    #[serde(default = "default_max_messages")]
+    pub(super) max_messages: u64,
+    /// Seconds a remembered message id is kept (DISPATCH retention is at most 7 days).
+    #[serde(default = "default_message_ttl")]
+    pub(super) message_ttl_secs: u64,
 }
 
 /// One `[[policy.app]]`.
@@ -194,6 +200,12 @@ pub(super) fn default_ttl() -> u64 {
 }
 pub(super) fn default_stale() -> u64 {
     3_600
+}
+pub(super) fn default_max_messages() -> u64 {
+    100_000
+}
+pub(super) fn default_message_ttl() -> u64 {
+    604_800
 }
 pub(super) fn default_max_apps() -> u64 {
     100_000

@@ -36,8 +36,12 @@ impl Config {
             }
         ));
         line(format!(
-            "mode cache      ttl {:?}, stale-if-error {:?}, max {} apps",
-            self.mode_cache.ttl, self.mode_cache.stale_if_error, self.mode_cache.max_apps
+            "mode cache      ttl {:?}, stale-if-error {:?}, max {} apps, {} message ids for {:?}",
+            self.mode_cache.ttl,
+            self.mode_cache.stale_if_error,
+            self.mode_cache.max_apps,
+            self.mode_cache.max_messages,
+            self.mode_cache.message_ttl
         ));
         line(format!(
             "policy          unknown_mode {}, unrecognized_route {}, create_app_default_mode {}, what_if {}, max_ttl_days {}",

@@ -398,6 +398,20 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             10_000_000,
             &mut problems,
         ),
+        max_messages: range(
+            "mode_cache.max_messages",
+            c.max_messages,
+            0,
+            10_000_000,
+            &mut problems,
+        ),
+        message_ttl: Duration::from_secs(range(
+            "mode_cache.message_ttl_secs",
+            c.message_ttl_secs,
+            1,
+            86_400 * 30,
+            &mut problems,
+        )),
     });
 
     let policy = policy.map(|p| {

@@ -73,6 +73,9 @@ pub struct RequestFacts<'a> {
     pub query: &'a Query<'a>,
     /// Its JSON body, when the operation's rules read it and it parsed.
     pub body: Option<&'a Value>,
+    /// For a get / update / delete of a message the gateway has seen before: the store it
+    /// lives in.
+    pub message_store: Option<ProcessingMode>,
 }
 
 /// Settings that shape the rules for one request.
@@ -86,6 +89,23 @@ pub struct PolicyContext<'a> {
     pub max_ttl_days: u32,
     /// The app may use `processing_strategy = DISPATCH_ONLY`.
     pub allow_dispatch_only: bool,
+}
+
+/// The `messages_source` that holds a mode's messages.
+pub const fn store_source(mode: ProcessingMode) -> &'static str {
+    match mode {
+        ProcessingMode::Conversation => "CONVERSATION_SOURCE",
+        ProcessingMode::Dispatch => "DISPATCH_SOURCE",
+    }
+}
+
+/// The mode whose messages a `messages_source` value holds.
+pub fn source_store(source: &str) -> Option<ProcessingMode> {
+    match source {
+        "CONVERSATION_SOURCE" => Some(ProcessingMode::Conversation),
+        "DISPATCH_SOURCE" => Some(ProcessingMode::Dispatch),
+        _ => None,
+    }
 }
 
 /// The rules that describe what DISPATCH mode refuses or needs (the `Dispatch` family).
@@ -239,14 +259,29 @@ fn check(
                     "{p}: not supported when listing {what} of an app in DISPATCH processing mode, which keeps no contacts or conversations; filter by channel_identity instead"
                 )))
         }
-        RuleId::MessagesSource => (mode == Some(ProcessingMode::Dispatch)
-            && !facts.query.has("messages_source"))
-        .then(|| {
-            Finding::rewrite(
-                "messages_source: DISPATCH-mode messages are only found in DISPATCH_SOURCE; add messages_source=DISPATCH_SOURCE",
-                vec![Edit::SetQuery { name: "messages_source", value: "DISPATCH_SOURCE" }],
-            )
-        }),
+        RuleId::MessagesSource => {
+            let given = facts
+                .query
+                .get("messages_source")
+                .filter(|v| !v.is_empty());
+            if let Some(store) = facts.message_store {
+                // The gateway knows where this message lives: send the call there.
+                let want = store_source(store);
+                let fine = given == Some(want) || (given.is_none() && store == ProcessingMode::Conversation);
+                return (!fine).then(|| {
+                    Finding::rewrite(
+                        format!("messages_source: this message lives in {want} (it was sent by an app in {store} processing mode); send messages_source={want}"),
+                        vec![Edit::SetQuery { name: "messages_source", value: want }],
+                    )
+                });
+            }
+            (mode == Some(ProcessingMode::Dispatch) && given.is_none()).then(|| {
+                Finding::rewrite(
+                    "messages_source: DISPATCH-mode messages are only found in DISPATCH_SOURCE; add messages_source=DISPATCH_SOURCE",
+                    vec![Edit::SetQuery { name: "messages_source", value: "DISPATCH_SOURCE" }],
+                )
+            })
+        }
         RuleId::ConversationOnlyEndpoint => (mode == Some(ProcessingMode::Dispatch)).then(|| {
             Finding::reject(format!(
                 "app_id: {} is not available for apps in DISPATCH processing mode, which keep no conversations; address recipients with recipient.identified_by, or switch the app to CONVERSATION processing mode",
@@ -425,6 +460,7 @@ mod tests {
             operation: op,
             query: &q,
             body: body.as_ref(),
+            message_store: None,
         };
         evaluate(&facts, mode, &ctx(rules))
     }
@@ -730,6 +766,7 @@ mod tests {
             operation: Operation::CreateApp,
             query: &q,
             body: Some(&body),
+            message_store: None,
         };
         // Inert while create_app_default_mode = keep.
         assert!(evaluate(&facts, None, &ctx(&rules)).is_empty());
@@ -794,6 +831,7 @@ mod tests {
             operation: Operation::SendMessage,
             query: &q,
             body: Some(&body),
+            message_store: None,
         };
         let allowed = PolicyContext {
             allow_dispatch_only: true,
@@ -838,6 +876,7 @@ mod tests {
             operation: Operation::CreateApp,
             query: &q,
             body: Some(&body),
+            message_store: None,
         };
         // Inert at the default cap.
         assert!(evaluate(&facts, None, &ctx(&rules)).is_empty());
@@ -905,6 +944,7 @@ mod tests {
             operation: Operation::CreateApp,
             query: &q,
             body: Some(&body),
+            message_store: None,
         };
         let c = PolicyContext {
             max_ttl_days: 30,
@@ -962,6 +1002,7 @@ mod tests {
             operation: Operation::SendMessage,
             query: &q,
             body: Some(&body),
+            message_store: None,
         };
         assert_eq!(
             what_if_blockers(&facts, &ctx(&rules)),
@@ -972,6 +1013,7 @@ mod tests {
             operation: Operation::ListMessages,
             query: &q,
             body: None,
+            message_store: None,
         };
         assert_eq!(
             what_if_blockers(&facts, &ctx(&rules)),
@@ -982,6 +1024,7 @@ mod tests {
             operation: Operation::CreateApp,
             query: &q,
             body: Some(&body),
+            message_store: None,
         };
         assert!(what_if_blockers(&facts, &ctx(&rules)).is_empty());
     }
@@ -999,6 +1042,7 @@ mod tests {
                     operation: *op,
                     query: &q,
                     body: Some(&body),
+                    message_store: None,
                 };
                 let rules = with(*rule, Action::Shadow);
                 let d = evaluate(&facts, Some(D), &ctx(&rules));

@@ -13,4 +13,4 @@ pub mod recipient;
 
 pub use decision::{apply_body_edits, Decision, Edit, Match, Rejection};
 pub use evaluate::{evaluate, what_if_blockers, PolicyContext, Query, RequestFacts};
-pub use plan::{ModeUnavailable, Plan, Settled};
+pub use plan::{ModeUnavailable, Plan, ProjectApps, Settled};

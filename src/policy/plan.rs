@@ -5,16 +5,38 @@
 //!   is made when it does not);
 //! - [`Plan::settle`]: given how the mode was resolved, the final decision, with
 //!   `policy.unknown_mode` applied;
-//! - [`Settled::store_retry`]: whether a 404 may be retried once in the other message store.
+//! - [`Settled::store_retry`]: whether a 404 may be retried once in the other message store —
+//!   for a get / update / delete of a message the gateway cannot tie to a store, when the
+//!   project has (or may have) an app of the other mode.
 
-use super::evaluate::{evaluate, what_if_blockers};
-use super::{Action, Decision, PolicyContext, ProcessingMode, RequestFacts, RuleId};
+use super::evaluate::{evaluate, source_store, store_source, what_if_blockers};
+use super::{Action, Decision, Edit, PolicyContext, ProcessingMode, RequestFacts, RuleId};
 use crate::domain::{Operation, Resolution};
 
-/// `messages_source` values.
-pub const CONVERSATION_SOURCE: &str = "CONVERSATION_SOURCE";
-/// `messages_source` values.
-pub const DISPATCH_SOURCE: &str = "DISPATCH_SOURCE";
+/// What the gateway knows of a project's apps, for the store retry: whether it has, or may
+/// have, an app in each mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProjectApps {
+    /// It has or may have a CONVERSATION app.
+    pub conversation: bool,
+    /// It has or may have a DISPATCH app.
+    pub dispatch: bool,
+}
+
+impl ProjectApps {
+    /// Nothing known: either mode may be there.
+    pub const UNKNOWN: ProjectApps = ProjectApps {
+        conversation: true,
+        dispatch: true,
+    };
+
+    fn may_have(self, mode: ProcessingMode) -> bool {
+        match mode {
+            ProcessingMode::Conversation => self.conversation,
+            ProcessingMode::Dispatch => self.dispatch,
+        }
+    }
+}
 
 /// A request evaluated under both modes, before its mode is known.
 #[derive(Debug, Clone)]
@@ -59,9 +81,7 @@ impl Plan {
 
     /// Whether the app's mode changes anything for this request.
     pub fn needs_mode(&self) -> bool {
-        self.as_conversation != self.as_dispatch
-            || !self.blockers.is_empty()
-            || self.retry_candidate
+        self.as_conversation != self.as_dispatch || !self.blockers.is_empty()
     }
 
     /// The decision once the mode is resolved (or found not to matter: `resolution = None`).
@@ -72,6 +92,7 @@ impl Plan {
         facts: &RequestFacts<'_>,
         ctx: &PolicyContext<'_>,
         fail_closed: bool,
+        apps: ProjectApps,
     ) -> Result<Settled, ModeUnavailable> {
         let (decision, mode) = match resolution {
             None => (self.as_conversation, None),
@@ -87,7 +108,26 @@ impl Plan {
             Some(Resolution::Unavailable) => (evaluate(facts, None, ctx), None),
         };
         let conversation = mode == Some(ProcessingMode::Conversation);
+        // The store the first attempt reads: the one a rewrite sets, else the one named, else
+        // the API's default.
+        let first = decision
+            .edits
+            .iter()
+            .find_map(|e| match e {
+                Edit::SetQuery {
+                    name: "messages_source",
+                    value,
+                } => source_store(value),
+                _ => None,
+            })
+            .or_else(|| facts.query.get("messages_source").and_then(source_store))
+            .unwrap_or(ProcessingMode::Conversation);
+        let other = first.other();
         Ok(Settled {
+            store_retry: (self.retry_candidate
+                && decision.reject.is_none()
+                && apps.may_have(other))
+            .then(|| store_source(other)),
             decision,
             mode,
             blockers: if conversation {
@@ -95,19 +135,18 @@ impl Plan {
             } else {
                 Vec::new()
             },
-            store_retry: (self.retry_candidate && mode == Some(ProcessingMode::Dispatch))
-                .then_some(DISPATCH_SOURCE),
         })
     }
 }
 
-/// Whether a message read may need the one-time retry in `DISPATCH_SOURCE`: the Node SDK names
-/// `CONVERSATION_SOURCE` explicitly on get / delete, which misses DISPATCH-mode messages.
+/// Whether a call by message id may need the one-time retry in the other store: neither SDK can
+/// tell which store a message id lives in (Node names `CONVERSATION_SOURCE`, Python nothing),
+/// and the gateway has not seen this message.
 fn store_retry_candidate(facts: &RequestFacts<'_>, ctx: &PolicyContext<'_>) -> bool {
     matches!(
         facts.operation,
-        Operation::GetMessage | Operation::DeleteMessage
-    ) && facts.query.get("messages_source") == Some(CONVERSATION_SOURCE)
+        Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
+    ) && facts.message_store.is_none()
         && ctx.rules.action(RuleId::MessagesSource) == Action::Rewrite
 }
 
@@ -134,6 +173,7 @@ mod tests {
             operation: Operation::ListApps,
             query: &q,
             body: None,
+            message_store: None,
         };
         assert!(!Plan::new(&facts, &ctx(&rules), false).needs_mode());
         let facts = RequestFacts {
@@ -151,15 +191,28 @@ mod tests {
             operation: Operation::ListMessages,
             query: &q,
             body: None,
+            message_store: None,
         };
         let c = ctx(&rules);
         let open = Plan::new(&facts, &c, false)
-            .settle(Some(Resolution::Unavailable), &facts, &c, false)
+            .settle(
+                Some(Resolution::Unavailable),
+                &facts,
+                &c,
+                false,
+                ProjectApps::UNKNOWN,
+            )
             .expect("fail open");
         assert!(open.decision.is_empty());
         assert_eq!(
             Plan::new(&facts, &c, false)
-                .settle(Some(Resolution::Unavailable), &facts, &c, true)
+                .settle(
+                    Some(Resolution::Unavailable),
+                    &facts,
+                    &c,
+                    true,
+                    ProjectApps::UNKNOWN
+                )
                 .err(),
             Some(ModeUnavailable)
         );
@@ -172,6 +225,7 @@ mod tests {
                 &facts,
                 &c,
                 false,
+                ProjectApps::UNKNOWN,
             )
             .expect("known");
         assert_eq!(
@@ -181,29 +235,104 @@ mod tests {
     }
 
     #[test]
-    fn the_store_retry_is_planned_only_for_dispatch_apps_and_conversation_source_reads() {
+    fn the_store_retry_goes_to_the_other_store_when_the_project_may_have_it() {
         let rules = RuleSet::default();
         let c = ctx(&rules);
-        let q = Query::parse(Some("messages_source=CONVERSATION_SOURCE"));
+        let known = |m| Some(Resolution::Known(m, CacheResult::Hit));
+        for (query, resolution, expected) in [
+            // Node names CONVERSATION_SOURCE: the retry reads DISPATCH_SOURCE.
+            (
+                "messages_source=CONVERSATION_SOURCE",
+                None,
+                Some("DISPATCH_SOURCE"),
+            ),
+            // Python names nothing: the default store is CONVERSATION_SOURCE.
+            ("", None, Some("DISPATCH_SOURCE")),
+            // A DISPATCH project tie adds DISPATCH_SOURCE; the retry reads CONVERSATION_SOURCE.
+            (
+                "",
+                known(ProcessingMode::Dispatch),
+                Some("CONVERSATION_SOURCE"),
+            ),
+        ] {
+            let q = Query::parse(Some(query));
+            let facts = RequestFacts {
+                operation: Operation::UpdateMessage,
+                query: &q,
+                body: None,
+                message_store: None,
+            };
+            let s = Plan::new(&facts, &c, false)
+                .settle(resolution, &facts, &c, false, ProjectApps::UNKNOWN)
+                .expect("settled");
+            assert_eq!(s.store_retry, expected, "{query:?} {resolution:?}");
+        }
+        // A project known to have only CONVERSATION apps: no retry in DISPATCH_SOURCE.
+        let q = Query::parse(Some(""));
         let facts = RequestFacts {
             operation: Operation::GetMessage,
             query: &q,
             body: None,
+            message_store: None,
         };
-        let known = |m| Some(Resolution::Known(m, CacheResult::Hit));
-        let plan = Plan::new(&facts, &c, false);
-        assert!(plan.needs_mode());
-        let s = plan
-            .clone()
-            .settle(known(ProcessingMode::Dispatch), &facts, &c, false)
-            .expect("settled");
-        assert_eq!(s.store_retry, Some(DISPATCH_SOURCE));
-        let s = plan
-            .settle(known(ProcessingMode::Conversation), &facts, &c, false)
+        let only_conversation = ProjectApps {
+            conversation: true,
+            dispatch: false,
+        };
+        let s = Plan::new(&facts, &c, false)
+            .settle(None, &facts, &c, false, only_conversation)
             .expect("settled");
         assert_eq!(s.store_retry, None);
+        // A message the gateway has seen: sent to its store, never retried.
+        let facts = RequestFacts {
+            message_store: Some(ProcessingMode::Dispatch),
+            ..facts
+        };
+        let s = Plan::new(&facts, &c, false)
+            .settle(None, &facts, &c, false, ProjectApps::UNKNOWN)
+            .expect("settled");
+        assert_eq!(s.store_retry, None);
+        assert_eq!(
+            s.decision.query_settings().collect::<Vec<_>>(),
+            [("messages_source", "DISPATCH_SOURCE")]
+        );
         let mut off = RuleSet::default();
         off.set(RuleId::MessagesSource, Action::Off);
-        assert!(!Plan::new(&facts, &ctx(&off), false).needs_mode());
+        let facts = RequestFacts {
+            message_store: None,
+            ..facts
+        };
+        let s = Plan::new(&facts, &ctx(&off), false)
+            .settle(None, &facts, &ctx(&off), false, ProjectApps::UNKNOWN)
+            .expect("settled");
+        assert_eq!(s.store_retry, None, "off disables the retry");
+    }
+
+    #[test]
+    fn a_known_conversation_message_never_gets_dispatch_source() {
+        let rules = RuleSet::default();
+        let c = ctx(&rules);
+        for query in [
+            "",
+            "messages_source=CONVERSATION_SOURCE",
+            "messages_source=DISPATCH_SOURCE",
+        ] {
+            let q = Query::parse(Some(query));
+            let facts = RequestFacts {
+                operation: Operation::GetMessage,
+                query: &q,
+                body: None,
+                message_store: Some(ProcessingMode::Conversation),
+            };
+            let s = Plan::new(&facts, &c, false)
+                .settle(None, &facts, &c, false, ProjectApps::UNKNOWN)
+                .expect("settled");
+            assert!(
+                s.decision
+                    .query_settings()
+                    .all(|(_, v)| v == "CONVERSATION_SOURCE"),
+                "{query}"
+            );
+        }
     }
 }

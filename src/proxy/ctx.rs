@@ -131,6 +131,10 @@ pub struct RequestCtx {
     pub app: AppPolicy,
     /// The mode the decision was made for.
     pub mode: Option<ProcessingMode>,
+    /// The message id of a get / update / delete message call.
+    pub message_id: Option<String>,
+    /// The store that message lives in, when the gateway knows it.
+    pub message_store: Option<ProcessingMode>,
     /// The decision.
     pub decision: Decision,
     /// DISPATCH rules this CONVERSATION app's request would trip (what-if mode).
@@ -165,6 +169,8 @@ impl RequestCtx {
             authorization: None,
             app,
             mode: None,
+            message_id: None,
+            message_store: None,
             decision: Decision::default(),
             blockers: Vec::new(),
             store_retry: None,
@@ -200,6 +206,7 @@ impl RequestCtx {
             operation: self.class.operation,
             query: &self.query,
             body: self.body.as_ref(),
+            message_store: self.message_store,
         }
     }
 

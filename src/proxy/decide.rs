@@ -5,10 +5,10 @@
 
 use super::ctx::RequestCtx;
 use super::GatewayState;
-use crate::domain::{CacheResult, Resolution};
+use crate::domain::{CacheResult, ProcessingMode, Resolution};
 use crate::error::GatewayError;
 use crate::mode_cache::CredentialCheck;
-use crate::policy::{ModeUnavailable, Plan};
+use crate::policy::{ModeUnavailable, Plan, ProjectApps};
 
 /// Decides a policy route: fills `ctx.decision`, `ctx.mode`, `ctx.blockers`, `ctx.store_retry`.
 pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
@@ -17,6 +17,7 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
         settings.what_if_dispatch,
         settings.unknown_mode == crate::config::UnknownMode::Reject,
     );
+    ctx.message_store = tie_message(state, ctx).await;
     let plan = Plan::new(&ctx.facts(), &ctx.policy_context(), what_if);
     let resolution = if plan.needs_mode() {
         Some(resolve(state, ctx).await)
@@ -24,7 +25,13 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
         None
     };
     let settled = plan
-        .settle(resolution, &ctx.facts(), &ctx.policy_context(), fail_closed)
+        .settle(
+            resolution,
+            &ctx.facts(),
+            &ctx.policy_context(),
+            fail_closed,
+            project_apps(ctx),
+        )
         .map_err(|ModeUnavailable| GatewayError::ModeUnavailable);
     let subject = &ctx.subject;
     let (project, app) = (
@@ -49,7 +56,7 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
     // evaluation order.
     let earlier = std::mem::replace(&mut ctx.decision, settled.decision);
     ctx.decision.matches.splice(0..0, earlier.matches);
-    ctx.mode = settled.mode;
+    ctx.mode = settled.mode.or(ctx.message_store);
     ctx.blockers = settled.blockers;
     ctx.store_retry = settled.store_retry;
     Ok(())
@@ -94,4 +101,71 @@ async fn resolve(state: &GatewayState, ctx: &RequestCtx) -> Resolution {
         }
     }
     Resolution::Known(mode, CacheResult::Hit)
+}
+
+/// The store of the message a get / update / delete names, when the gateway has seen it (and
+/// the caller's credential has been seen to work for the project: the index never tells a
+/// caller the upstream would refuse where a message lives).
+async fn tie_message(state: &GatewayState, ctx: &RequestCtx) -> Option<ProcessingMode> {
+    let (Some(project), Some(id)) = (&ctx.subject.project, &ctx.message_id) else {
+        return None;
+    };
+    let origin = ctx.snapshot.messages.origin(project, id).await?;
+    let modes = &ctx.snapshot.modes;
+    let authorization = ctx.authorization.as_ref();
+    match (origin.store, origin.app.as_deref()) {
+        (Some(store), Some(app)) => {
+            if state.verify_credentials {
+                match modes.check_credential(project, app, authorization).await {
+                    CredentialCheck::Verified => {}
+                    CredentialCheck::Refused | CredentialCheck::Unverifiable => return None,
+                }
+            }
+            Some(store)
+        }
+        (Some(store), None) => (!state.verify_credentials
+            || modes.credential_seen(project, authorization).await)
+            .then_some(store),
+        (None, Some(app)) => {
+            let pinned = ctx
+                .snapshot
+                .policy
+                .app_policy(Some(project), Some(app))
+                .pinned;
+            match modes
+                .resolve(
+                    project,
+                    app,
+                    authorization,
+                    pinned,
+                    state.verify_credentials,
+                )
+                .await
+            {
+                Resolution::Known(mode, _) => Some(mode),
+                Resolution::Untouched | Resolution::Unavailable => None,
+            }
+        }
+        (None, None) => None,
+    }
+}
+
+/// Whether the request's project has, or may have, an app of each mode (pins count as known).
+fn project_apps(ctx: &RequestCtx) -> ProjectApps {
+    let Some(project) = &ctx.subject.project else {
+        return ProjectApps::UNKNOWN;
+    };
+    let pinned = |mode| {
+        ctx.snapshot
+            .policy
+            .pinned_apps()
+            .any(|a| a.project_id == *project && a.processing_mode == Some(mode))
+    };
+    let modes = &ctx.snapshot.modes;
+    ProjectApps {
+        conversation: pinned(ProcessingMode::Conversation)
+            || modes.may_have(project, ProcessingMode::Conversation),
+        dispatch: pinned(ProcessingMode::Dispatch)
+            || modes.may_have(project, ProcessingMode::Dispatch),
+    }
 }

@@ -17,7 +17,7 @@ use super::enforce::ambiguous;
 use super::forward::OutboundBody;
 use super::json::{self, JsonProblem};
 use super::GatewayState;
-use crate::domain::{valid_id, AppIdLocation};
+use crate::domain::{valid_id, AppIdLocation, Operation};
 use crate::error::GatewayError;
 use crate::policy::evaluate::json_text;
 use crate::policy::fields::{self, json_name};
@@ -52,6 +52,12 @@ pub async fn read(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         OutboundBody::Bytes(bytes)
+    } else if matches!(
+        op,
+        Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
+    ) {
+        // A call by message id may be sent again in the other store: hold its (small) body.
+        OutboundBody::Bytes(read_body(body, state.max_policy_body_bytes).await?)
     } else {
         state.replayable(body).await?
     };
@@ -96,6 +102,16 @@ pub async fn read(
         }
         .filter(|a| valid_id(a)),
     };
+    if matches!(
+        op,
+        Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
+    ) {
+        ctx.message_id = ctx
+            .class
+            .resource_id(path)
+            .filter(|id| valid_id(id))
+            .map(str::to_string);
+    }
     // Lookups authenticate as the caller (passthrough) or as the gateway (inject).
     ctx.authorization = match &state.inject {
         Some(inject) => Some(inject.authorization().await?),

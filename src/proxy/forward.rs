@@ -6,6 +6,7 @@
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
 
 use super::connection::Connection;
 use super::ctx::{Outcome, RequestCtx};
@@ -84,30 +85,46 @@ pub async fn forward(
         .map(|c| c.forwarded_for.clone());
     headers::to_upstream(&mut parts.headers, client.as_ref());
 
-    // A store retry re-sends a bodiless message read with the other `messages_source`.
+    // A store retry sends the same call by message id again with the other
+    // `messages_source` (its small body was held in the facts phase).
     let store_replay = ctx.store_retry.map(|source| {
         let mut r = Request::new(());
         *r.method_mut() = parts.method.clone();
         *r.uri_mut() = set_query_params(&parts.uri, &[("messages_source", source)]);
         *r.headers_mut() = parts.headers.clone();
         r.extensions_mut().extend(parts.extensions.clone());
-        (r.into_parts().0, source)
+        (
+            r.into_parts().0,
+            source,
+            body.replayable().unwrap_or_default(),
+        )
     });
     let mut response = send_authorized(state, ctx, parts, body).await?;
-    if let Some((replay, source)) = store_replay {
+    if let Some((replay, source, bytes)) = store_replay {
         if response.status() == StatusCode::NOT_FOUND && !ctx.retries.store_used {
             ctx.retries.store_used = true;
-            ctx.decision.matches.push(Match {
-                rule: RuleId::MessagesSource,
-                action: Action::Rewrite,
-            });
-            ctx.decision.edits.push(Edit::RetryInStore(source));
+            // Kept whole, so the caller gets it if the other store misses too.
+            let (head, first) = response.into_parts();
+            let first = first
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
             tracing::debug!(
                 operation = op.as_str(),
                 "404 from one store; retrying once in the other"
             );
-            response =
-                send_authorized(state, ctx, replay, OutboundBody::Bytes(Bytes::new())).await?;
+            let retried = send_authorized(state, ctx, replay, OutboundBody::Bytes(bytes)).await?;
+            response = if retried.status() == StatusCode::NOT_FOUND {
+                Response::from_parts(head, full(first))
+            } else {
+                ctx.decision.matches.push(Match {
+                    rule: RuleId::MessagesSource,
+                    action: Action::Rewrite,
+                });
+                ctx.decision.edits.push(Edit::RetryInStore(source));
+                retried
+            };
         }
     }
     headers::to_client(response.headers_mut());

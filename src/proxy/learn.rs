@@ -1,7 +1,8 @@
 //! Phase 6, learn: what the gateway keeps from the traffic it forwards. Before an app update or
 //! delete is forwarded, the app's cached mode is forgotten; after a successful app response
-//! (get, list, create, update), the modes it names are learned — by buffering that small body
-//! and handing the same bytes on to the client.
+//! (get, list, create, update), the modes it names are learned, and after a message response
+//! (send, get, update, list) which app and store each message id belongs to — by buffering
+//! that small body and handing the same bytes on to the client.
 
 use http::StatusCode;
 use http_body_util::BodyExt;
@@ -10,8 +11,12 @@ use serde_json::Value;
 use super::ctx::RequestCtx;
 use super::lookup::mode_of;
 use super::GatewayResponse;
-use crate::domain::{Operation, UpstreamErrorKind};
+use std::sync::Arc;
+
+use crate::domain::{valid_id, Operation, ProcessingMode, UpstreamErrorKind};
 use crate::error::GatewayError;
+use crate::message_index::MessageOrigin;
+use crate::policy::evaluate::json_text;
 use crate::upstream::full;
 
 /// Largest app response buffered to learn a mode from.
@@ -26,24 +31,41 @@ pub async fn forget_before_forward(ctx: &RequestCtx) {
     }
 }
 
-/// Learns modes from a successful app response.
+/// Whether `op`'s successful answer teaches the gateway something.
+fn learns(ctx: &RequestCtx, op: Operation) -> bool {
+    match op {
+        Operation::GetApp | Operation::ListApps | Operation::CreateApp | Operation::UpdateApp => {
+            true
+        }
+        Operation::SendMessage
+        | Operation::ListMessages
+        | Operation::GetMessage
+        | Operation::UpdateMessage => ctx.snapshot.messages.enabled(),
+        _ => false,
+    }
+}
+
+/// Learns from a successful answer: app modes from app responses, and which app and store
+/// each message id belongs to from message responses. A deleted message is forgotten.
 pub async fn learn(
     ctx: &RequestCtx,
     response: GatewayResponse,
 ) -> Result<GatewayResponse, GatewayError> {
     let op = ctx.operation();
-    let learnable = matches!(
-        op,
-        Operation::GetApp | Operation::ListApps | Operation::CreateApp | Operation::UpdateApp
-    );
+    let Some(project) = ctx.subject.project.as_deref() else {
+        return Ok(response);
+    };
+    if op == Operation::DeleteMessage && response.status().is_success() {
+        if let Some(id) = &ctx.message_id {
+            ctx.snapshot.messages.forget(project, id).await;
+        }
+        return Ok(response);
+    }
     // The body's own size hint, not the header: an in-process or h2 upstream may send none.
     let small = http_body::Body::size_hint(response.body())
         .upper()
         .is_some_and(|n| n <= MAX_LEARN_BODY);
-    let Some(project) = ctx.subject.project.as_deref() else {
-        return Ok(response);
-    };
-    if !learnable || response.status() != StatusCode::OK || !small {
+    if !learns(ctx, op) || response.status() != StatusCode::OK || !small {
         return Ok(response);
     }
     let (head, body) = response.into_parts();
@@ -52,31 +74,117 @@ pub async fn learn(
         .await
         .map_err(|e| GatewayError::Upstream {
             kind: UpstreamErrorKind::Reset,
-            detail: format!("app response body: {e}"),
+            detail: format!("response body: {e}"),
             attempted: ctx.decision.disposition(),
         })?
         .to_bytes();
     if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
-        let apps: Vec<&Value> = match op {
-            Operation::ListApps => value
-                .get("apps")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().collect())
-                .unwrap_or_default(),
-            _ => vec![&value],
-        };
-        for app in apps {
-            let id = app
-                .get("id")
-                .and_then(Value::as_str)
-                .or(ctx.subject.app.as_deref());
-            if let (Some(id), Some(mode)) = (id, mode_of(app)) {
-                ctx.snapshot
-                    .modes
-                    .learn(project, id, mode, ctx.authorization.as_ref())
-                    .await;
+        match op {
+            Operation::SendMessage => remember_sent(ctx, project, &value).await,
+            Operation::ListMessages => {
+                for message in value
+                    .get("messages")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
+                    remember_message(ctx, project, message).await;
+                }
             }
+            Operation::GetMessage | Operation::UpdateMessage => {
+                remember_message(ctx, project, &value).await
+            }
+            _ => learn_apps(ctx, project, op, &value).await,
         }
     }
     Ok(GatewayResponse::from_parts(head, full(bytes)))
+}
+
+/// App modes from an app answer (one app, or a list).
+async fn learn_apps(ctx: &RequestCtx, project: &str, op: Operation, value: &Value) {
+    let apps: Vec<&Value> = match op {
+        Operation::ListApps => value
+            .get("apps")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().collect())
+            .unwrap_or_default(),
+        _ => vec![value],
+    };
+    for app in apps {
+        let id = app
+            .get("id")
+            .and_then(Value::as_str)
+            .or(ctx.subject.app.as_deref());
+        if let (Some(id), Some(mode)) = (id, mode_of(app)) {
+            ctx.snapshot
+                .modes
+                .learn(project, id, mode, ctx.authorization.as_ref())
+                .await;
+        }
+    }
+    if op == Operation::ListApps {
+        ctx.snapshot.modes.mark_listed(project).await;
+    }
+}
+
+/// A sent message: its id, the app that sent it, and its store when the send fixed it
+/// (`DISPATCH_ONLY`) or the app's mode was resolved for the decision.
+async fn remember_sent(ctx: &RequestCtx, project: &str, answer: &Value) {
+    let Some(id) = answer.get("message_id").and_then(Value::as_str) else {
+        return;
+    };
+    let dispatch_only = ctx
+        .body
+        .as_ref()
+        .and_then(|b| json_text(b, "processing_strategy"))
+        == Some("DISPATCH_ONLY");
+    let store = if dispatch_only {
+        Some(ProcessingMode::Dispatch)
+    } else {
+        ctx.mode
+    };
+    if valid_id(id) {
+        ctx.snapshot
+            .messages
+            .remember(
+                project,
+                id,
+                MessageOrigin {
+                    app: ctx.subject.app.as_deref().map(Arc::from),
+                    store,
+                },
+            )
+            .await;
+    }
+}
+
+/// A message object from a get, update or list answer: it names its store and app.
+async fn remember_message(ctx: &RequestCtx, project: &str, message: &Value) {
+    let Some(id) = message
+        .get("id")
+        .and_then(Value::as_str)
+        .filter(|id| valid_id(id))
+    else {
+        return;
+    };
+    let store = message
+        .get("processing_mode")
+        .and_then(Value::as_str)
+        .and_then(|m| m.parse().ok());
+    let app = message
+        .get("app_id")
+        .or_else(|| {
+            message
+                .get("channel_identity")
+                .and_then(|c| c.get("app_id"))
+        })
+        .and_then(Value::as_str)
+        .filter(|a| valid_id(a))
+        .map(Arc::from);
+    if store.is_some() || app.is_some() {
+        ctx.snapshot
+            .messages
+            .remember(project, id, MessageOrigin { app, store })
+            .await;
+    }
 }

@@ -42,6 +42,7 @@ use crate::auth::{InboundAuth, Secret, TokenSource};
 use crate::clock::Clock;
 use crate::config::{AuthMode, Config};
 use crate::contact_cache::{ContactCache, ContactLookup};
+use crate::message_index::MessageIndex;
 use crate::metrics::Metrics;
 use crate::mode_cache::{ModeCache, ModeLookup};
 use crate::report::MigrationReport;
@@ -108,6 +109,7 @@ pub struct GatewayState {
     clock: Clock,
     policy: RwLock<Arc<PolicyRuntime>>,
     modes: RwLock<Arc<ModeCache>>,
+    messages: RwLock<Arc<MessageIndex>>,
     mode_lookup: Arc<dyn ModeLookup>,
     contacts: ContactCache,
     report: Arc<MigrationReport>,
@@ -182,6 +184,10 @@ impl GatewayState {
             clock,
             policy: RwLock::new(Arc::new(PolicyRuntime::new(config.policy.clone()))),
             modes,
+            messages: RwLock::new(Arc::new(MessageIndex::new(
+                config.mode_cache.max_messages,
+                config.mode_cache.message_ttl,
+            ))),
             mode_lookup,
             contacts,
             report: Arc::default(),
@@ -215,6 +221,11 @@ impl GatewayState {
         Snapshot {
             policy: self.policy(),
             modes: self.modes(),
+            messages: self
+                .messages
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -236,6 +247,10 @@ impl GatewayState {
             &mut *self.modes.write().unwrap_or_else(|p| p.into_inner()),
             fresh,
         );
+        *self.messages.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(MessageIndex::new(
+            new.mode_cache.max_messages,
+            new.mode_cache.message_ttl,
+        ));
         // The old cache's entries leave the gauge with it.
         for app in previous.known_apps() {
             self.metrics.add_cached_apps(app.mode, -1);

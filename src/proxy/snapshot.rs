@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::{AppOverride, PolicySettings};
 use crate::domain::{AppIdLocation, Operation, ProcessingMode};
+use crate::message_index::MessageIndex;
 use crate::mode_cache::ModeCache;
 use crate::policy::evaluate::dispatch_rules;
 use crate::policy::{Action, RuleId, RuleSet};
@@ -18,6 +19,8 @@ pub struct Snapshot {
     pub policy: Arc<PolicyRuntime>,
     /// The mode cache.
     pub modes: Arc<ModeCache>,
+    /// Which app and store each message id seen belongs to.
+    pub messages: Arc<MessageIndex>,
 }
 
 /// One app's view of the policy: its rule actions, whether it may use `DISPATCH_ONLY`, and its

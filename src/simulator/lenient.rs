@@ -22,6 +22,8 @@ pub(crate) struct Route {
     pub(crate) operation: Operation,
     pub(crate) project: String,
     pub(crate) id: Option<String>,
+    /// Segments after the fixed part of the path (the consents sub-resource).
+    pub(crate) tail: Vec<String>,
 }
 
 fn percent_decode(raw: &str) -> String {
@@ -67,6 +69,7 @@ pub(crate) fn route(method: &Method, raw_path: &str) -> Option<Route> {
             operation: Operation::OauthToken,
             project: String::new(),
             id: None,
+            tail: Vec::new(),
         });
     }
     let [v1, projects, project, rest @ ..] = segs.as_slice() else {
@@ -129,10 +132,15 @@ pub(crate) fn route(method: &Method, raw_path: &str) -> Option<Route> {
         (["settings", ..], _, _) => (Op::Settings, None),
         _ => return None,
     };
+    let tail = match op {
+        Op::ListConsents => rest.iter().skip(3).cloned().collect(),
+        _ => Vec::new(),
+    };
     Some(Route {
         operation: op,
         project: project.clone(),
         id: id.map(str::to_string),
+        tail,
     })
 }
 

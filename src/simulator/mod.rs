@@ -251,6 +251,8 @@ impl Simulator {
         let call = api::Call {
             operation: op,
             id: route.id.as_deref(),
+            tail: &route.tail,
+            method: method.as_str(),
             query: &query,
             body: body_json,
         };

@@ -94,6 +94,8 @@ pub(crate) struct Project {
     pub(crate) events: BTreeMap<String, Map<String, Value>>,
     /// Webhooks by id.
     pub(crate) webhooks: BTreeMap<String, Map<String, Value>>,
+    /// Project settings.
+    pub(crate) settings: Map<String, Value>,
 }
 
 /// Default retention policies (U5).

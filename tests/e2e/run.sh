@@ -102,5 +102,48 @@ run_mode passthrough e2e-key e2e-secret
 # Inject: the SDKs are configured without the real key; the gateway holds it.
 run_mode inject unused-key-id unused-key-secret
 
+# The mixed-project flow: a fresh gateway for each learned state (nothing learned; both apps
+# learned from a list; only the DISPATCH app known, pinned), both SDKs in each.
+run_mixed() {
+  local state="$1"
+  local config="$work/gateway-mixed-$state.toml" log="$work/gateway-mixed-$state.log"
+  cat >"$config" <<TOML
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+shutdown_grace_secs = 2
+[upstream]
+base_url = "http://$sim"
+[auth]
+token_url = "http://$sim/oauth2/token"
+[log]
+format = "json"
+TOML
+  if [ "$state" = pinned ]; then
+    printf '[[policy.app]]\nproject_id = "e2e-project"\napp_id = "dispatch-app"\nprocessing_mode = "DISPATCH"\n' >>"$config"
+  fi
+  for sdk in python node; do
+    "$bin" serve --config "$config" >"$log" 2>&1 &
+    local gw_pid=$!
+    pids+=("$gw_pid")
+    local gw
+    gw="$(listening "$log" 1)"
+    export GATEWAY="http://$gw" SIMULATOR="http://$sim" PROJECT=e2e-project KEY_ID=e2e-key \
+      KEY_SECRET=e2e-secret STATE="$state"
+    local ok=0
+    if [ "$sdk" = python ]; then
+      "$work/venv/bin/python" "$here/mixed_python.py" && ok=1
+    else
+      node "$here/mixed_node.js" 2> >(grep -v '^\[Sinch SDK\]\|^HTTP method\|^URL:\|^Response Headers' >&2) && ok=1
+    fi
+    if [ "$ok" -eq 1 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+    kill "$gw_pid" 2>/dev/null || true
+    wait "$gw_pid" 2>/dev/null || true
+  done
+}
+for state in fresh listed pinned; do
+  run_mixed "$state"
+done
+
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -101,10 +101,17 @@ impl InProc {
 
     /// A GET straight to the simulator, bypassing the gateway.
     pub async fn upstream_get(&self, path: &str) -> Reply {
+        self.upstream_send(Method::GET, path, "").await
+    }
+
+    /// A request straight to the simulator, bypassing the gateway (JSON body when non-empty).
+    pub async fn upstream_send(&self, method: Method, path: &str, body: &str) -> Reply {
         let req = Request::builder()
+            .method(method)
             .uri(format!("/v1/projects/demo-project{path}"))
             .header("authorization", DEMO_AUTH)
-            .body(Full::new(Bytes::new()))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body.to_string())))
             .expect("request");
         let resp = self.sim.handle(req).await;
         let (parts, body) = resp.into_parts();

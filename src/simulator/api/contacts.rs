@@ -34,6 +34,39 @@ pub(super) fn create_contact(project: &mut Project, body: &Value) -> Answer {
     Ok(Value::Object(c))
 }
 
+/// Contacts, filtered the way the API lists them: by `external_id`, or by `channel` and
+/// `identity` (a contact with such a channel identity).
+pub(super) fn list_contacts(project: &Project, call: &Call<'_>) -> Answer {
+    let external = call.param("external_id").filter(|v| !v.is_empty());
+    let channel = call.param("channel").filter(|v| !v.is_empty());
+    let identity = call.param("identity").filter(|v| !v.is_empty());
+    let contacts: Vec<Value> = project
+        .contacts
+        .values()
+        .filter(|c| {
+            external.map_or(true, |e| {
+                c.get("external_id").and_then(Value::as_str) == Some(e)
+            })
+        })
+        .filter(|c| {
+            if channel.is_none() && identity.is_none() {
+                return true;
+            }
+            c.get("channel_identities")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .any(|i| {
+                    channel.map_or(true, |ch| json_text(i, "channel") == Some(ch))
+                        && identity.map_or(true, |id| json_text(i, "identity") == Some(id))
+                })
+        })
+        .cloned()
+        .map(Value::Object)
+        .collect();
+    Ok(json!({"contacts": contacts, "next_page_token": ""}))
+}
+
 pub(super) fn contact_by_id(project: &mut Project, call: &Call<'_>) -> Answer {
     let verb = match call.operation {
         Operation::DeleteContact => ById::Delete,

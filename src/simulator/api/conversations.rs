@@ -63,8 +63,15 @@ pub(super) fn create_conversation(project: &mut Project, body: &Value) -> Answer
     }
     let id = crate::ids::ulid();
     let mut c = store::new_conversation(&id, &app_id, contact_id);
-    if let Some(m) = body.get("metadata") {
-        c.insert("metadata".into(), m.clone());
+    for field in [
+        "metadata",
+        "active_channel",
+        "metadata_json",
+        "correlation_id",
+    ] {
+        if let Some(v) = body.get(field).filter(|v| !v.is_null()) {
+            c.insert(field.into(), v.clone());
+        }
     }
     project.conversations.insert(id, c.clone());
     Ok(Value::Object(c))
@@ -92,7 +99,15 @@ pub(super) fn conversation_by_id(project: &mut Project, call: &Call<'_>) -> Answ
                 &call.body,
                 &[],
             )?;
-            return Ok(json!({}));
+            // Inject event answers the event it stored, as send event does.
+            return Ok(if call.operation == Operation::InjectEvent {
+                json!({
+                    "event_id": crate::ids::ulid(),
+                    "accepted_time": store::rfc3339(std::time::SystemTime::now()),
+                })
+            } else {
+                json!({})
+            });
         }
         _ => ById::Get,
     };

@@ -362,14 +362,21 @@ pub(super) fn fetch_last_message(project: &Project, body: &Value) -> Answer {
                 .map(|c| (true, c.to_string(), String::new()))
                 .collect()
         }
+        // The schema's shape, which both SDKs send: plain identity strings, with the channel as a
+        // separate filter; `{channel, identity}` objects are accepted too.
         (Some(i), _) if !i.is_empty() => i
             .iter()
-            .map(|v| {
-                (
+            .map(|v| match v {
+                Value::String(identity) => (
+                    false,
+                    json_text(body, "channel").unwrap_or("").to_string(),
+                    identity.clone(),
+                ),
+                v => (
                     false,
                     json_text(v, "channel").unwrap_or("").to_string(),
                     json_text(v, "identity").unwrap_or("").to_string(),
-                )
+                ),
             })
             .collect(),
         _ => {
@@ -391,7 +398,7 @@ pub(super) fn fetch_last_message(project: &Project, body: &Value) -> Answer {
                     if *by_contact {
                         m.contact_id == *a
                     } else {
-                        m.channel == *a && m.identity == *b
+                        (a.is_empty() || m.channel == *a) && m.identity == *b
                     }
                 })
                 .map(Message::to_json)

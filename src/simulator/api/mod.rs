@@ -28,6 +28,9 @@ use crate::policy::ProcessingMode;
 pub(crate) struct Call<'a> {
     pub(crate) operation: Operation,
     pub(crate) id: Option<&'a str>,
+    /// Path segments after the operation's fixed part (the consents sub-resource).
+    pub(crate) tail: &'a [String],
+    pub(crate) method: &'a str,
     pub(crate) query: &'a [(String, String)],
     pub(crate) body: Value,
 }
@@ -88,10 +91,23 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
         Op::FetchLastMessage => fetch_last_message(project, &call.body),
         Op::TranscodeMessage => transcode(project, &call.body),
         Op::SendEvent => send_event(project, &call.body),
-        Op::ListEvents => Ok(json!({
-            "events": project.events.values().rev().cloned().collect::<Vec<_>>(),
-            "next_page_token": "",
-        })),
+        Op::ListEvents => {
+            // Filters the API documents for the list: contact and conversation.
+            let matches = |e: &Map<String, Value>, field: &str| {
+                call.param(field)
+                    .filter(|v| !v.is_empty())
+                    .map_or(true, |v| e.get(field).and_then(Value::as_str) == Some(v))
+            };
+            let events: Vec<Value> = project
+                .events
+                .values()
+                .rev()
+                .filter(|e| matches(e, "contact_id") && matches(e, "conversation_id"))
+                .cloned()
+                .map(Value::Object)
+                .collect();
+            Ok(json!({"events": events, "next_page_token": ""}))
+        }
         Op::GetEvent => object_by_id(
             &mut project.events,
             "event",
@@ -116,10 +132,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
         | Op::StopConversation
         | Op::InjectMessage
         | Op::InjectEvent => conversation_by_id(project, call),
-        Op::ListContacts => Ok(json!({
-            "contacts": project.contacts.values().cloned().collect::<Vec<_>>(),
-            "next_page_token": "",
-        })),
+        Op::ListContacts => list_contacts(project, call),
         Op::CreateContact => create_contact(project, &call.body),
         Op::GetContact | Op::UpdateContact | Op::DeleteContact => contact_by_id(project, call),
         Op::MergeContact => merge_contacts(project, call),
@@ -151,11 +164,33 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
         Op::GetWebhook | Op::UpdateWebhook | Op::DeleteWebhook => webhook_by_id(project, call),
         Op::ListConsents => {
             app(project, call.id())?;
-            Ok(json!({"identities": [], "next_page_token": ""}))
+            // consents/lists/{list} lists identities; consents/identities/{identity} lists the
+            // lists an identity is on; consents/audit-records/{identity} its audit trail.
+            Ok(match call.tail.first().map(String::as_str) {
+                Some("audit-records") => json!({"audit_records": [], "next_page_token": ""}),
+                Some("identities") => json!({"lists": []}),
+                _ => json!({"identities": [], "next_page_token": ""}),
+            })
         }
-        Op::Settings => Ok(json!({})),
+        Op::Settings => settings(project, call),
         Op::OauthToken | Op::Other => Err(not_found("no such endpoint")),
     }
+}
+
+/// Project settings: kept, merged on write, cleared on delete.
+fn settings(project: &mut Project, call: &Call<'_>) -> Answer {
+    match call.method {
+        "GET" => {}
+        "DELETE" => project.settings.clear(),
+        _ => {
+            if let Some(fields) = call.body.as_object() {
+                for (k, v) in fields {
+                    project.settings.insert(k.clone(), v.clone());
+                }
+            }
+        }
+    }
+    Ok(Value::Object(project.settings.clone()))
 }
 
 /// What a by-id call does to a resource kept as a JSON object.
