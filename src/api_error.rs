@@ -52,7 +52,7 @@ pub fn status_name(status: StatusCode) -> &'static str {
         409 => "ALREADY_EXISTS",
         429 => "RESOURCE_EXHAUSTED",
         502 | 503 => "UNAVAILABLE",
-        504 => "DEADLINE_EXCEEDED",
+        408 | 504 => "DEADLINE_EXCEEDED",
         _ => "INTERNAL",
     }
 }

@@ -38,6 +38,9 @@ pub enum GatewayError {
         /// The configured limit.
         limit: usize,
     },
+    /// The client's request body made no progress for `server.body_idle_timeout_secs`.
+    #[error("request body idle")]
+    RequestBodyIdle,
     /// The client's body could not be read to the end.
     #[error("client body read failed: {0}")]
     ClientBody(String),
@@ -108,6 +111,10 @@ impl GatewayError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than the gateway's policy limit of {limit} bytes"),
             ),
+            GatewayError::RequestBodyIdle => ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body made no progress for the gateway's body idle timeout; send it without pausing",
+            ),
             GatewayError::ClientBody(_) => {
                 ApiError::invalid_argument("request body could not be read to the end")
             }
@@ -167,6 +174,7 @@ impl GatewayError {
             | GatewayError::AmbiguousFraming
             | GatewayError::HeadTooLarge { .. }
             | GatewayError::BodyTooLarge { .. }
+            | GatewayError::RequestBodyIdle
             | GatewayError::ClientBody(_)
             | GatewayError::InvalidBody { .. }
             | GatewayError::ModeUnavailable
@@ -183,6 +191,7 @@ impl GatewayError {
             GatewayError::AmbiguousFraming
                 | GatewayError::HeadTooLarge { .. }
                 | GatewayError::BodyTooLarge { .. }
+                | GatewayError::RequestBodyIdle
                 | GatewayError::ClientBody(_)
         )
     }

@@ -359,9 +359,26 @@ impl App {
         let (aux_trigger, aux) = server::shutdown_channel();
         let settings = ConnectionSettings {
             header_read_timeout: config.server.header_read_timeout,
+            write_stall_timeout: None,
+            on_write_stall: None,
             max_connections: config.server.max_connections,
             http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
             shutdown_grace: config.server.shutdown_grace,
+        };
+        // Proxy clients that stop reading a response are cut off after the body idle timeout.
+        let proxy_settings = ConnectionSettings {
+            write_stall_timeout: Some(config.server.body_idle_timeout),
+            on_write_stall: Some({
+                let metrics = state.metrics().clone();
+                Arc::new(move || {
+                    tracing::warn!(
+                        direction = "response",
+                        "a client read nothing of its response for the body idle timeout; closing its connection"
+                    );
+                    metrics.body_idle_timeout("response");
+                })
+            }),
+            ..settings.clone()
         };
         let admin_service = AdminState {
             metrics: state.metrics().clone(),
@@ -376,7 +393,7 @@ impl App {
             move |conn: server::ConnectionInfo| admin_service.for_peer(conn.peer),
             ConnectionSettings {
                 shutdown_grace: std::time::Duration::from_secs(1),
-                ..settings
+                ..settings.clone()
             },
             aux.clone(),
         ));
@@ -398,7 +415,7 @@ impl App {
             move |info: server::ConnectionInfo| {
                 proxy::stack(state.clone(), proxy::Connection::new(info))
             },
-            settings,
+            proxy_settings,
             inner,
         );
         tokio::join!(drain, serve);

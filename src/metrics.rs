@@ -73,6 +73,7 @@ pub struct Metrics {
     mode_cache_apps: IntGaugeVec,
     upstream_errors: IntCounterVec,
     config_reloads: IntCounterVec,
+    body_idle_timeouts: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -172,6 +173,15 @@ impl Metrics {
         for kind in UpstreamErrorKind::ALL {
             upstream_errors.with_label_values(&[kind.as_str()]);
         }
+        let body_idle_timeouts = counter_vec(
+            &registry,
+            "modegate_body_idle_timeouts_total",
+            "Bodies abandoned after making no progress for server.body_idle_timeout_secs, by direction.",
+            &["direction"],
+        );
+        for direction in ["request", "response"] {
+            body_idle_timeouts.with_label_values(&[direction]);
+        }
         let config_reloads = counter_vec(
             &registry,
             "modegate_config_reloads_total",
@@ -216,6 +226,7 @@ impl Metrics {
             mode_cache_apps,
             upstream_errors,
             config_reloads,
+            body_idle_timeouts,
         }
     }
 
@@ -269,6 +280,14 @@ impl Metrics {
     }
 
     /// Counts a config reload attempt (`result` is `success` or `failure`).
+    /// A body abandoned for making no progress (`direction`: `request` or `response`).
+    pub fn body_idle_timeout(&self, direction: &'static str) {
+        self.body_idle_timeouts
+            .with_label_values(&[direction])
+            .inc();
+    }
+
+    /// A config reload, by result.
     pub fn config_reload(&self, success: bool) {
         let result = if success { "success" } else { "failure" };
         self.config_reloads.with_label_values(&[result]).inc();

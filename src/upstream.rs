@@ -40,6 +40,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug)]
 pub struct BodyError(BoxError);
 
+impl BodyError {
+    /// An error the gateway raises itself.
+    pub fn new(message: impl Into<String>) -> Self {
+        BodyError(message.into().into())
+    }
+}
+
 impl std::fmt::Display for BodyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.0.fmt(f)
@@ -159,6 +166,10 @@ impl Origin {
     }
 }
 
+/// Most bytes read ahead from one upstream HTTP/1 connection (so also the largest body chunk
+/// relayed), and sent ahead on one upstream h2 stream.
+pub const UPSTREAM_READ_BUF: usize = 16 * 1024;
+
 /// The production upstream: a pooled hyper-util client with the request timeout.
 #[derive(Clone, Debug)]
 pub struct HyperUpstream {
@@ -183,6 +194,11 @@ impl HyperUpstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // What a response costs while its client is slow to read: the upstream read
+            // buffer is bounded here (hyper's default is about 400 KiB), and backpressure
+            // reaches the upstream socket.
+            .http1_max_buf_size(UPSTREAM_READ_BUF)
+            .http2_max_send_buf_size(UPSTREAM_READ_BUF)
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(https);

@@ -57,8 +57,10 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Body buffering limit on policy routes.
     pub max_policy_body_bytes: usize,
-    /// Request-head read timeout.
+    /// Request-head read timeout (also the first-byte deadline of a new connection).
     pub header_read_timeout: Duration,
+    /// How long a body may make no progress before it is abandoned.
+    pub body_idle_timeout: Duration,
     /// Concurrent connection cap.
     pub max_connections: usize,
     /// HTTP/2 concurrent streams per connection.

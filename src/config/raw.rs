@@ -25,6 +25,9 @@ pub(super) struct RawServer {
     /// Seconds a client has to send a complete request head (slowloris guard).
     #[serde(default = "default_header_read_timeout")]
     pub(super) header_read_timeout_secs: u64,
+    /// Seconds a request or response body may make no progress before it is abandoned.
+    #[serde(default = "default_body_idle_timeout")]
+    pub(super) body_idle_timeout_secs: u64,
     /// Concurrent client connections accepted; further ones wait in the kernel backlog.
     #[serde(default = "default_max_connections")]
     pub(super) max_connections: u64,
@@ -200,6 +203,9 @@ pub(super) fn default_ttl() -> u64 {
 }
 pub(super) fn default_stale() -> u64 {
     3_600
+}
+pub(super) fn default_body_idle_timeout() -> u64 {
+    30
 }
 pub(super) fn default_max_messages() -> u64 {
     100_000

@@ -23,9 +23,11 @@ impl Config {
         line(format!("admin_listen    {}", self.server.admin_listen));
         line(format!("upstream        {upstream}"));
         line(format!(
-            "timeouts        connect {:?}, request {:?}, shutdown grace {:?}",
+            "timeouts        connect {:?}, request {:?}, header read {:?}, body idle {:?}, shutdown grace {:?}",
             self.upstream.connect_timeout,
             self.upstream.request_timeout,
+            self.server.header_read_timeout,
+            self.server.body_idle_timeout,
             self.server.shutdown_grace
         ));
         line(format!(

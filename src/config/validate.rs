@@ -249,6 +249,13 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             300,
             &mut problems,
         )),
+        body_idle_timeout: Duration::from_secs(range(
+            "server.body_idle_timeout_secs",
+            s.body_idle_timeout_secs,
+            1,
+            3_600,
+            &mut problems,
+        )),
         max_connections: range(
             "server.max_connections",
             s.max_connections,

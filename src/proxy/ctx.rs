@@ -143,6 +143,8 @@ pub struct RequestCtx {
     pub store_retry: Option<&'static str>,
     /// Retries used so far.
     pub retries: RetryBudget,
+    /// Raised when the client's request body made no progress for the body idle timeout.
+    pub request_body_stalled: Arc<std::sync::atomic::AtomicBool>,
     /// How the request ended.
     pub outcome: Outcome,
 }
@@ -175,6 +177,7 @@ impl RequestCtx {
             blockers: Vec::new(),
             store_retry: None,
             retries: RetryBudget::default(),
+            request_body_stalled: Arc::default(),
             outcome: Outcome::default(),
         }
     }
@@ -208,6 +211,13 @@ impl RequestCtx {
             body: self.body.as_ref(),
             message_store: self.message_store,
         }
+    }
+
+    /// Whether the client's request body stalled (it explains a failed upstream exchange or
+    /// body read).
+    pub fn request_body_stalled(&self) -> bool {
+        self.request_body_stalled
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The policy snapshot's shared pieces, for phases that outlive a borrow of the context.

@@ -38,7 +38,9 @@ pub async fn read(
                 message: "content-type: this operation takes application/json".into(),
             });
         }
-        let bytes = read_body(body, state.max_policy_body_bytes).await?;
+        let bytes = read_body(body, state.max_policy_body_bytes)
+            .await
+            .map_err(|e| stalled_or(ctx, e))?;
         if !bytes.is_empty() {
             ctx.body = Some(read_json(ctx, &bytes)?);
             if let Some(field) = ctx.body.as_ref().and_then(numeric_enum) {
@@ -57,7 +59,11 @@ pub async fn read(
         Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
     ) {
         // A call by message id may be sent again in the other store: hold its (small) body.
-        OutboundBody::Bytes(read_body(body, state.max_policy_body_bytes).await?)
+        OutboundBody::Bytes(
+            read_body(body, state.max_policy_body_bytes)
+                .await
+                .map_err(|e| stalled_or(ctx, e))?,
+        )
     } else {
         state.replayable(body).await?
     };
@@ -139,6 +145,15 @@ fn is_json(headers: &HeaderMap) -> bool {
                 .to_ascii_lowercase();
             essence == "application/json" || essence.ends_with("+json")
         }
+    }
+}
+
+/// A body read that failed because the client stalled is a body idle timeout.
+fn stalled_or(ctx: &RequestCtx, error: GatewayError) -> GatewayError {
+    if ctx.request_body_stalled() {
+        GatewayError::RequestBodyIdle
+    } else {
+        error
     }
 }
 

@@ -11,6 +11,7 @@ use http_body_util::BodyExt;
 use super::connection::Connection;
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::set_query_params;
+use super::idle;
 use super::{headers, GatewayResponse, GatewayState};
 use crate::domain::Operation;
 use crate::error::GatewayError;
@@ -69,6 +70,7 @@ pub async fn forward(
     body: OutboundBody,
 ) -> Result<GatewayResponse, GatewayError> {
     let op = ctx.operation();
+    let client_h2 = parts.version == Version::HTTP_2;
     parts.uri = if op == Operation::OauthToken {
         state.token_uri.clone()
     } else {
@@ -129,6 +131,24 @@ pub async fn forward(
     }
     headers::to_client(response.headers_mut());
     *response.version_mut() = Version::HTTP_11;
+    // A response body that stalls, either side, is abandoned after the body idle timeout.
+    if !http_body::Body::is_end_stream(response.body()) {
+        let timeout = state.body_idle_timeout;
+        let metrics = state.metrics.clone();
+        response = response.map(|body| {
+            if client_h2 {
+                idle::relay(body, timeout, metrics)
+            } else {
+                idle::idle(
+                    body,
+                    timeout,
+                    idle::Direction::Response,
+                    &metrics,
+                    Default::default(),
+                )
+            }
+        });
+    }
     Ok(response)
 }
 
@@ -184,9 +204,14 @@ async fn send(
     upstream::call(&state.upstream, &state.metrics, ctx.operation(), request)
         .await
         .map(|(response, _)| response)
-        .map_err(|failure| GatewayError::Upstream {
-            kind: failure.kind,
-            detail: failure.detail,
-            attempted: Outcome::of(&ctx.decision).disposition,
+        .map_err(|failure| {
+            if ctx.request_body_stalled() {
+                return GatewayError::RequestBodyIdle;
+            }
+            GatewayError::Upstream {
+                kind: failure.kind,
+                detail: failure.detail,
+                attempted: Outcome::of(&ctx.decision).disposition,
+            }
         })
 }

@@ -25,6 +25,7 @@ use tower::Service;
 use super::classify::{classify, Classification};
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::Act;
+use super::idle::{self, Direction};
 use super::observe::TraceId;
 use super::request_id::RequestId;
 use super::{admit, decide, enforce, facts, forward, learn, GatewayResponse, GatewayState};
@@ -78,6 +79,21 @@ pub async fn handle(
     let trace_id = req.extensions().get::<TraceId>().cloned();
     // Snapshot: the policy and mode cache this request is decided under.
     let mut ctx = RequestCtx::new(state.snapshot(), class, request_id, trace_id);
+    // A request body that stalls is abandoned after the body idle timeout.
+    let req = if http_body::Body::is_end_stream(req.body()) {
+        req
+    } else {
+        let fired = ctx.request_body_stalled.clone();
+        req.map(|b| {
+            idle::idle(
+                b,
+                state.body_idle_timeout,
+                Direction::Request,
+                &state.metrics,
+                fired,
+            )
+        })
+    };
     let result = phases(state, &mut ctx, req).await;
     finish(state, &mut ctx, result)
 }

@@ -22,6 +22,7 @@ pub mod facts;
 pub mod forward;
 pub mod handler;
 pub mod headers;
+pub mod idle;
 pub mod json;
 pub mod learn;
 pub mod lookup;
@@ -114,6 +115,8 @@ pub struct GatewayState {
     contacts: ContactCache,
     report: Arc<MigrationReport>,
     max_policy_body_bytes: usize,
+    /// `server.body_idle_timeout_secs`.
+    body_idle_timeout: std::time::Duration,
     /// Passthrough auth: a caller's credential must be seen to work before mode-based decisions.
     verify_credentials: bool,
     /// Inject auth: the gateway's own key.
@@ -192,6 +195,7 @@ impl GatewayState {
             contacts,
             report: Arc::default(),
             max_policy_body_bytes: config.server.max_policy_body_bytes,
+            body_idle_timeout: config.server.body_idle_timeout,
             verify_credentials: config.auth.mode == AuthMode::Passthrough,
             inject,
             access_log: config.log.access_log,

@@ -13,6 +13,7 @@
 //! next. An HTTP/2 preface switches the scan off; so does framing the scan cannot follow
 //! (hyper answers that with 400 and closes the connection).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -249,22 +250,68 @@ impl Sniffer {
     }
 }
 
-/// A client socket whose incoming bytes are scanned for conflicting framing headers.
-#[derive(Debug)]
+/// A client socket whose incoming bytes are scanned for conflicting framing headers, and whose
+/// writes are watched: a client that leaves them unread (no byte accepted) for the stall
+/// timeout gets its connection closed, so a stalled reader costs a bounded time and memory.
 pub struct SniffIo<T> {
     inner: T,
     sniffer: Sniffer,
     flag: FramingFlag,
+    stall: Option<(std::time::Duration, Option<super::OnWriteStall>)>,
+    /// Armed while writes are pending.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<T> std::fmt::Debug for SniffIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniffIo").finish_non_exhaustive()
+    }
 }
 
 impl<T> SniffIo<T> {
-    /// Wraps `inner`; `flag` is raised on a conflicting request.
-    pub fn new(inner: T, flag: FramingFlag) -> Self {
+    /// Wraps `inner`; `flag` is raised on a conflicting request; `stall` is the write-stall
+    /// timeout and whom to tell when it closes the connection.
+    pub fn new(
+        inner: T,
+        flag: FramingFlag,
+        stall: Option<(std::time::Duration, Option<super::OnWriteStall>)>,
+    ) -> Self {
         Self {
             inner,
             sniffer: Sniffer::default(),
             flag,
+            stall,
+            stalled: None,
         }
+    }
+
+    /// Tracks a write attempt: progress disarms the watchdog; a pending write arms it (with the
+    /// task's waker, so the deadline wakes the connection) and fails it once the deadline passed.
+    fn watch<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let Some((timeout, on_stall)) = &self.stall else {
+            return result;
+        };
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(*timeout)));
+        if sleep.as_mut().poll(cx).is_ready() {
+            if let Some(f) = on_stall {
+                f();
+            }
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing for the body idle timeout",
+            )));
+        }
+        Poll::Pending
     }
 }
 
@@ -290,7 +337,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.watch(cx, result)
     }
 
     fn poll_write_vectored(
@@ -298,7 +347,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.watch(cx, result)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -306,7 +357,9 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for SniffIo<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let result = Pin::new(&mut this.inner).poll_flush(cx);
+        this.watch(cx, result)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

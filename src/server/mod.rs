@@ -60,11 +60,19 @@ impl Shutdown {
     }
 }
 
+/// Called when a client stopped reading for the write-stall timeout (the connection is closed).
+pub type OnWriteStall = std::sync::Arc<dyn Fn() + Send + Sync>;
+
 /// Per-listener connection settings.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone)]
 pub struct ConnectionSettings {
-    /// Time a client has to send a complete request head.
+    /// Time a client has to send a complete request head, and its first byte.
     pub header_read_timeout: Duration,
+    /// Time a client may leave the gateway's writes unread before its connection is closed
+    /// (`None`: no limit).
+    pub write_stall_timeout: Option<Duration>,
+    /// Told of every connection closed for a write stall.
+    pub on_write_stall: Option<OnWriteStall>,
     /// Concurrent connections; further ones wait in the accept backlog.
     pub max_connections: usize,
     /// HTTP/2 concurrent streams per connection.
@@ -77,6 +85,8 @@ impl Default for ConnectionSettings {
     fn default() -> Self {
         Self {
             header_read_timeout: Duration::from_secs(10),
+            write_stall_timeout: None,
+            on_write_stall: None,
             max_connections: 10_000,
             http2_max_concurrent_streams: 256,
             shutdown_grace: Duration::from_secs(20),
@@ -90,11 +100,24 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// Most header fields per request the gateway accepts (checked like [`MAX_HEAD_BYTES`]).
 pub const MAX_HEADERS: usize = 128;
 /// hyper's own HTTP/1 limits, a backstop above the gateway's: a head over these gets hyper's
-/// bare answer and the connection closed.
+/// bare answer and the connection closed. The buffer limit also bounds what hyper queues to
+/// write to a client that stops reading.
 const HYPER_MAX_BUF: usize = 2 * MAX_HEAD_BYTES;
 const HYPER_MAX_HEADERS: usize = 2 * MAX_HEADERS;
-/// Most HTTP/2 header-list bytes.
-const MAX_H2_HEADER_LIST: u32 = 64 * 1024;
+
+// HTTP/2 limits, pinned here so a dependency update cannot change them silently.
+/// Streams reset by the client before the server accepted them (rapid-reset protection).
+const H2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// Streams the server may reset for protocol errors before the connection is closed.
+const H2_MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1_024;
+/// Header-list bytes per request: hyper's 16 KiB, so a small HPACK block cannot expand into a
+/// large upstream header set.
+const MAX_H2_HEADER_LIST: u32 = 16 * 1024;
+/// Bytes buffered per stream to send to a client: what a stalled HTTP/2 stream costs.
+pub const H2_MAX_SEND_BUF: usize = 16 * 1024;
+/// Per-stream and per-connection receive windows.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
 fn builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -110,6 +133,11 @@ fn builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(settings.http2_max_concurrent_streams)
         .max_header_list_size(MAX_H2_HEADER_LIST)
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_ACCEPT_RESET_STREAMS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESET_STREAMS)
+        .max_send_buf_size(H2_MAX_SEND_BUF)
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     builder
 }
@@ -173,10 +201,27 @@ pub async fn serve<M, S, B>(
             peer,
             framing: framing.clone(),
         }));
-        let io = TokioIo::new(SniffIo::new(stream, framing));
-        let connection = builder.serve_connection(io, service).into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let graceful = graceful.watcher();
+        let first_byte = settings.header_read_timeout;
+        let stall = settings
+            .write_stall_timeout
+            .map(|t| (t, settings.on_write_stall.clone()));
         tokio::spawn(async move {
+            // The first-byte deadline: hyper's own header timer only starts once bytes arrive,
+            // and choosing HTTP/1 or h2 waits for them without one, so a silent connection
+            // would hold its slot for ever.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) | Err(_) => {
+                    tracing::debug!(listener = name, peer = %peer, "no request within the header read timeout; closing");
+                    drop(permit);
+                    return;
+                }
+            }
+            let io = TokioIo::new(SniffIo::new(stream, framing, stall));
+            let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
             if let Err(e) = connection.await {
                 tracing::debug!(listener = name, peer = %peer, error = %e, "connection ended with error");
             }
