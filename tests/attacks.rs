@@ -16,21 +16,14 @@ use http::{Method, Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use support::lenient::{violation, DISPATCH_APP};
+use support::lenient::{fixture_answer, violation, DISPATCH_APP};
 use support::*;
 
 /// The upstream: `d-app` is DISPATCH, `c-app` CONVERSATION; everything else answers `{}`.
 async fn upstream() -> Upstream {
     Upstream::start(Arc::new(|seen: Seen| {
         Box::pin(async move {
-            let path = seen.uri.path();
-            let body = if path.ends_with("/apps/d-app") {
-                r#"{"id":"d-app","processing_mode":"DISPATCH"}"#
-            } else if path.ends_with("/apps/c-app") {
-                r#"{"id":"c-app","processing_mode":"CONVERSATION"}"#
-            } else {
-                "{}"
-            };
+            let body = fixture_answer(seen.uri.path());
             Response::builder()
                 .status(200)
                 .header("content-type", "application/json")
@@ -398,11 +391,7 @@ fn forwarded(up: &Upstream, before: usize) -> Vec<Seen> {
 
 async fn run(cases: Vec<Case>, must_forward: bool) {
     let up = upstream().await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n",
-        up.url()
-    )))
-    .await;
+    let gw = spawn_before(&up.url(), "").await;
     let mut refused = 0;
     for case in &cases {
         for (transport, h2) in [("HTTP/1.1", false), ("h2c", true)] {
@@ -460,11 +449,7 @@ async fn legitimate_camel_case_and_encoded_values_pass() {
 #[tokio::test]
 async fn a_connection_header_naming_authorization_is_refused() {
     let up = upstream().await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n",
-        up.url()
-    )))
-    .await;
+    let gw = spawn_before(&up.url(), "").await;
     let case = Case {
         class: "Connection: authorization",
         method: "GET",
@@ -481,11 +466,7 @@ async fn a_connection_header_naming_authorization_is_refused() {
 #[tokio::test]
 async fn canonical_paths_are_what_the_upstream_receives() {
     let up = upstream().await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n",
-        up.url()
-    )))
-    .await;
+    let gw = spawn_before(&up.url(), "").await;
     let case = Case {
         class: "encoded, doubled and dotted",
         method: "GET",
@@ -513,10 +494,10 @@ async fn canonical_paths_are_what_the_upstream_receives() {
 #[tokio::test]
 async fn in_shadow_an_ambiguous_request_is_forwarded_unchanged_and_recorded() {
     let up = upstream().await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n[policy.rules]\n\"request.canonical\" = \"shadow\"\n",
-        up.url()
-    )))
+    let gw = spawn_before(
+        &up.url(),
+        "[policy.rules]\n\"request.canonical\" = \"shadow\"\n",
+    )
     .await;
     let case = Case {
         class: "duplicate app_id in shadow",
@@ -551,11 +532,7 @@ async fn unrecognized_routes_are_forwarded_by_default_and_refused_when_strict() 
         ),
     ] {
         let before = up.seen().len();
-        let gw = spawn(config_toml(&format!(
-            "[upstream]\nbase_url = \"{}\"\n{config}",
-            up.url()
-        )))
-        .await;
+        let gw = spawn_before(&up.url(), config).await;
         let r = get(&format!("http://{}{path}", gw.proxy_addr)).await;
         assert_eq!(
             (r.status.as_u16(), r.header("x-modegate-decision")),
@@ -589,11 +566,7 @@ async fn unrecognized_routes_are_forwarded_by_default_and_refused_when_strict() 
 #[tokio::test]
 async fn refusals_say_what_was_ambiguous_and_how_to_fix_it() {
     let up = upstream().await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n",
-        up.url()
-    )))
-    .await;
+    let gw = spawn_before(&up.url(), "").await;
     for (case, needle) in [
         (corpus().swap_remove(5), "%2F"),
         (corpus().swap_remove(20), "give the enum by name"),
@@ -636,11 +609,7 @@ async fn refusals_say_what_was_ambiguous_and_how_to_fix_it() {
 #[tokio::test]
 async fn a_text_body_with_header_like_lines_is_not_mistaken_for_framing() {
     let up = upstream().await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n",
-        up.url()
-    )))
-    .await;
+    let gw = spawn_before(&up.url(), "").await;
     let body = "line one\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n";
     let raw = format!(
         "POST /v1/projects/p/notes HTTP/1.1\r\nHost: gw\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}\

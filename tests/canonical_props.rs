@@ -15,7 +15,7 @@ use modegate::proxy::{Connection, GatewayBody};
 use modegate::upstream::{full, UpstreamFailure};
 use modegate::Deps;
 use proptest::prelude::*;
-use support::lenient::violation;
+use support::lenient::{fixture_answer, violation};
 use support::*;
 use tower::ServiceExt;
 
@@ -46,13 +46,7 @@ fn recording_upstream(log: Arc<Mutex<Vec<Seen>>>) -> modegate::upstream::Upstrea
                     body,
                 });
             }
-            let answer = if path.ends_with("/apps/d-app") {
-                r#"{"id":"d-app","processing_mode":"DISPATCH"}"#
-            } else if path.ends_with("/apps/c-app") {
-                r#"{"id":"c-app","processing_mode":"CONVERSATION"}"#
-            } else {
-                "{}"
-            };
+            let answer = fixture_answer(&path);
             Ok::<_, UpstreamFailure>(
                 Response::builder()
                     .status(200)

@@ -25,12 +25,7 @@ async fn read_update_delete(g: &InProc, id: &str, style: &str) {
         String::from_utf8_lossy(&r.body)
     );
     let r = g
-        .send(
-            Method::PATCH,
-            &format!("/messages/{id}{style}"),
-            &[("authorization", DEMO_AUTH)],
-            r#"{"metadata":"seen"}"#,
-        )
+        .patch(&format!("/messages/{id}{style}"), r#"{"metadata":"seen"}"#)
         .await;
     assert_eq!(
         r.status,
@@ -39,14 +34,7 @@ async fn read_update_delete(g: &InProc, id: &str, style: &str) {
         String::from_utf8_lossy(&r.body)
     );
     assert_eq!(r.json()["metadata"], "seen");
-    let r = g
-        .send(
-            Method::DELETE,
-            &format!("/messages/{id}{style}"),
-            &[("authorization", DEMO_AUTH)],
-            "",
-        )
-        .await;
+    let r = g.delete(&format!("/messages/{id}{style}")).await;
     assert_eq!(r.status, StatusCode::OK, "delete {style:?}");
 }
 
@@ -135,22 +123,10 @@ async fn an_unseen_message_is_found_whatever_the_gateway_has_learned() {
                 // The read taught the gateway where it lives: update and delete go there at once.
                 let before = by_id_calls(&g);
                 let r = g
-                    .send(
-                        Method::PATCH,
-                        &format!("/messages/{id}{style}"),
-                        &[("authorization", DEMO_AUTH)],
-                        r#"{"metadata":"m"}"#,
-                    )
+                    .patch(&format!("/messages/{id}{style}"), r#"{"metadata":"m"}"#)
                     .await;
                 assert_eq!(r.status, StatusCode::OK, "{state}, {app}, {style:?}");
-                let r = g
-                    .send(
-                        Method::DELETE,
-                        &format!("/messages/{id}{style}"),
-                        &[("authorization", DEMO_AUTH)],
-                        "",
-                    )
-                    .await;
+                let r = g.delete(&format!("/messages/{id}{style}")).await;
                 assert_eq!(r.status, StatusCode::OK, "{state}, {app}, {style:?}");
                 assert_eq!(by_id_calls(&g) - before, 2, "{state}, {app}, {style:?}");
             }
@@ -163,12 +139,7 @@ async fn an_unseen_update_is_retried_too() {
     let g = InProc::start("");
     let id = unseen(&g, "new-app").await;
     let r = g
-        .send(
-            Method::PATCH,
-            &format!("/messages/{id}{NODE}"),
-            &[("authorization", DEMO_AUTH)],
-            r#"{"metadata":"m"}"#,
-        )
+        .patch(&format!("/messages/{id}{NODE}"), r#"{"metadata":"m"}"#)
         .await;
     assert_eq!(
         r.status,

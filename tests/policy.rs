@@ -226,12 +226,7 @@ async fn retention_range_enforce_and_shadow() {
         .starts_with("dispatch_retention_policy.ttl_days"));
     assert_eq!(s.calls(Op::CreateApp), 0);
     let r = s
-        .send(
-            Method::PATCH,
-            "/apps/legacy-app",
-            &[("authorization", DEMO_AUTH)],
-            r#"{"retention_policy":{"ttl_days":0}}"#,
-        )
+        .patch("/apps/legacy-app", r#"{"retention_policy":{"ttl_days":0}}"#)
         .await;
     assert_rejected(&r, rule);
     assert_eq!(s.calls(Op::UpdateApp), 0);

@@ -261,12 +261,7 @@ async fn patch_switching_the_mode_takes_effect_on_the_very_next_request() {
         Some("forwarded")
     );
     let r = g
-        .send(
-            Method::PATCH,
-            "/apps/legacy-app",
-            &[("authorization", DEMO_AUTH)],
-            r#"{"processing_mode":"DISPATCH"}"#,
-        )
+        .patch("/apps/legacy-app", r#"{"processing_mode":"DISPATCH"}"#)
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_rejected(&g.get(path).await, "dispatch.list_messages.contact_filter");

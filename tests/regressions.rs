@@ -191,11 +191,7 @@ async fn app_lookups_answered_429_or_400_are_not_counted_as_5xx() {
             }
         })
         .await;
-        let gw = spawn(config_toml(&format!(
-            "[upstream]\nbase_url = \"{}\"\n",
-            upstream.url()
-        )))
-        .await;
+        let gw = spawn_before(&upstream.url(), "").await;
         let r = get(&format!(
             "http://{}/v1/projects/p/messages?app_id=a1&contact_id=c1",
             gw.proxy_addr
@@ -239,10 +235,10 @@ async fn a_contact_lookup_answered_429_is_a_429_not_a_502() {
         }
     })
     .await;
-    let gw = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"{}\"\n[policy.rules]\n\"dispatch.send.contact_recipient\" = \"rewrite\"\n",
-        upstream.url()
-    )))
+    let gw = spawn_before(
+        &upstream.url(),
+        "[policy.rules]\n\"dispatch.send.contact_recipient\" = \"rewrite\"\n",
+    )
     .await;
     let body = r#"{"app_id":"d-app","recipient":{"contact_id":"alice"},"message":{"text_message":{"text":"hi"}}}"#;
     let r = post(

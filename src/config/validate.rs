@@ -164,20 +164,6 @@ fn apply_rules(
             );
             continue;
         }
-        if rule == RuleId::UnrecognizedRoute {
-            problems.add(
-                key,
-                "set by policy.unrecognized_route (\"forward\" or \"reject\"), not in a rules table",
-            );
-            continue;
-        }
-        if rule == RuleId::Canonical && action == Action::Off {
-            problems.add(
-                key,
-                "request.canonical takes enforce or shadow: an ambiguous request is refused, or forwarded unchanged and recorded, never ignored",
-            );
-            continue;
-        }
         if !rule.supports(action) {
             problems.add(
                 key,

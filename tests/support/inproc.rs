@@ -99,6 +99,18 @@ impl InProc {
             .await
     }
 
+    /// PATCH JSON with the demo credentials.
+    pub async fn patch(&self, path: &str, body: &str) -> Reply {
+        self.send(Method::PATCH, path, &[("authorization", DEMO_AUTH)], body)
+            .await
+    }
+
+    /// DELETE with the demo credentials.
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.send(Method::DELETE, path, &[("authorization", DEMO_AUTH)], "")
+            .await
+    }
+
     /// A GET straight to the simulator, bypassing the gateway.
     pub async fn upstream_get(&self, path: &str) -> Reply {
         self.upstream_send(Method::GET, path, "").await

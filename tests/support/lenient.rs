@@ -13,6 +13,18 @@ use super::Seen;
 /// The DISPATCH app of the attack fixtures.
 pub const DISPATCH_APP: &str = "d-app";
 
+/// The fixtures' upstream answer for `path`: `d-app` is DISPATCH, `c-app` CONVERSATION,
+/// anything else `{}`.
+pub fn fixture_answer(path: &str) -> &'static str {
+    if path.ends_with("/apps/d-app") {
+        r#"{"id":"d-app","processing_mode":"DISPATCH"}"#
+    } else if path.ends_with("/apps/c-app") {
+        r#"{"id":"c-app","processing_mode":"CONVERSATION"}"#
+    } else {
+        "{}"
+    }
+}
+
 fn decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::new();

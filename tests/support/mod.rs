@@ -166,6 +166,14 @@ pub fn config_toml(text: &str) -> Config {
     Config::parse(&text, std::path::Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// A gateway in front of `upstream` (a base URL), with `extra` TOML for the other sections.
+pub async fn spawn_before(upstream: &str, extra: &str) -> RunningApp {
+    spawn(config_toml(&format!(
+        "[upstream]\nbase_url = \"{upstream}\"\n{extra}"
+    )))
+    .await
+}
+
 pub async fn spawn(config: Config) -> RunningApp {
     modegate::logging::init(modegate::config::LogFormat::Text, "warn");
     App::bind(config).await.expect("bind").spawn()

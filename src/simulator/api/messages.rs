@@ -124,12 +124,7 @@ pub(super) fn send_message(project: &mut Project, body: &Value) -> Answer {
             return Err(invalid("correlation_id: at most 128 characters"));
         }
     }
-    let (channel, identity, contact_id) = recipient(project, body, mode)?;
-    let conversation_id = if mode == ProcessingMode::Conversation {
-        project.conversation_for(&app_id, &contact_id)
-    } else {
-        String::new()
-    };
+    let (channel, identity, contact_id, conversation_id) = addressed(project, &app_id, body, mode)?;
     let now = SystemTime::now();
     let id = crate::ids::ulid();
     project.messages.push(Message {
@@ -154,6 +149,23 @@ pub(super) fn send_message(project: &mut Project, body: &Value) -> Answer {
     Ok(json!({"message_id": id, "accepted_time": store::rfc3339(now)}))
 }
 
+/// Who a send addresses: channel, identity and contact, and the conversation it joins (none in
+/// DISPATCH mode).
+fn addressed(
+    project: &mut Project,
+    app_id: &str,
+    body: &Value,
+    mode: ProcessingMode,
+) -> Result<(String, String, String, String), ApiError> {
+    let (channel, identity, contact_id) = recipient(project, body, mode)?;
+    let conversation_id = if mode == ProcessingMode::Conversation {
+        project.conversation_for(app_id, &contact_id)
+    } else {
+        String::new()
+    };
+    Ok((channel, identity, contact_id, conversation_id))
+}
+
 pub(super) fn send_event(project: &mut Project, body: &Value) -> Answer {
     let app_id = body_app(project, body)?;
     let mode = app_mode(app(project, &app_id)?);
@@ -162,12 +174,7 @@ pub(super) fn send_event(project: &mut Project, body: &Value) -> Answer {
         .filter(|m| m.as_object().is_some_and(|o| !o.is_empty()))
         .cloned()
         .ok_or_else(|| invalid("event: required"))?;
-    let (channel, identity, contact_id) = recipient(project, body, mode)?;
-    let conversation_id = if mode == ProcessingMode::Conversation {
-        project.conversation_for(&app_id, &contact_id)
-    } else {
-        String::new()
-    };
+    let (channel, identity, contact_id, conversation_id) = addressed(project, &app_id, body, mode)?;
     let now = SystemTime::now();
     let id = crate::ids::ulid();
     let Value::Object(stored) = json!({
