@@ -78,9 +78,16 @@ pub async fn learn(
             attempted: ctx.decision.disposition(),
         })?
         .to_bytes();
-    if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
+    if op == Operation::SendMessage {
+        // Sends are the hot path: read the one field without building the whole tree.
+        if let Ok(SendAnswer {
+            message_id: Some(id),
+        }) = serde_json::from_slice::<SendAnswer<'_>>(&bytes)
+        {
+            remember_sent(ctx, project, &id).await;
+        }
+    } else if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
         match op {
-            Operation::SendMessage => remember_sent(ctx, project, &value).await,
             Operation::ListMessages => {
                 for message in value
                     .get("messages")
@@ -127,12 +134,16 @@ async fn learn_apps(ctx: &RequestCtx, project: &str, op: Operation, value: &Valu
     }
 }
 
+/// The part of a send answer the gateway reads.
+#[derive(serde::Deserialize)]
+struct SendAnswer<'a> {
+    #[serde(borrow)]
+    message_id: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// A sent message: its id, the app that sent it, and its store when the send fixed it
 /// (`DISPATCH_ONLY`) or the app's mode was resolved for the decision.
-async fn remember_sent(ctx: &RequestCtx, project: &str, answer: &Value) {
-    let Some(id) = answer.get("message_id").and_then(Value::as_str) else {
-        return;
-    };
+async fn remember_sent(ctx: &RequestCtx, project: &str, id: &str) {
     let dispatch_only = ctx
         .body
         .as_ref()

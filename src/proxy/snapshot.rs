@@ -41,7 +41,9 @@ pub struct AppPolicy {
 pub struct PolicyRuntime {
     /// As configured.
     pub settings: PolicySettings,
-    apps: HashMap<(String, String), usize>,
+    /// Per project, per app: the index of its `[[policy.app]]` (looked up by `&str`, no
+    /// allocation on the request path).
+    apps: HashMap<String, HashMap<String, usize>>,
     /// Per project, the mode every pinned app of it shares, and one of those apps.
     pinned_projects: HashMap<String, Option<(ProcessingMode, String)>>,
     /// Per operation: whether some rule that may apply to it is enabled anywhere.
@@ -65,12 +67,12 @@ pub fn learns_from(op: Operation) -> bool {
 impl PolicyRuntime {
     /// Indexes `settings`.
     pub fn new(settings: PolicySettings) -> Self {
-        let apps = settings
-            .apps
-            .iter()
-            .enumerate()
-            .map(|(i, a)| ((a.project_id.clone(), a.app_id.clone()), i))
-            .collect();
+        let mut apps: HashMap<String, HashMap<String, usize>> = HashMap::new();
+        for (i, a) in settings.apps.iter().enumerate() {
+            apps.entry(a.project_id.clone())
+                .or_default()
+                .insert(a.app_id.clone(), i);
+        }
         let mut pinned_projects: HashMap<String, Option<(ProcessingMode, String)>> = HashMap::new();
         for a in &settings.apps {
             let Some(mode) = a.processing_mode else {
@@ -139,7 +141,8 @@ impl PolicyRuntime {
     /// The `[[policy.app]]` entry of an app.
     pub fn app(&self, project: &str, app: &str) -> Option<&AppOverride> {
         self.apps
-            .get(&(project.to_string(), app.to_string()))
+            .get(project)
+            .and_then(|apps| apps.get(app))
             .map(|i| &self.settings.apps[*i])
     }
 
