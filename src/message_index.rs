@@ -72,6 +72,13 @@ impl MessageIndex {
         cache.insert(k, merged).await;
     }
 
+    /// Remembers a message just sent: its id is new, so there is nothing to merge with.
+    pub async fn remember_new(&self, project: &str, message: &str, origin: MessageOrigin) {
+        if let Some(cache) = &self.cache {
+            cache.insert(key(project, message), origin).await;
+        }
+    }
+
     /// What is known of a message.
     pub async fn origin(&self, project: &str, message: &str) -> Option<MessageOrigin> {
         self.cache.as_ref()?.get(&key(project, message)).await

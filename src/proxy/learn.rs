@@ -157,7 +157,7 @@ async fn remember_sent(ctx: &RequestCtx, project: &str, id: &str) {
     if valid_id(id) {
         ctx.snapshot
             .messages
-            .remember(
+            .remember_new(
                 project,
                 id,
                 MessageOrigin {
