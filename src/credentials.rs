@@ -86,7 +86,7 @@ impl CredentialGate {
     }
 
     /// Whether `authorization` has been seen to work for `project`.
-    pub async fn seen(&self, project: &str, authorization: Option<&HeaderValue>) -> bool {
+    pub fn seen(&self, project: &str, authorization: Option<&HeaderValue>) -> bool {
         self.verified
             .contains_key(&fingerprint(project, authorization))
     }

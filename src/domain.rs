@@ -98,6 +98,15 @@ impl Operation {
     pub const fn index(self) -> usize {
         self as usize
     }
+
+    /// Whether the call names one message by id (get, update, delete message): the calls whose
+    /// store no SDK can tell.
+    pub const fn is_message_by_id(self) -> bool {
+        matches!(
+            self,
+            Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
+        )
+    }
 }
 
 /// An app's processing mode.

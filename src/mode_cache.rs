@@ -414,12 +414,8 @@ impl ModeCache {
     }
 
     /// Whether `authorization` has been seen to work for `project` (no lookup is made).
-    pub async fn credential_seen(
-        &self,
-        project: &str,
-        authorization: Option<&HeaderValue>,
-    ) -> bool {
-        self.credentials.seen(project, authorization).await
+    pub fn credential_seen(&self, project: &str, authorization: Option<&HeaderValue>) -> bool {
+        self.credentials.seen(project, authorization)
     }
 
     /// Records that `project`'s whole app list was just seen (a list-apps answer), so what the

@@ -11,7 +11,7 @@
 
 use super::evaluate::{evaluate, source_store, store_source, what_if_blockers};
 use super::{Action, Decision, Edit, PolicyContext, ProcessingMode, RequestFacts, RuleId};
-use crate::domain::{Operation, Resolution};
+use crate::domain::Resolution;
 
 /// What the gateway knows of a project's apps, for the store retry: whether it has, or may
 /// have, an app in each mode.
@@ -79,6 +79,12 @@ impl Plan {
         }
     }
 
+    /// Whether a 404 may be retried in the other store (so what the project's apps are
+    /// matters to [`Plan::settle`]).
+    pub fn may_retry_store(&self) -> bool {
+        self.retry_candidate
+    }
+
     /// Whether the app's mode changes anything for this request.
     pub fn needs_mode(&self) -> bool {
         self.as_conversation != self.as_dispatch || !self.blockers.is_empty()
@@ -143,17 +149,15 @@ impl Plan {
 /// tell which store a message id lives in (Node names `CONVERSATION_SOURCE`, Python nothing),
 /// and the gateway has not seen this message.
 fn store_retry_candidate(facts: &RequestFacts<'_>, ctx: &PolicyContext<'_>) -> bool {
-    matches!(
-        facts.operation,
-        Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
-    ) && facts.message_store.is_none()
+    facts.operation.is_message_by_id()
+        && facts.message_store.is_none()
         && ctx.rules.action(RuleId::MessagesSource) == Action::Rewrite
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::CacheResult;
+    use crate::domain::{CacheResult, Operation};
     use crate::policy::{Query, RuleSet};
 
     fn ctx(rules: &RuleSet) -> PolicyContext<'_> {

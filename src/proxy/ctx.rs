@@ -219,9 +219,4 @@ impl RequestCtx {
         self.request_body_stalled
             .load(std::sync::atomic::Ordering::Acquire)
     }
-
-    /// The policy snapshot's shared pieces, for phases that outlive a borrow of the context.
-    pub fn modes(&self) -> Arc<crate::mode_cache::ModeCache> {
-        self.snapshot.modes.clone()
-    }
 }

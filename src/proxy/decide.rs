@@ -24,13 +24,19 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
     } else {
         None
     };
+    // What the project's apps are only matters to a call that may be retried in the other store.
+    let apps = if plan.may_retry_store() {
+        project_apps(ctx)
+    } else {
+        ProjectApps::UNKNOWN
+    };
     let settled = plan
         .settle(
             resolution,
             &ctx.facts(),
             &ctx.policy_context(),
             fail_closed,
-            project_apps(ctx),
+            apps,
         )
         .map_err(|ModeUnavailable| GatewayError::ModeUnavailable);
     let subject = &ctx.subject;
@@ -124,8 +130,8 @@ async fn tie_message(state: &GatewayState, ctx: &RequestCtx) -> Option<Processin
             Some(store)
         }
         (Some(store), None) => (!state.verify_credentials
-            || modes.credential_seen(project, authorization).await)
-            .then_some(store),
+            || modes.credential_seen(project, authorization))
+        .then_some(store),
         (None, Some(app)) => {
             let pinned = ctx
                 .snapshot

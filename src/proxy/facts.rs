@@ -17,7 +17,7 @@ use super::enforce::ambiguous;
 use super::forward::OutboundBody;
 use super::json::{self, JsonProblem};
 use super::GatewayState;
-use crate::domain::{valid_id, AppIdLocation, Operation};
+use crate::domain::{valid_id, AppIdLocation};
 use crate::error::GatewayError;
 use crate::policy::evaluate::json_text;
 use crate::policy::fields::{self, json_name};
@@ -54,10 +54,7 @@ pub async fn read(
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         OutboundBody::Bytes(bytes)
-    } else if matches!(
-        op,
-        Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
-    ) {
+    } else if op.is_message_by_id() {
         // A call by message id may be sent again in the other store: hold its (small) body.
         OutboundBody::Bytes(
             read_body(body, state.max_policy_body_bytes)
@@ -108,10 +105,7 @@ pub async fn read(
         }
         .filter(|a| valid_id(a)),
     };
-    if matches!(
-        op,
-        Operation::GetMessage | Operation::UpdateMessage | Operation::DeleteMessage
-    ) {
+    if op.is_message_by_id() {
         ctx.message_id = ctx
             .class
             .resource_id(path)

@@ -1,8 +1,8 @@
 //! Phase 5, forward: map the request onto the upstream origin, clean its headers, set the
 //! gateway's token in inject mode, send it, and apply the bounded retry policy
 //! ([`super::ctx::RetryBudget`]): at most one retry after an expired-token 401 (inject mode,
-//! bodies the gateway holds) and at most one retry of a DISPATCH app's message read in the
-//! other store after a 404. The response head comes back with its body streaming.
+//! bodies the gateway holds) and at most one retry of a get / update / delete by message id in
+//! the other store after a 404. The response head comes back with its body streaming.
 
 use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Version};
@@ -90,13 +90,9 @@ pub async fn forward(
     // A store retry sends the same call by message id again with the other
     // `messages_source` (its small body was held in the facts phase).
     let store_replay = ctx.store_retry.map(|source| {
-        let mut r = Request::new(());
-        *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = set_query_params(&parts.uri, &[("messages_source", source)]);
-        *r.headers_mut() = parts.headers.clone();
-        r.extensions_mut().extend(parts.extensions.clone());
+        let uri = set_query_params(&parts.uri, &[("messages_source", source)]);
         (
-            r.into_parts().0,
+            copy_head(&parts, uri),
             source,
             body.replayable().unwrap_or_default(),
         )
@@ -152,6 +148,16 @@ pub async fn forward(
     Ok(response)
 }
 
+/// A copy of a request head, to send again to `uri`.
+fn copy_head(parts: &http::request::Parts, uri: http::Uri) -> http::request::Parts {
+    let mut r = Request::new(());
+    *r.method_mut() = parts.method.clone();
+    *r.uri_mut() = uri;
+    *r.headers_mut() = parts.headers.clone();
+    r.extensions_mut().extend(parts.extensions.clone());
+    r.into_parts().0
+}
+
 /// One exchange with the upstream's credentials in place: the caller's (passthrough) or the
 /// gateway's token (inject), with the one retry after an expired-token 401.
 async fn send_authorized(
@@ -165,14 +171,9 @@ async fn send_authorized(
     };
     let token = inject.authorization().await?;
     parts.headers.insert(header::AUTHORIZATION, token.clone());
-    let replay = body.replayable().map(|bytes| {
-        let mut r = Request::new(());
-        *r.method_mut() = parts.method.clone();
-        *r.uri_mut() = parts.uri.clone();
-        *r.headers_mut() = parts.headers.clone();
-        r.extensions_mut().extend(parts.extensions.clone());
-        (r.into_parts().0, bytes)
-    });
+    let replay = body
+        .replayable()
+        .map(|bytes| (copy_head(&parts, parts.uri.clone()), bytes));
     let response = send(state, ctx, parts, body.into_body()).await?;
     let expired = response.status() == StatusCode::UNAUTHORIZED
         && crate::auth::says_expired(response.headers());
