@@ -193,8 +193,10 @@ impl Disposition {
 /// Upstream failure kinds for `modegate_upstream_errors_total{kind}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum UpstreamErrorKind {
-    /// Could not connect (refused, DNS).
+    /// Could not connect (refused, DNS, the egress proxy refused the tunnel).
     Connect,
+    /// The TLS handshake or the upstream's certificate check failed.
+    Tls,
     /// No response head within the request timeout.
     Timeout,
     /// The connection broke mid-exchange or the upstream spoke garbage.
@@ -205,8 +207,9 @@ pub enum UpstreamErrorKind {
 
 impl UpstreamErrorKind {
     /// Every kind.
-    pub const ALL: [UpstreamErrorKind; 4] = [
+    pub const ALL: [UpstreamErrorKind; 5] = [
         UpstreamErrorKind::Connect,
+        UpstreamErrorKind::Tls,
         UpstreamErrorKind::Timeout,
         UpstreamErrorKind::Reset,
         UpstreamErrorKind::Status5xx,
@@ -216,6 +219,7 @@ impl UpstreamErrorKind {
     pub const fn as_str(self) -> &'static str {
         match self {
             UpstreamErrorKind::Connect => "connect",
+            UpstreamErrorKind::Tls => "tls",
             UpstreamErrorKind::Timeout => "timeout",
             UpstreamErrorKind::Reset => "reset",
             UpstreamErrorKind::Status5xx => "status_5xx",

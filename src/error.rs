@@ -152,7 +152,7 @@ impl GatewayError {
                     StatusCode::GATEWAY_TIMEOUT,
                     "the Conversation API did not answer in time",
                 ),
-                UpstreamErrorKind::Connect => ApiError::new(
+                UpstreamErrorKind::Connect | UpstreamErrorKind::Tls => ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "the Conversation API could not be reached",
                 ),

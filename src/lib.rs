@@ -27,6 +27,7 @@ pub mod reload;
 pub mod report;
 pub mod server;
 pub mod simulator;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ pub enum StartError {
     /// A secret named in config is missing from the environment.
     #[error("{0}")]
     Secret(String),
+    /// The proxy listener's certificate or key cannot be used.
+    #[error("server.tls_cert_file / server.tls_key_file: {0}")]
+    ListenerTls(String),
 }
 
 impl StartError {
@@ -72,7 +76,10 @@ impl StartError {
     pub fn exit_code(&self) -> i32 {
         match self {
             StartError::Bind { .. } => 1,
-            StartError::Seed(_) | StartError::Upstream(_) | StartError::Secret(_) => 2,
+            StartError::Seed(_)
+            | StartError::Upstream(_)
+            | StartError::Secret(_)
+            | StartError::ListenerTls(_) => 2,
         }
     }
 }
@@ -113,6 +120,12 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
             });
         }
     }
+    for (key, message) in upstream::HyperUpstream::problems(&config.upstream) {
+        problems.push(config::Problem {
+            key: key.into(),
+            message,
+        });
+    }
     if config.auth.mode == config::AuthMode::Inject {
         let vars = [
             ("auth.key_id_env", Some(&config.auth.key_id_env)),
@@ -132,6 +145,16 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
         }
     }
     problems
+}
+
+/// The production upstream client unless `deps` brings one.
+fn with_production_upstream(config: &Config, deps: &mut Deps) -> Result<(), StartError> {
+    if deps.upstream.is_none() {
+        let client = upstream::HyperUpstream::new(&config.upstream)
+            .map_err(|e| StartError::Upstream(format!("upstream: {e}")))?;
+        deps.upstream = Some(client.into_upstream());
+    }
+    Ok(())
 }
 
 /// The gateway without listeners, for callers that drive its stack in-process: `deps.upstream`
@@ -164,6 +187,7 @@ pub fn build(config: &Config, mut deps: Deps) -> Result<Arc<GatewayState>, Start
             (base, token)
         }
     };
+    with_production_upstream(config, &mut deps)?;
     let secrets = inject_secrets(config)?;
     GatewayState::new(config, &api, token, secrets, deps)
         .map(Arc::new)
@@ -186,6 +210,7 @@ pub struct App {
     embedded: Option<EmbeddedSimulator>,
     upstream_uri: Uri,
     reloader: Option<Arc<reload::Reloader>>,
+    listener_tls: Option<tls::ServerTls>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -227,7 +252,8 @@ impl App {
     }
 
     /// [`App::bind`] with the request path's seams replaced (see [`Deps`]).
-    pub async fn bind_with(config: Config, deps: Deps) -> Result<App, StartError> {
+    pub async fn bind_with(config: Config, mut deps: Deps) -> Result<App, StartError> {
+        with_production_upstream(&config, &mut deps)?;
         let (embedded, upstream_uri, token_uri) = match &config.upstream.target {
             UpstreamTarget::Embedded { seed } => {
                 let seed = match seed {
@@ -269,6 +295,13 @@ impl App {
             .ok_or_else(|| {
                 StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
             })?;
+        let listener_tls = config
+            .server
+            .tls
+            .as_ref()
+            .map(|f| tls::ServerTls::load(&f.cert_file, &f.key_file))
+            .transpose()
+            .map_err(StartError::ListenerTls)?;
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
         Ok(App {
@@ -280,6 +313,7 @@ impl App {
             embedded,
             upstream_uri,
             reloader: None,
+            listener_tls,
         })
     }
 
@@ -304,7 +338,8 @@ impl App {
                 self.state.clone(),
                 self.state.metrics().clone(),
             )
-            .with_listen_overrides(listen, admin_listen),
+            .with_listen_overrides(listen, admin_listen)
+            .with_listener_tls(self.listener_tls.clone()),
         );
         self.reloader = Some(reloader.clone());
         reloader
@@ -353,6 +388,7 @@ impl App {
             readiness,
             embedded,
             reloader,
+            listener_tls,
             ..
         } = self;
         let (inner_trigger, inner) = server::shutdown_channel();
@@ -364,6 +400,7 @@ impl App {
             max_connections: config.server.max_connections,
             http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
             shutdown_grace: config.server.shutdown_grace,
+            tls: None,
         };
         // Proxy clients that stop reading a response are cut off after the body idle timeout.
         let proxy_settings = ConnectionSettings {
@@ -378,6 +415,7 @@ impl App {
                     metrics.body_idle_timeout("response");
                 })
             }),
+            tls: listener_tls,
             ..settings.clone()
         };
         let admin_service = AdminState {
@@ -397,6 +435,15 @@ impl App {
             },
             aux.clone(),
         ));
+        // Certificate files rotated on disk are picked up without a signal.
+        let certificate_watch = match (&proxy_settings.tls, &config.server.tls) {
+            (Some(tls), Some(files)) => Some(tokio::spawn(tls.clone().watch(
+                files.cert_file.clone(),
+                files.key_file.clone(),
+                tls::CERTIFICATE_CHECK_INTERVAL,
+            ))),
+            _ => None,
+        };
         let simulator_task =
             embedded.map(|e| tokio::spawn(serve_simulator(e.simulator, e.listener, aux.clone())));
         readiness.set_ready();
@@ -419,6 +466,9 @@ impl App {
             inner,
         );
         tokio::join!(drain, serve);
+        if let Some(watch) = certificate_watch {
+            watch.abort();
+        }
         aux_trigger.trigger();
         let _ = admin_task.await;
         if let Some(t) = simulator_task {

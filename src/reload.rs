@@ -4,8 +4,14 @@
 //! requests keep the policy they started with; no connection is dropped. An invalid file is
 //! refused, logged and counted, and the running config stays.
 //!
-//! Listener addresses, `[upstream]`, `[auth]`, the other `[server]` keys and `[log]` are not
-//! reloadable: a change to them is reported and takes effect on the next restart.
+//! The proxy listener's TLS certificate and key (`server.tls_cert_file` / `tls_key_file`) are
+//! re-read on every reload, changed or not, so a rotated certificate (cert-manager rewrites the
+//! files in place) is served to new connections; open connections keep theirs. A file that does
+//! not load refuses the reload and the certificate in use stays.
+//!
+//! Listener addresses, `[upstream]`, `[auth]`, the other `[server]` keys (turning TLS on or
+//! off included) and `[log]` are not reloadable: a change to them is reported and takes effect
+//! on the next restart.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::proxy::GatewayState;
+use crate::tls::ServerTls;
 
 /// What a successful reload did.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -22,6 +29,8 @@ pub struct ReloadReport {
     pub mode_cache_replaced: bool,
     /// Changed keys that only a restart applies.
     pub needs_restart: Vec<&'static str>,
+    /// Whether the proxy listener's certificate and key were re-read.
+    pub certificate_reloaded: bool,
 }
 
 /// Re-reads one config file into a running gateway.
@@ -36,6 +45,8 @@ pub struct Reloader {
     current: Mutex<Config>,
     /// Listen addresses given on the command line, which win over the file's on every reload.
     listen_overrides: (Option<SocketAddr>, Option<SocketAddr>),
+    /// The proxy listener's TLS, when it serves TLS.
+    listener_tls: Option<ServerTls>,
 }
 
 impl std::fmt::Debug for Reloader {
@@ -55,9 +66,14 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.admin_listen != new.server.admin_listen {
         changed.push("server.admin_listen");
     }
+    // The certificate files are re-read on reload; only turning TLS on or off needs a restart.
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        changed.push("server.tls_cert_file");
+    }
     let other_server_keys_differ = crate::config::ServerSettings {
         listen: new.server.listen,
         admin_listen: new.server.admin_listen,
+        tls: new.server.tls.clone(),
         ..old.server.clone()
     } != new.server;
     for (section, differs) in [
@@ -88,7 +104,14 @@ impl Reloader {
             running: config.clone(),
             current: Mutex::new(config),
             listen_overrides: (None, None),
+            listener_tls: None,
         }
+    }
+
+    /// Re-reads the proxy listener's certificate files on every reload.
+    pub fn with_listener_tls(mut self, tls: Option<ServerTls>) -> Self {
+        self.listener_tls = tls;
+        self
     }
 
     /// Keeps command-line listen addresses (`demo --listen`, `--admin-listen`) over the file's.
@@ -119,6 +142,25 @@ impl Reloader {
                 return Err(e);
             }
         };
+        let mut certificate_reloaded = false;
+        if let (Some(tls), Some(files)) = (&self.listener_tls, &new.server.tls) {
+            // Validation read these files a moment ago; a file rewritten in between is caught
+            // here, and the certificate in use stays.
+            if let Err(message) = tls.reload(&files.cert_file, &files.key_file) {
+                self.metrics.config_reload(false);
+                tracing::error!(
+                    "config reload refused; keeping the running config and certificate: {message}"
+                );
+                return Err(ConfigError {
+                    path: self.path.clone(),
+                    problems: vec![crate::config::Problem {
+                        key: "server.tls_cert_file".into(),
+                        message,
+                    }],
+                });
+            }
+            certificate_reloaded = true;
+        }
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let needs_restart = restart_only_changes(&self.running, &new);
         let mode_cache_replaced = self.state.apply(&new, &current);
@@ -129,11 +171,12 @@ impl Reloader {
             );
         }
         self.metrics.config_reload(true);
-        tracing::info!(mode_cache_replaced, "config reloaded");
+        tracing::info!(mode_cache_replaced, certificate_reloaded, "config reloaded");
         *current = new;
         Ok(ReloadReport {
             mode_cache_replaced,
             needs_restart,
+            certificate_reloaded,
         })
     }
 }

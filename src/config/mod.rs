@@ -10,8 +10,11 @@
 //! - [`validate`]: raw → runtime settings, every problem collected with its key;
 //! - [`summary`]: the one-screen text `check-config` prints.
 
+pub use crate::tls::TlsRoots;
+
 mod raw;
 mod summary;
+pub mod transport;
 mod typed;
 mod validate;
 
@@ -65,6 +68,28 @@ pub struct ServerSettings {
     pub max_connections: usize,
     /// HTTP/2 concurrent streams per connection.
     pub http2_max_concurrent_streams: u32,
+    /// TLS on the proxy listener.
+    pub tls: Option<ListenerTls>,
+}
+
+/// The proxy listener's certificate files (re-read on every reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Whether upstream connections go through an HTTP proxy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxySetting {
+    /// `HTTPS_PROXY` / `https_proxy` for https upstreams, minus `NO_PROXY` / `no_proxy`.
+    Environment,
+    /// Direct connections whatever the environment says (`proxy_url = "none"`).
+    Disabled,
+    /// This proxy for every upstream connection (a CONNECT tunnel).
+    Url(Uri),
 }
 
 /// Where requests go.
@@ -90,6 +115,12 @@ pub struct UpstreamSettings {
     pub request_timeout: Duration,
     /// Pool size per host.
     pub pool_max_idle_per_host: usize,
+    /// Trust anchors for https upstreams.
+    pub tls_roots: TlsRoots,
+    /// Extra PEM trust anchors.
+    pub ca_file: Option<PathBuf>,
+    /// Egress proxy.
+    pub proxy: ProxySetting,
 }
 
 /// How the gateway authenticates upstream.

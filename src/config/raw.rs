@@ -34,6 +34,10 @@ pub(super) struct RawServer {
     /// Concurrent HTTP/2 streams per client connection.
     #[serde(default = "default_h2_streams")]
     pub(super) http2_max_concurrent_streams: u64,
+    /// PEM certificate chain: the proxy listener serves TLS (with `tls_key_file`).
+    pub(super) tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    pub(super) tls_key_file: Option<PathBuf>,
 }
 
 /// `[upstream]`.
@@ -54,6 +58,13 @@ pub(super) struct RawUpstream {
     /// Idle upstream connections kept per host.
     #[serde(default = "default_pool_idle")]
     pub(super) pool_max_idle_per_host: u64,
+    /// Trust anchors for https upstreams: "webpki" (bundled) or "system" (the OS store).
+    #[serde(default = "default_tls_roots")]
+    pub(super) tls_roots: String,
+    /// Extra PEM trust anchors (a private or TLS-inspecting CA).
+    pub(super) ca_file: Option<PathBuf>,
+    /// HTTP proxy for all upstream traffic; unset: HTTPS_PROXY / NO_PROXY; "none": no proxy.
+    pub(super) proxy_url: Option<String>,
 }
 
 /// `[auth]`.
@@ -188,6 +199,9 @@ pub(super) fn default_request_timeout() -> u64 {
 }
 pub(super) fn default_pool_idle() -> u64 {
     512
+}
+pub(super) fn default_tls_roots() -> String {
+    "webpki".into()
 }
 pub(super) fn default_auth_mode() -> String {
     "passthrough".into()

@@ -21,7 +21,37 @@ impl Config {
         };
         line(format!("listen          {}", self.server.listen));
         line(format!("admin_listen    {}", self.server.admin_listen));
+        line(format!(
+            "listener tls    {}",
+            self.server.tls.as_ref().map_or_else(
+                || "off (plain HTTP/1.1 and h2c)".to_string(),
+                |t| format!(
+                    "cert {}, key {} (ALPN h2, http/1.1; re-read on reload)",
+                    t.cert_file.display(),
+                    t.key_file.display()
+                )
+            )
+        ));
         line(format!("upstream        {upstream}"));
+        line(format!(
+            "upstream trust  {}{}",
+            match self.upstream.tls_roots {
+                TlsRoots::Webpki => "webpki (bundled roots)",
+                TlsRoots::System => "system store",
+            },
+            self.upstream
+                .ca_file
+                .as_ref()
+                .map_or_else(String::new, |p| format!(" + {}", p.display()))
+        ));
+        line(format!(
+            "egress proxy    {}",
+            match &self.upstream.proxy {
+                ProxySetting::Environment => "from HTTPS_PROXY / NO_PROXY when set".to_string(),
+                ProxySetting::Disabled => "none".to_string(),
+                ProxySetting::Url(u) => u.authority().map_or_else(String::new, |a| a.to_string()),
+            }
+        ));
         line(format!(
             "timeouts        connect {:?}, request {:?}, header read {:?}, body idle {:?}, shutdown grace {:?}",
             self.upstream.connect_timeout,

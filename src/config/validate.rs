@@ -10,6 +10,7 @@ use http::Uri;
 use serde::de::DeserializeOwned;
 
 use super::raw::*;
+use super::transport;
 use super::typed::typed;
 use super::*;
 use crate::policy::{Action, ProcessingMode, RuleId, RuleSet};
@@ -209,7 +210,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         );
     }
 
+    let base_dir = path.parent().unwrap_or(Path::new("."));
     let server = server.map(|s| ServerSettings {
+        tls: transport::listener_tls(s.tls_cert_file, s.tls_key_file, base_dir, &mut problems),
         listen: socket_addr("server.listen", &s.listen, &mut problems)
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0))),
         admin_listen: socket_addr("server.admin_listen", &s.admin_listen, &mut problems)
@@ -266,17 +269,15 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
-    let base_dir = path.parent().unwrap_or(Path::new("."));
     let upstream = upstream.and_then(|u| {
+        let tls_roots = transport::tls_roots(&u.tls_roots, &mut problems);
+        let ca_file = transport::ca_file(u.ca_file, base_dir, &mut problems);
+        let proxy = transport::proxy(u.proxy_url.as_deref(), &mut problems);
         let target = if u.base_url == "embedded" {
             UpstreamTarget::Embedded {
-                seed: u.embedded_seed.map(|p| {
-                    if p.is_absolute() || p.exists() {
-                        p
-                    } else {
-                        base_dir.join(p)
-                    }
-                }),
+                seed: u
+                    .embedded_seed
+                    .map(|p| transport::config_relative(base_dir, p)),
             }
         } else {
             if u.embedded_seed.is_some() {
@@ -310,6 +311,9 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
                 100_000,
                 &mut problems,
             ) as usize,
+            tls_roots,
+            ca_file,
+            proxy,
         })
     });
 

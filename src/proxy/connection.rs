@@ -24,6 +24,8 @@ pub struct Connection {
     pub forwarded_for: http::HeaderValue,
     /// Raised when a request on this connection carried both framing headers.
     pub framing: FramingFlag,
+    /// Whether the client connected over TLS (forwarded as `x-forwarded-proto: https`).
+    pub tls: bool,
     /// Requests seen so far (HTTP/1 serves them in order, so this numbers them as the framing
     /// sniffer does).
     requests: AtomicU64,
@@ -40,6 +42,7 @@ impl Connection {
             peer: info.peer,
             forwarded_for: headers::forwarded_for(info.peer.ip()),
             framing: info.framing,
+            tls: info.tls,
             requests: AtomicU64::new(0),
         })
     }
@@ -54,6 +57,7 @@ impl Connection {
         Connection::new(ConnectionInfo {
             peer,
             framing: FramingFlag::default(),
+            tls: false,
         })
     }
 }

@@ -81,11 +81,14 @@ pub async fn forward(
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         state.api_origin.uri(&pq)
     };
-    let client = parts
+    let connection = parts
         .extensions
         .get::<std::sync::Arc<Connection>>()
-        .map(|c| c.forwarded_for.clone());
-    headers::to_upstream(&mut parts.headers, client.as_ref());
+        .cloned();
+    headers::to_upstream(
+        &mut parts.headers,
+        connection.as_deref().map(|c| (&c.forwarded_for, c.tls)),
+    );
 
     // A store retry sends the same call by message id again with the other
     // `messages_source` (its small body was held in the facts phase).

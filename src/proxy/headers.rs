@@ -83,11 +83,16 @@ pub fn forwarded_for(ip: IpAddr) -> HeaderValue {
 
 /// Prepares a client request's headers for the upstream: hop-by-hop removed, `Host` dropped (the
 /// client sets it from the upstream URI), `x-forwarded-for` appended, `x-forwarded-proto` set.
-/// `client` is the connection's [`forwarded_for`] value.
-pub fn to_upstream(headers: &mut HeaderMap, client: Option<&HeaderValue>) {
+/// `client` is the connection's [`forwarded_for`] value and whether it is TLS: a TLS
+/// connection is forwarded as `https` whatever the client claimed; on a plain one a value set
+/// by a TLS-terminating hop in front is kept.
+pub fn to_upstream(headers: &mut HeaderMap, client: Option<(&HeaderValue, bool)>) {
     strip_hop_by_hop(headers);
     headers.remove(header::HOST);
-    if let Some(ip) = client {
+    if client.is_some_and(|(_, tls)| tls) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+    }
+    if let Some((ip, _)) = client {
         let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.trim().is_empty() => {
                 HeaderValue::try_from(format!("{prev}, {}", ip.to_str().unwrap_or_default())).ok()
@@ -160,17 +165,27 @@ mod tests {
     #[test]
     fn upstream_headers_get_forwarding_info_and_lose_host() {
         let mut h = map(&[("host", "gateway.local"), ("x-forwarded-for", "10.0.0.1")]);
-        to_upstream(
-            &mut h,
-            Some(&forwarded_for("127.0.0.1".parse().expect("ip"))),
-        );
+        let local = forwarded_for("127.0.0.1".parse().expect("ip"));
+        to_upstream(&mut h, Some((&local, false)));
         assert!(!h.contains_key("host"));
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
 
         let mut h = HeaderMap::new();
-        to_upstream(&mut h, Some(&forwarded_for("::1".parse().expect("ip"))));
+        to_upstream(
+            &mut h,
+            Some((&forwarded_for("::1".parse().expect("ip")), false)),
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
+
+        // Over TLS the gateway's own knowledge wins over the client's claim.
+        let mut h = map(&[("x-forwarded-proto", "http")]);
+        to_upstream(&mut h, Some((&local, true)));
+        assert_eq!(h["x-forwarded-proto"], "https");
+        // On a plain connection a TLS-terminating hop's value is kept.
+        let mut h = map(&[("x-forwarded-proto", "https")]);
+        to_upstream(&mut h, Some((&local, false)));
+        assert_eq!(h["x-forwarded-proto"], "https");
     }
 
     #[test]

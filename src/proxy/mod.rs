@@ -47,7 +47,7 @@ use crate::message_index::MessageIndex;
 use crate::metrics::Metrics;
 use crate::mode_cache::{ModeCache, ModeLookup};
 use crate::report::MigrationReport;
-use crate::upstream::{self as upstream, HyperUpstream, Origin};
+use crate::upstream::{self as upstream, Origin};
 pub use crate::upstream::{BoxError, GatewayBody, Upstream};
 pub use connection::Connection;
 pub use ctx::{Outcome, RuleList};
@@ -146,9 +146,7 @@ impl GatewayState {
     ) -> Option<Self> {
         let metrics = Arc::new(Metrics::new());
         let api_origin = Origin::from_uri(api)?;
-        let upstream = deps
-            .upstream
-            .unwrap_or_else(|| HyperUpstream::new(&config.upstream).into_upstream());
+        let upstream = deps.upstream?;
         let lookups = Arc::new(lookup::UpstreamLookup::new(
             upstream.clone(),
             api_origin.clone(),

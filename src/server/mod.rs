@@ -1,5 +1,6 @@
 //! Listeners: accept, serve each connection with hyper-util's auto builder (HTTP/1.1 and h2c on
-//! one port), cap concurrent connections, and drain gracefully on shutdown.
+//! one port, or both over TLS with ALPN), cap concurrent connections, and drain gracefully on
+//! shutdown.
 //!
 //! The same loop serves the proxy, the admin endpoints and the simulator.
 
@@ -79,6 +80,8 @@ pub struct ConnectionSettings {
     pub http2_max_concurrent_streams: u32,
     /// Time in-flight requests get after shutdown is triggered.
     pub shutdown_grace: Duration,
+    /// TLS for every connection (the handshake must finish within the header read timeout).
+    pub tls: Option<crate::tls::ServerTls>,
 }
 
 impl Default for ConnectionSettings {
@@ -90,6 +93,7 @@ impl Default for ConnectionSettings {
             max_connections: 10_000,
             http2_max_concurrent_streams: 256,
             shutdown_grace: Duration::from_secs(20),
+            tls: None,
         }
     }
 }
@@ -149,6 +153,8 @@ pub struct ConnectionInfo {
     pub peer: SocketAddr,
     /// Raised when a request on this connection carried both framing headers.
     pub framing: FramingFlag,
+    /// Whether the connection is TLS.
+    pub tls: bool,
 }
 
 /// Serves `listener` until `shutdown`, then drains for at most `shutdown_grace`.
@@ -197,9 +203,11 @@ pub async fn serve<M, S, B>(
         };
         let _ = stream.set_nodelay(true);
         let framing = FramingFlag::default();
+        let tls = settings.tls.as_ref().map(crate::tls::ServerTls::acceptor);
         let service = TowerToHyperService::new(make(ConnectionInfo {
             peer,
             framing: framing.clone(),
+            tls: tls.is_some(),
         }));
         let builder = builder.clone();
         let graceful = graceful.watcher();
@@ -220,9 +228,27 @@ pub async fn serve<M, S, B>(
                     return;
                 }
             }
-            let io = TokioIo::new(SniffIo::new(stream, framing, stall));
-            let connection = graceful.watch(builder.serve_connection(io, service).into_owned());
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => {
+                    let io = TokioIo::new(SniffIo::new(stream, framing, stall));
+                    graceful
+                        .watch(builder.serve_connection(io, service).into_owned())
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(first_byte, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let io = TokioIo::new(SniffIo::new(stream, framing, stall));
+                            graceful
+                                .watch(builder.serve_connection(io, service).into_owned())
+                                .await
+                        }
+                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
+                        Err(_) => Err("no TLS handshake within the header read timeout".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(listener = name, peer = %peer, error = %e, "connection ended with error");
             }
             drop(permit);

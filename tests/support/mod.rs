@@ -437,3 +437,4 @@ pub fn decisions(m: &str, rule: &str, action: &str) -> f64 {
 }
 pub mod inproc;
 pub mod lenient;
+pub mod tls;

@@ -1,9 +1,10 @@
 //! The upstream seam (a top-level module so that `proxy` and `auth` share it without a cycle):
 //! every request the gateway sends (forwarded calls, mode and contact
 //! lookups, token fetches) goes through one [`Upstream`] — a tower service. In production it is
-//! [`HyperUpstream`], a pooled hyper-util client (rustls with webpki roots for https, ALPN h2,
-//! plain http for the simulator and tests) with the request timeout; tests inject any service,
-//! such as the simulator in-process.
+//! [`HyperUpstream`], a pooled hyper-util client (rustls for https with the configured trust
+//! anchors, ALPN h2 and http/1.1; plain http for the simulator and tests; an optional CONNECT
+//! proxy, see [`egress`]) with the request timeout; tests inject any service, such as the
+//! simulator in-process.
 //!
 //! [`call`] is the one place an upstream exchange is timed and counted.
 //!
@@ -25,6 +26,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
+
+pub mod egress;
 
 use crate::config::UpstreamSettings;
 use crate::domain::{Operation, UpstreamErrorKind};
@@ -173,24 +176,51 @@ pub const UPSTREAM_READ_BUF: usize = 16 * 1024;
 /// The production upstream: a pooled hyper-util client with the request timeout.
 #[derive(Clone, Debug)]
 pub struct HyperUpstream {
-    client: Client<HttpsConnector<HttpConnector>, GatewayBody>,
+    client: Client<HttpsConnector<egress::EgressConnector>, GatewayBody>,
     request_timeout: Duration,
 }
 
 impl HyperUpstream {
-    /// Builds the client from `[upstream]` settings.
-    pub fn new(settings: &UpstreamSettings) -> Self {
+    /// Builds the client from `[upstream]` settings and the process environment (the proxy
+    /// variables). Fails when the trust anchors or the proxy cannot be used; `check-config`
+    /// reports the same problems (see [`HyperUpstream::problems`]).
+    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
+        Self::with_env(settings, &|name| std::env::var(name).ok())
+    }
+
+    /// What would keep [`HyperUpstream::new`] from building, as `(key, message)` pairs.
+    pub fn problems(settings: &UpstreamSettings) -> Vec<(&'static str, String)> {
+        let env = |name: &str| std::env::var(name).ok();
+        let mut out = Vec::new();
+        if let Err(e) = egress::Egress::resolve(&settings.proxy, &env) {
+            out.push(("upstream.proxy_url", e));
+        }
+        if let Err(e) = client_tls(settings) {
+            out.push(("upstream.tls_roots", e));
+        }
+        out
+    }
+
+    /// [`HyperUpstream::new`] with the environment read through `env`.
+    pub fn with_env(
+        settings: &UpstreamSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        let egress = egress::Egress::resolve(&settings.proxy, env)?;
+        if let Some(proxy) = egress.proxy() {
+            tracing::info!(proxy, "upstream connections go through an HTTP proxy");
+        }
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(settings.connect_timeout));
         http.set_keepalive(Some(Duration::from_secs(60)));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config(client_tls(settings)?)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(http);
+            .wrap_connector(egress.connector(http));
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -202,10 +232,10 @@ impl HyperUpstream {
             .pool_idle_timeout(Duration::from_secs(90))
             .pool_max_idle_per_host(settings.pool_max_idle_per_host)
             .build(https);
-        Self {
+        Ok(Self {
             client,
             request_timeout: settings.request_timeout,
-        }
+        })
     }
 
     /// This client as the gateway's [`Upstream`].
@@ -238,18 +268,34 @@ impl Service<Request<GatewayBody>> for HyperUpstream {
                     kind: UpstreamErrorKind::Timeout,
                     detail: format!("no response head within {timeout:?}"),
                 }),
-                Ok(Err(e)) => Err(UpstreamFailure {
-                    kind: if e.is_connect() {
-                        UpstreamErrorKind::Connect
-                    } else {
-                        UpstreamErrorKind::Reset
+                Ok(Err(e)) => Err(match crate::tls::failure_reason(&e) {
+                    // The reason alone: certificate and address details stay out of it.
+                    Some(reason) => UpstreamFailure {
+                        kind: UpstreamErrorKind::Tls,
+                        detail: format!("TLS with the upstream failed: {reason}"),
                     },
-                    detail: error_chain(&e),
+                    None => UpstreamFailure {
+                        kind: if e.is_connect() {
+                            UpstreamErrorKind::Connect
+                        } else {
+                            UpstreamErrorKind::Reset
+                        },
+                        detail: error_chain(&e),
+                    },
                 }),
                 Ok(Ok(response)) => Ok(response.map(boxed)),
             }
         })
     }
+}
+
+/// The rustls client configuration: the configured roots plus `ca_file`'s certificates.
+fn client_tls(settings: &UpstreamSettings) -> Result<rustls::ClientConfig, String> {
+    let extra = match &settings.ca_file {
+        Some(path) => crate::tls::read_certificates(path)?,
+        None => Vec::new(),
+    };
+    crate::tls::client_config(settings.tls_roots, &extra)
 }
 
 /// `e: source: source…`, for logs.
