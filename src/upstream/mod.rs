@@ -18,16 +18,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, Uri, Version};
+use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, Full};
-use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 pub mod egress;
+pub mod pool;
 
 use crate::config::UpstreamSettings;
 use crate::domain::{Operation, UpstreamErrorKind};
@@ -169,14 +167,17 @@ impl Origin {
     }
 }
 
+/// How long an unused upstream HTTP/1.1 connection is kept.
+pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 /// Most bytes read ahead from one upstream HTTP/1 connection (so also the largest body chunk
 /// relayed), and sent ahead on one upstream h2 stream.
 pub const UPSTREAM_READ_BUF: usize = 16 * 1024;
 
-/// The production upstream: a pooled hyper-util client with the request timeout.
+/// The production upstream: the connection pool ([`pool`]) with the request timeout.
 #[derive(Clone, Debug)]
 pub struct HyperUpstream {
-    client: Client<HttpsConnector<egress::EgressConnector>, GatewayBody>,
+    pool: pool::Pool,
     request_timeout: Duration,
 }
 
@@ -206,6 +207,19 @@ impl HyperUpstream {
         settings: &UpstreamSettings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
+        let pooling = pool::PoolSettings {
+            idle_timeout: POOL_IDLE_TIMEOUT,
+            max_idle_per_host: settings.pool_max_idle_per_host,
+        };
+        Self::with_pool(settings, env, pooling)
+    }
+
+    /// [`HyperUpstream::with_env`] with the pool's settings given.
+    pub fn with_pool(
+        settings: &UpstreamSettings,
+        env: &dyn Fn(&str) -> Option<String>,
+        pooling: pool::PoolSettings,
+    ) -> Result<Self, String> {
         let egress = egress::Egress::resolve(&settings.proxy, env)?;
         if let Some(proxy) = egress.proxy() {
             tracing::info!(proxy, "upstream connections go through an HTTP proxy");
@@ -221,21 +235,19 @@ impl HyperUpstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(egress.connector(http));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // What a response costs while its client is slow to read: the upstream read
-            // buffer is bounded here (hyper's default is about 400 KiB), and backpressure
-            // reaches the upstream socket.
-            .http1_max_buf_size(UPSTREAM_READ_BUF)
-            .http2_max_send_buf_size(UPSTREAM_READ_BUF)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(settings.pool_max_idle_per_host)
-            .build(https);
+        // What a response costs while its client is slow to read: the upstream read buffer is
+        // bounded (hyper's default is about 400 KiB), and backpressure reaches the upstream
+        // socket (see `pool`).
+        let pool = pool::Pool::new(https, pooling);
         Ok(Self {
-            client,
+            pool,
             request_timeout: settings.request_timeout,
         })
+    }
+
+    /// The connection pool (for inspection).
+    pub fn pool(&self) -> &pool::Pool {
+        &self.pool
     }
 
     /// This client as the gateway's [`Upstream`].
@@ -256,12 +268,12 @@ impl Service<Request<GatewayBody>> for HyperUpstream {
     }
 
     /// Waits for the response head (bounded by the request timeout); the body streams after.
-    fn call(&mut self, mut request: Request<GatewayBody>) -> Self::Future {
-        // The pooled client picks HTTP/1.1 or (via ALPN) HTTP/2 itself; an h2c client's request
-        // version must not leak into that choice.
-        *request.version_mut() = Version::HTTP_11;
+    /// The pool sets the version the connection speaks (HTTP/1.1, or h2 when ALPN chose it),
+    /// whatever the client's own was.
+    fn call(&mut self, request: Request<GatewayBody>) -> Self::Future {
         let timeout = self.request_timeout;
-        let pending = self.client.request(request);
+        let pool = self.pool.clone();
+        let pending = async move { pool.send(request).await };
         Box::pin(async move {
             match tokio::time::timeout(timeout, pending).await {
                 Err(_) => Err(UpstreamFailure {
@@ -275,10 +287,11 @@ impl Service<Request<GatewayBody>> for HyperUpstream {
                         detail: format!("TLS with the upstream failed: {reason}"),
                     },
                     None => UpstreamFailure {
-                        kind: if e.is_connect() {
-                            UpstreamErrorKind::Connect
-                        } else {
-                            UpstreamErrorKind::Reset
+                        kind: match e {
+                            pool::PoolError::Connect(_) | pool::PoolError::NoOrigin => {
+                                UpstreamErrorKind::Connect
+                            }
+                            pool::PoolError::Send(_) => UpstreamErrorKind::Reset,
                         },
                         detail: error_chain(&e),
                     },

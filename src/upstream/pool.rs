@@ -1,0 +1,351 @@
+//! The upstream connection pool, over hyper's `client::conn` senders: one multiplexed HTTP/2
+//! connection per origin when ALPN chose h2, else HTTP/1.1 connections kept alive and reused
+//! newest first (the warmest socket), with an idle timeout and a cap per origin.
+//!
+//! An HTTP/1.1 sender goes back to the pool as soon as the response head arrives; it is only
+//! handed out again once hyper's dispatcher says it is ready — that is, once the previous
+//! response body was read to its end. A body abandoned mid-way leaves its connection closed
+//! and never reused, with no task per request to watch it. A request the connection could not
+//! even start to send (the upstream closed an idle keep-alive connection, an h2 connection
+//! going away) is retried once on a fresh connection; nothing that reached the wire is.
+//!
+//! Connections come from the connector the TLS and egress settings build (rustls, ALPN, an
+//! optional CONNECT tunnel), so every failure keeps its classification: connect or TLS while
+//! connecting, reset once sending.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::uri::{Authority, Scheme};
+use http::{header, HeaderValue, Request, Response, Uri, Version};
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
+use hyper_util::client::legacy::connect::Connection;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+use tower::{Service, ServiceExt};
+
+use super::egress::EgressConnector;
+use super::{BoxError, GatewayBody, UPSTREAM_READ_BUF};
+
+type Connector = HttpsConnector<EgressConnector>;
+type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
+
+/// Why a pooled exchange failed.
+#[derive(Debug)]
+pub enum PoolError {
+    /// No connection could be made (TCP, the proxy tunnel, or TLS).
+    Connect(BoxError),
+    /// The connection failed while the request was sent or the response head awaited.
+    Send(hyper::Error),
+    /// The request's URI names no origin.
+    NoOrigin,
+}
+
+impl std::fmt::Display for PoolError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PoolError::Connect(e) => write!(f, "connect: {e}"),
+            PoolError::Send(e) => write!(f, "send: {e}"),
+            PoolError::NoOrigin => f.write_str("the request URI names no origin"),
+        }
+    }
+}
+
+impl std::error::Error for PoolError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PoolError::Connect(e) => Some(&**e),
+            PoolError::Send(e) => Some(e),
+            PoolError::NoOrigin => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    https: bool,
+    authority: Authority,
+}
+
+impl Key {
+    fn of(uri: &Uri) -> Option<Key> {
+        Some(Key {
+            https: uri.scheme() == Some(&Scheme::HTTPS),
+            authority: uri.authority()?.clone(),
+        })
+    }
+}
+
+#[derive(Default)]
+struct Host {
+    /// The origin's h2 connection, shared by every request.
+    h2: Option<http2::SendRequest<GatewayBody>>,
+    /// HTTP/1.1 connections, newest at the back, with when each was checked in.
+    h1: VecDeque<(http1::SendRequest<GatewayBody>, Instant)>,
+}
+
+enum Sender {
+    H1(http1::SendRequest<GatewayBody>),
+    H2(http2::SendRequest<GatewayBody>),
+}
+
+/// Pool settings.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolSettings {
+    /// How long an unused HTTP/1.1 connection is kept.
+    pub idle_timeout: Duration,
+    /// HTTP/1.1 connections kept per origin.
+    pub max_idle_per_host: usize,
+}
+
+struct Inner {
+    connector: Connector,
+    hosts: Mutex<HashMap<Key, Host>>,
+    settings: PoolSettings,
+}
+
+/// The pool; cheap to clone.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool over `connector`. Inside a Tokio runtime, a background task closes connections
+    /// idle past the timeout even for origins that see no further traffic.
+    pub fn new(connector: Connector, settings: PoolSettings) -> Pool {
+        let inner = Arc::new(Inner {
+            connector,
+            hosts: Mutex::new(HashMap::new()),
+            settings,
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(reap(Arc::downgrade(&inner), settings.idle_timeout));
+        }
+        Pool { inner }
+    }
+
+    /// Connections currently pooled for `uri`'s origin: (h2 connections, HTTP/1.1 connections).
+    pub fn pooled(&self, uri: &Uri) -> (usize, usize) {
+        let Some(key) = Key::of(uri) else {
+            return (0, 0);
+        };
+        let hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.get(&key).map_or((0, 0), |h| {
+            (
+                h.h2.iter().filter(|s| !s.is_closed()).count(),
+                h.h1.iter().filter(|(s, _)| !s.is_closed()).count(),
+            )
+        })
+    }
+
+    /// Sends `request` (an absolute URI) and waits for the response head.
+    pub async fn send(
+        &self,
+        request: Request<GatewayBody>,
+    ) -> Result<Response<Incoming>, PoolError> {
+        let key = Key::of(request.uri()).ok_or(PoolError::NoOrigin)?;
+        let mut request = request;
+        let mut reused = true;
+        loop {
+            let sender = match self.checkout(&key) {
+                Some(sender) => sender,
+                None => {
+                    reused = false;
+                    self.connect(&key).await?
+                }
+            };
+            let outcome = match sender {
+                Sender::H2(mut sender) => {
+                    *request.version_mut() = Version::HTTP_2;
+                    sender.try_send_request(request).await
+                }
+                Sender::H1(mut sender) => {
+                    *request.version_mut() = Version::HTTP_11;
+                    origin_form(&mut request);
+                    let sent = sender.try_send_request(request).await;
+                    if sent.is_ok() {
+                        self.checkin(&key, sender);
+                    }
+                    sent
+                }
+            };
+            match outcome {
+                Ok(response) => return Ok(response),
+                Err(mut e) => match e.take_message() {
+                    // Never sent: once more, on a connection of its own.
+                    Some(back) if reused => {
+                        request = back;
+                        reused = false;
+                        self.forget_h2(&key);
+                        continue;
+                    }
+                    _ => return Err(PoolError::Send(e.into_error())),
+                },
+            }
+        }
+    }
+
+    fn checkout(&self, key: &Key) -> Option<Sender> {
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let host = hosts.get_mut(key)?;
+        if let Some(h2) = &host.h2 {
+            if !h2.is_closed() {
+                return Some(Sender::H2(h2.clone()));
+            }
+            host.h2 = None;
+        }
+        let timeout = self.inner.settings.idle_timeout;
+        host.h1
+            .retain(|(s, since)| !s.is_closed() && since.elapsed() < timeout);
+        // Newest first; a connection still finishing its last response is skipped, not lost.
+        let ready = host.h1.iter().rposition(|(s, _)| s.is_ready())?;
+        host.h1.remove(ready).map(|(s, _)| Sender::H1(s))
+    }
+
+    fn checkin(&self, key: &Key, sender: http1::SendRequest<GatewayBody>) {
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let host = hosts.entry(key.clone()).or_default();
+        if host.h1.len() >= self.inner.settings.max_idle_per_host {
+            // The oldest goes; dropping its sender closes it once it is idle.
+            host.h1.pop_front();
+        }
+        if self.inner.settings.max_idle_per_host > 0 {
+            host.h1.push_back((sender, Instant::now()));
+        }
+    }
+
+    fn forget_h2(&self, key: &Key) {
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(host) = hosts.get_mut(key) {
+            if host.h2.as_ref().is_some_and(|s| s.is_closed()) {
+                host.h2 = None;
+            }
+        }
+    }
+
+    async fn connect(&self, key: &Key) -> Result<Sender, PoolError> {
+        let origin = Uri::builder()
+            .scheme(if key.https {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            })
+            .authority(key.authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| PoolError::Connect(e.into()))?;
+        let io: Io = self
+            .inner
+            .connector
+            .clone()
+            .oneshot(origin)
+            .await
+            .map_err(PoolError::Connect)?;
+        if io.connected().is_negotiated_h2() {
+            let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_send_buf_size(UPSTREAM_READ_BUF)
+                .keep_alive_interval(Some(Duration::from_secs(30)))
+                .keep_alive_while_idle(false)
+                .handshake(io)
+                .await
+                .map_err(PoolError::Send)?;
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "upstream h2 connection ended");
+                }
+            });
+            sender.ready().await.map_err(PoolError::Send)?;
+            let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            let host = hosts.entry(key.clone()).or_default();
+            match &host.h2 {
+                // Another request's connection won the race: new requests share that one.
+                Some(existing) if !existing.is_closed() => {}
+                _ => host.h2 = Some(sender.clone()),
+            }
+            return Ok(Sender::H2(sender));
+        }
+        let (mut sender, connection) = http1::Builder::new()
+            .max_buf_size(UPSTREAM_READ_BUF)
+            .handshake(io)
+            .await
+            .map_err(PoolError::Send)?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
+            }
+        });
+        sender.ready().await.map_err(PoolError::Send)?;
+        Ok(Sender::H1(sender))
+    }
+}
+
+/// HTTP/1.1 wants the origin form and a `Host`: the authority of the absolute URI.
+fn origin_form(request: &mut Request<GatewayBody>) {
+    let uri = request.uri();
+    if let Some(authority) = uri.authority() {
+        if !request.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+    }
+    let path = request
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *request.uri_mut() = Uri::from(path);
+}
+
+/// Closes connections idle past the timeout, until the pool is gone.
+async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
+    let period = (idle_timeout / 2).max(Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let mut hosts = inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        for host in hosts.values_mut() {
+            host.h1
+                .retain(|(s, since)| !s.is_closed() && since.elapsed() < idle_timeout);
+            if host.h2.as_ref().is_some_and(|s| s.is_closed()) {
+                host.h2 = None;
+            }
+        }
+        hosts.retain(|_, h| h.h2.is_some() || !h.h1.is_empty());
+    }
+}
+
+impl Service<Request<GatewayBody>> for Pool {
+    type Response = Response<Incoming>;
+    type Error = PoolError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Incoming>, PoolError>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<GatewayBody>) -> Self::Future {
+        let pool = self.clone();
+        Box::pin(async move { pool.send(request).await })
+    }
+}
