@@ -128,24 +128,30 @@ def wrk(port, scenario, seconds, conns):
     return r
 
 
-def oha(port, scenario, rate, seconds, conns):
+def oha_cmd(port, scenario, conns):
     sc = SCENARIOS[scenario]
-    cmd = ["taskset", "-c", SUPPORT_CPU, "oha", "--no-tui", "--output-format", "json", "--latency-correction",
-           "-z", f"{seconds}s", "-q", str(int(rate)), "-c", str(conns),
-           "-H", "Authorization: Bearer bench-token"]
+    cmd = ["taskset", "-c", SUPPORT_CPU, "oha", "--no-tui", "--output-format", "json",
+           "-c", str(conns), "-H", "Authorization: Bearer bench-token"]
     if sc["method"] == "POST":
         body = json.dumps({"app_id": "dispatch-app", "recipient": {"identified_by": {"channel_identities": [
             {"channel": "SMS", "identity": "+15550100"}]}}, "message": {"text_message": {"text": "x" * 820}},
             "message_metadata": "bench"})
         cmd += ["-m", "POST", "-T", "application/json", "-d", body]
-    cmd.append(f"http://127.0.0.1:{port}{sc['path']}")
+    return cmd, f"http://127.0.0.1:{port}{sc['path']}"
+
+
+def oha(port, scenario, rate, seconds, conns):
+    """A fixed-rate (open-loop, latency-corrected) run."""
+    cmd, url = oha_cmd(port, scenario, conns)
+    cmd += ["--latency-correction", "-z", f"{seconds}s", "-q", str(int(rate)), url]
     v = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
     p = v["latencyPercentiles"]
+    answered = sum(v.get("statusCodeDistribution", {}).values())
     return {
-        "rate": int(rate),
+        "rate": int(rate), "answered": answered,
         "achieved_rps": v["summary"]["requestsPerSec"],
         "success_rate": v["summary"]["successRate"],
-        "p50_ms": p["p50"] * 1000, "p99_ms": p["p99"] * 1000, "p999_ms": p["p99.9"] * 1000,
+        "p50_ms": (p["p50"] or 0) * 1000, "p99_ms": (p["p99"] or 0) * 1000, "p999_ms": (p["p99.9"] or 0) * 1000,
     }
 
 
@@ -154,7 +160,7 @@ def smoke_rate(port, scenario, rate, seconds, conns):
     checks the pipeline only (CI compiles no load generator); the full run always uses oha."""
     r = wrk(port, scenario, seconds, conns)
     return {
-        "rate": int(rate), "achieved_rps": r["rps"], "success_rate": 1.0,
+        "rate": int(rate), "answered": r["requests"], "achieved_rps": r["rps"], "success_rate": 1.0,
         "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000, "p999_ms": r["p999_us"] / 1000,
     }
 
@@ -191,17 +197,76 @@ def count_lines(path, needle=""):
         return 0
 
 
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def spread(xs):
+    return {"median": median(xs), "min": min(xs), "max": max(xs), "runs": xs}
+
+
+def cpu_at_rate(contender, scenario, rate, seconds, conns, smoke):
+    """CPU (utime + stime of the contender's process tree) per answered request over a
+    fixed-rate run, in µs, with the run's latency."""
+    before = contender.ticks()
+    r = (smoke_rate if smoke else oha)(contender.port, scenario, rate, seconds, conns)
+    used = contender.ticks() - before
+    r["cpu_us_per_req"] = (used / TICK * 1e6) / r["answered"] if contender.proc and r["answered"] else None
+    return r
+
+
+def instructions_per_request(name, cmd, port, scenario, requests, work, env=None):
+    """Instructions per request of `cmd` under callgrind: counters zeroed after a warm-up,
+    dumped after `requests` more. Deterministic, unlike CPU time on a shared machine."""
+    out = os.path.join(work, f"callgrind-{name}-{scenario}")
+    proc = subprocess.Popen(["taskset", "-c", CONTENDER_CPU, "valgrind", "--tool=callgrind", "--trace-children=no",
+                             f"--callgrind-out-file={out}.%p"] + cmd,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port, timeout=120)
+        load, url = oha_cmd(port, scenario, 8)
+        subprocess.run(load + ["-n", "500", url], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
+        subprocess.run(load + ["-n", str(requests), url], capture_output=True, check=True)
+        for f in os.listdir(work):
+            if f.startswith(os.path.basename(out)):
+                os.remove(os.path.join(work, f))
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        total = None
+        deadline = time.time() + 30
+        while total is None and time.time() < deadline:
+            for f in os.listdir(work):
+                if f.startswith(os.path.basename(out)):
+                    for line in open(os.path.join(work, f)):
+                        if line.startswith("summary:") or line.startswith("totals:"):
+                            total = int(line.split()[1])
+            time.sleep(0.2)
+        return total / requests if total else None
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--smoke", action="store_true", help="short run that only checks the pipeline")
     ap.add_argument("--bin", default=os.path.join(ROOT, "target", "release", "modegate"))
+    ap.add_argument("--base-bin", help="an earlier modegate build, measured beside this one (before/after)")
     args = ap.parse_args()
     smoke = args.smoke
-    sat_s, lat_s = (1, 1) if smoke else (10, 10)
-    conns = 64
+    runs = 1 if smoke else 3
+    sat_s, cpu_s, lat_s = (1, 1, 1) if smoke else (5, 6, 5)
+    sat_conns, rate_conns = 64, 32
+    headline_rate = 8_000
+    rates = [headline_rate] if smoke else [1_000, headline_rate, 20_000]
     fill_target = 2_000 if smoke else 100_000
     idle_count = 100 if smoke else 1_000
-    rates = [0.5] if smoke else [0.25, 0.5, 0.8]
+    cg_requests = 200 if smoke else 2_000
 
     work = os.path.join(HERE, "work", "bench")
     shutil.rmtree(work, ignore_errors=True)
@@ -210,62 +275,93 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    up_port, ng_port, mg_port, admin_port = free_port(), free_port(), free_port(), free_port()
-    pad = "x" * 900
-    subst = {"WORK": work, "UP": str(up_port), "NGINX": str(ng_port), "MG": str(mg_port),
-             "ADMIN": str(admin_port), "PAD": pad, "MAXAPPS": str(fill_target)}
+    ports = {k: free_port() for k in ("UP", "NGINX", "HAPROXY", "MG", "ADMIN")}
+    subst = {"WORK": work, "PAD": "x" * 900, "MAXAPPS": str(fill_target), **{k: str(v) for k, v in ports.items()}}
 
-    def render(name):
+    def render(name, extra=None):
         text = open(os.path.join(HERE, name)).read()
-        for k, v in subst.items():
+        for k, v in {**subst, **(extra or {})}.items():
             text = text.replace("{{" + k + "}}", v)
         path = os.path.join(work, name.replace(".tmpl", ""))
         with open(path, "w") as f:
             f.write(text)
         return path
 
-    up_conf, ng_conf, mg_conf = render("upstream.nginx.conf.tmpl"), render("proxy.nginx.conf.tmpl"), render("modegate.toml.tmpl")
+    up_conf, ng_conf, ha_conf = render("upstream.nginx.conf.tmpl"), render("proxy.nginx.conf.tmpl"), render("haproxy.cfg.tmpl")
+    mg_conf = render("modegate.toml.tmpl")
     upstream = subprocess.Popen(["taskset", "-c", SUPPORT_CPU, "nginx", "-p", work, "-c", up_conf, "-g", "daemon off;"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_port(up_port)
+    wait_port(ports["UP"])
+    mg_env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}
+    mg_cmd = lambda binary: [binary, "serve", "--config", mg_conf]
     contenders = {
-        "direct": Contender("direct", up_port),
-        "nginx": Contender("nginx", ng_port, ["nginx", "-p", work, "-c", ng_conf, "-g", "daemon off;"], work=work),
-        "modegate": Contender("modegate", mg_port, [args.bin, "serve", "--config", mg_conf],
-                              env={"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}, work=work),
+        "direct": Contender("direct", ports["UP"]),
+        "nginx": Contender("nginx", ports["NGINX"], ["nginx", "-p", work, "-c", ng_conf, "-g", "daemon off;"], work=work),
+        "haproxy": Contender("haproxy", ports["HAPROXY"], ["haproxy", "-db", "-f", ha_conf], work=work),
+        "modegate": Contender("modegate", ports["MG"], mg_cmd(args.bin), env=mg_env, work=work),
+        # The runtime-shape comparison: the same binary on tokio's multi-thread scheduler.
+        "modegate_multi_thread": Contender("modegate_multi_thread", ports["MG"], mg_cmd(args.bin),
+                                           env={**mg_env, "MODEGATE_RUNTIME": "multi-thread"}, work=work),
     }
-    results = {"smoke": smoke, "machine": {}, "saturation": {}, "latency": {}, "resources": {}, "targets": {}}
+    if args.base_bin:
+        contenders["modegate_before"] = Contender("modegate_before", ports["MG"], mg_cmd(args.base_bin), env=mg_env, work=work)
+    if not shutil.which("haproxy"):
+        del contenders["haproxy"]
+    cpu_scenarios = ("a_passthrough", "b_policy_send")
+    results = {"smoke": smoke, "machine": {}, "cpu": {}, "latency": {}, "saturation": {}, "instructions": {},
+               "resources": {}, "targets": {}}
     try:
         for name, c in contenders.items():
             c.start()
-            wrk(c.port, "a_passthrough", 1, conns)  # warm-up: connections, pools, caches
-            results["saturation"][name] = {}
+            wrk(c.port, "a_passthrough", 1, sat_conns)  # warm-up: connections, pools, caches
+            wrk(c.port, "b_policy_send", 1, sat_conns)
+            results["cpu"][name], results["latency"][name], results["saturation"][name] = {}, {}, {}
+            for scenario in cpu_scenarios:
+                at_rate = [cpu_at_rate(c, scenario, headline_rate, cpu_s, rate_conns, smoke) for _ in range(runs)]
+                if c.proc:
+                    results["cpu"][name][scenario] = spread([r["cpu_us_per_req"] for r in at_rate])
+                results["latency"][name][scenario] = {str(headline_rate): {
+                    k: spread([r[k] for r in at_rate]) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps")}}
+                for rate in rates:
+                    # The comparison builds (runtime shape, before/after) are measured at the
+                    # headline rate only.
+                    if rate == headline_rate or name in ("modegate_multi_thread", "modegate_before"):
+                        continue
+                    r = (smoke_rate if smoke else oha)(c.port, scenario, rate, lat_s, rate_conns)
+                    results["latency"][name][scenario][str(rate)] = {k: spread([r[k]]) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps")}
             for scenario in SCENARIOS:
-                if name == "modegate" and scenario == "c_rejected":
+                if name.startswith("modegate") and scenario == "c_rejected":
                     open(os.path.join(work, "list.log"), "w").close()
-                results["saturation"][name][scenario] = saturate(c, scenario, sat_s, conns)
+                n = runs if scenario == "a_passthrough" else 1
+                sat = [saturate(c, scenario, sat_s, sat_conns) for _ in range(n)]
+                results["saturation"][name][scenario] = {
+                    "rps": spread([s["rps"] for s in sat]),
+                    "cpu_ms_per_1k": spread([s["cpu_ms_per_1k"] for s in sat]) if c.proc else None,
+                }
             if name == "modegate":
                 results["resources"]["modegate_list_requests_upstream_during_c"] = count_lines(os.path.join(work, "list.log"))
-            results["latency"][name] = {}
-            for scenario in ("a_passthrough", "b_policy_send"):
-                direct_max = results["saturation"]["direct"][scenario]["rps"]
-                fixed = smoke_rate if smoke else oha
-                results["latency"][name][scenario] = [
-                    dict(fixed(c.port, scenario, direct_max * f, lat_s, conns), load=f) for f in rates
-                ]
             results["resources"][f"{name}_peak_rss_kb"] = c.rss_kb("VmHWM") if c.proc else None
-            if name != "modegate":
-                c.stop()
+            c.stop()
+
+        # Instruction counts under callgrind (one process per contender and scenario).
+        if shutil.which("valgrind") and shutil.which("callgrind_control"):
+            cg = {"nginx": (["nginx", "-p", work, "-c", ng_conf, "-g", "daemon off; master_process off;"], ports["NGINX"], None),
+                  "modegate": (mg_cmd(args.bin), ports["MG"], mg_env)}
+            if "haproxy" in contenders:
+                cg["haproxy"] = (["haproxy", "-db", "-f", ha_conf], ports["HAPROXY"], None)
+            if args.base_bin:
+                cg["modegate_before"] = (mg_cmd(args.base_bin), ports["MG"], mg_env)
+            for name, (cmd, port, env) in cg.items():
+                results["instructions"][name] = {
+                    sc: instructions_per_request(name, cmd, port, sc, cg_requests, work, env) for sc in cpu_scenarios}
 
         # Each resource scenario starts from a fresh process, so memory the allocator kept from
-        # earlier runs (the latency runs' overload points, 1,000 concurrent connections) does not
-        # count against the next one.
+        # earlier runs does not count against the next one.
         mg = contenders["modegate"]
-        mg.stop()
         mg.start()
         # (e) idle keep-alive connections.
         rss_before = mg.rss_kb()
-        idle = subprocess.Popen([sys.executable, os.path.join(HERE, "idle_conns.py"), "--addr", f"127.0.0.1:{mg_port}",
+        idle = subprocess.Popen([sys.executable, os.path.join(HERE, "idle_conns.py"), "--addr", f"127.0.0.1:{ports['MG']}",
                                  "--count", str(idle_count), "--hold", "3"], stdout=subprocess.PIPE, text=True)
         time.sleep(2.0)
         results["resources"]["e_idle_connections"] = idle_count
@@ -273,14 +369,12 @@ def main():
         results["resources"]["e_rss_kb_before_idle"] = rss_before
         if idle.wait(timeout=60) != 0:
             raise SystemExit("idle connections were not all answered")
-
         mg.stop()
         mg.start()
-        # (d) cold cache: 1,000 concurrent requests for one unknown app → one upstream lookup.
+        # (d) cold cache: concurrent requests for one unknown app → one upstream lookup.
         before = count_lines(os.path.join(work, "lookups.log"), "cold-app")
-        cold = f"http://127.0.0.1:{mg_port}/v1/projects/bench/messages?app_id=cold-app&contact_id=alice"
+        cold = f"http://127.0.0.1:{ports['MG']}/v1/projects/bench/messages?app_id=cold-app&contact_id=alice"
         if smoke:
-            # 200 connections' first requests arrive together: still one lookup.
             subprocess.run(["taskset", "-c", SUPPORT_CPU, "wrk", "-t1", "-c200", "-d1s",
                             "-H", "Authorization: Bearer bench-token", cold], capture_output=True, check=True)
         else:
@@ -288,17 +382,15 @@ def main():
                             "-c", "1000", "-H", "Authorization: Bearer bench-token", cold],
                            capture_output=True, check=True)
         results["resources"]["d_cold_cache_lookups"] = count_lines(os.path.join(work, "lookups.log"), "cold-app") - before
-
         mg.stop()
         mg.start()
         # RSS with many cached app modes.
         deadline = time.time() + (30 if smoke else 120)
-        while metric(admin_port, "modegate_mode_cache_apps", 'mode="DISPATCH"') < fill_target * 0.99 and time.time() < deadline:
+        while metric(ports["ADMIN"], "modegate_mode_cache_apps", 'mode="DISPATCH"') < fill_target * 0.99 and time.time() < deadline:
             subprocess.run(["taskset", "-c", SUPPORT_CPU, "wrk", "-t1", "-c64", "-d3s", "-s", os.path.join(HERE, "wrk", "fill.lua"),
-                            f"http://127.0.0.1:{mg_port}/"], capture_output=True, check=True)
-        results["resources"]["cached_apps"] = metric(admin_port, "modegate_mode_cache_apps", 'mode="DISPATCH"')
+                            f"http://127.0.0.1:{ports['MG']}/"], capture_output=True, check=True)
+        results["resources"]["cached_apps"] = metric(ports["ADMIN"], "modegate_mode_cache_apps", 'mode="DISPATCH"')
         results["resources"]["rss_kb_cached_apps"] = mg.rss_kb()
-        results["resources"]["modegate_peak_rss_kb"] = mg.rss_kb("VmHWM")
         mg.stop()
     finally:
         for c in contenders.values():
@@ -310,16 +402,20 @@ def main():
         "cpu": next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown"),
         "cores": os.cpu_count(),
         "kernel": platform.release(),
-        "pinning": f"contender (nginx 1 worker / modegate TOKIO_WORKER_THREADS=1) on CPU {CONTENDER_CPU}; "
+        "pinning": f"contender (nginx 1 worker / HAProxy nbthread 1 / modegate TOKIO_WORKER_THREADS=1) on CPU {CONTENDER_CPU}; "
                    f"load generator and upstream nginx on CPU {SUPPORT_CPU}",
         "versions": {
             "modegate": version([args.bin, "--version"]),
             "nginx": version(["nginx", "-v"]),
+            "haproxy": version(["haproxy", "-v"]) if "haproxy" in contenders else "not installed",
             "wrk": version(["wrk", "-v"]),
             "oha": version(["oha", "--version"]) if shutil.which("oha") else "not installed (smoke)",
+            "valgrind": version(["valgrind", "--version"]) if shutil.which("valgrind") else "not installed",
             "rustc": version(["rustc", "--version"]),
         },
-        "durations": {"saturation_s": sat_s, "latency_s": lat_s, "connections": conns},
+        "method": {"runs": runs, "headline_rate": headline_rate, "rates": rates, "cpu_run_s": cpu_s, "latency_run_s": lat_s,
+                   "saturation_run_s": sat_s, "rate_connections": rate_conns, "saturation_connections": sat_conns,
+                   "callgrind_requests": cg_requests},
     }
     evaluate(results)
     out_dir = work if smoke else HERE
@@ -331,72 +427,96 @@ def main():
     print(f"results written to {out_dir}/results.md and results.json")
 
 
-def added(results, who, scenario, load, key):
-    mine = next(r for r in results["latency"][who][scenario] if r["load"] == load)
-    direct = next(r for r in results["latency"]["direct"][scenario] if r["load"] == load)
-    return mine[key] - direct[key]
+def lat(results, who, scenario, rate, key):
+    return results["latency"][who][scenario][str(rate)][key]["median"]
 
 
 def evaluate(r):
-    s, res, t = r["saturation"], r["resources"], r["targets"]
-    half = 0.5 if any(x["load"] == 0.5 for x in r["latency"]["direct"]["a_passthrough"]) else None
-    t["a_throughput_vs_nginx"] = {"value": s["modegate"]["a_passthrough"]["rps"] / s["nginx"]["a_passthrough"]["rps"], "target": ">= 1.0"}
-    if half:
-        mg99, ng99 = added(r, "modegate", "a_passthrough", half, "p99_ms"), added(r, "nginx", "a_passthrough", half, "p99_ms")
-        t["a_added_p99_ms_at_50pct"] = {"value": mg99, "target": f"<= 1.0 and <= nginx's {ng99:.3f}", "met": mg99 <= 1.0 and mg99 <= ng99}
-    t["b_policy_vs_own_passthrough"] = {"value": s["modegate"]["b_policy_send"]["rps"] / s["modegate"]["a_passthrough"]["rps"], "target": ">= 0.8"}
-    t["c_rejection_vs_own_passthrough"] = {"value": s["modegate"]["c_rejected"]["rps"] / s["modegate"]["a_passthrough"]["rps"], "target": ">= 1.5"}
+    cpu, sat, res, t = r["cpu"], r["saturation"], r["resources"], r["targets"]
+    rate = r["machine"]["method"]["headline_rate"] if r["machine"] else 8000
+    mg_a, ng_a = cpu["modegate"]["a_passthrough"]["median"], cpu["nginx"]["a_passthrough"]["median"]
+    t["a_cpu_vs_nginx"] = {"value": mg_a / ng_a, "target": "<= 1.0"}
+    if "haproxy" in cpu:
+        t["a_cpu_vs_haproxy"] = {"value": mg_a / cpu["haproxy"]["a_passthrough"]["median"], "target": "<= 1.0"}
+    t["a_saturated_rps_vs_nginx"] = {"value": sat["modegate"]["a_passthrough"]["rps"]["median"] / sat["nginx"]["a_passthrough"]["rps"]["median"], "target": ">= 1.0"}
+    t["b_policy_cpu_vs_own_passthrough"] = {"value": cpu["modegate"]["b_policy_send"]["median"] / mg_a, "target": "<= 1.2"}
+    t["b_policy_p99_ms_at_fixed_rate"] = {"value": lat(r, "modegate", "b_policy_send", rate, "p99_ms"), "target": "<= 2.0"}
+    direct99 = lat(r, "direct", "a_passthrough", rate, "p99_ms")
+    mg_added, ng_added = lat(r, "modegate", "a_passthrough", rate, "p99_ms") - direct99, lat(r, "nginx", "a_passthrough", rate, "p99_ms") - direct99
+    t["a_added_p99_ms_vs_nginx_added"] = {"value": mg_added - ng_added, "target": "<= 0.25"}
     t["c_rejection_upstream_calls"] = {"value": res["modegate_list_requests_upstream_during_c"], "target": "== 0"}
     t["d_cold_cache_lookups"] = {"value": res["d_cold_cache_lookups"], "target": "== 1"}
     t["e_rss_mb_1000_idle"] = {"value": res["e_rss_kb_idle"] / 1024, "target": "<= 30"}
     t["e_rss_mb_100k_modes"] = {"value": res["rss_kb_cached_apps"] / 1024, "target": "<= 64"}
-    for k, v in t.items():
-        if "met" in v:
-            continue
-        target = v["target"]
-        op, num = target.split()[0], float(target.split()[1])
+    for v in t.values():
+        op, num = v["target"].split()[0], float(v["target"].split()[1])
         v["met"] = {">=": v["value"] >= num, "<=": v["value"] <= num, "==": v["value"] == num}[op]
 
 
+def fmt_spread(s, digits=1):
+    if s is None:
+        return "—"
+    return f"{s['median']:.{digits}f} ({s['min']:.{digits}f}–{s['max']:.{digits}f})"
+
+
 def markdown(r):
-    m, s, L = r["machine"], r["saturation"], r["latency"]
+    m = r["machine"]
+    meth = m["method"]
     out = ["# modegate benchmark results", ""]
     if r["smoke"]:
         out += ["**Smoke run: durations too short for the numbers to mean anything.**", ""]
     out += [f"- Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}",
             f"- Pinning: {m['pinning']}",
-            f"- Versions: " + ", ".join(f"{k} `{v}`" for k, v in m["versions"].items()),
-            f"- Saturation runs: wrk, 1 thread, {m['durations']['connections']} connections, {m['durations']['saturation_s']} s each; "
-            f"latency runs: oha with latency correction at fixed rates, {m['durations']['latency_s']} s each",
-            "", "## Throughput at saturation", "",
-            "| scenario | direct rps | nginx rps | modegate rps | modegate / nginx | nginx CPU ms / 1k req | modegate CPU ms / 1k req |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for sc in SCENARIOS:
-        d, n, g = s["direct"][sc], s["nginx"][sc], s["modegate"][sc]
-        fmt = lambda x: "—" if x is None else f"{x:.1f}"
-        out.append(f"| {sc} | {d['rps']:.0f} | {n['rps']:.0f} | {g['rps']:.0f} | {g['rps'] / n['rps']:.2f}× | {fmt(n['cpu_ms_per_1k'])} | {fmt(g['cpu_ms_per_1k'])} |")
-    out += ["", "Scenario c is answered by modegate itself (400, no upstream call); nginx and direct forward it.", "",
-            "## Latency at fixed rates (added over direct, ms)", "",
-            "| scenario | load | rate rps | direct p50 / p99 / p99.9 | nginx added p50 / p99 / p99.9 | modegate added p50 / p99 / p99.9 |",
-            "| --- | ---: | ---: | --- | --- | --- |"]
+            "- Versions: " + ", ".join(f"{k} `{v}`" for k, v in m["versions"].items()),
+            f"- Method: every figure is the median of {meth['runs']} runs (min–max in brackets) unless marked; "
+            f"fixed-rate runs are oha with latency correction, {meth['rate_connections']} connections, {meth['cpu_run_s']} s; "
+            f"saturation runs are wrk, 1 thread, {meth['saturation_connections']} connections, {meth['saturation_run_s']} s. "
+            "CPU is utime + stime of the contender's whole process tree per answered request.",
+            "", f"## CPU per request at {meth['headline_rate']} req/s (the headline)", "",
+            "| contender | a passthrough µs / req | b policy POST 1 KB µs / req | vs nginx (a) |",
+            "| --- | ---: | ---: | ---: |"]
+    ng = r["cpu"]["nginx"]["a_passthrough"]["median"]
+    for name, v in r["cpu"].items():
+        if not v:
+            continue
+        out.append(f"| {name} | {fmt_spread(v['a_passthrough'])} | {fmt_spread(v['b_policy_send'])} | {v['a_passthrough']['median'] / ng:.2f}× |")
+    if r["instructions"]:
+        out += ["", f"## Instructions per request (callgrind, {meth['callgrind_requests']} requests after a warm-up; deterministic)", "",
+                "| contender | a passthrough | b policy POST 1 KB |", "| --- | ---: | ---: |"]
+        for name, v in r["instructions"].items():
+            cell = lambda x: "—" if x is None else f"{x:,.0f}"
+            out.append(f"| {name} | {cell(v['a_passthrough'])} | {cell(v['b_policy_send'])} |")
+    out += ["", "## Latency at fixed rates: added over direct (ms)", "",
+            "| scenario | rate | direct p50 / p99 / p99.9 | contender | added p50 / p99 / p99.9 |", "| --- | ---: | --- | --- | --- |"]
     for sc in ("a_passthrough", "b_policy_send"):
-        for i, d in enumerate(L["direct"][sc]):
-            n, g = L["nginx"][sc][i], L["modegate"][sc][i]
-            trip = lambda x: f"{x['p50_ms']:.3f} / {x['p99_ms']:.3f} / {x['p999_ms']:.3f}"
-            add = lambda x: f"{x['p50_ms'] - d['p50_ms']:+.3f} / {x['p99_ms'] - d['p99_ms']:+.3f} / {x['p999_ms'] - d['p999_ms']:+.3f}"
-            out.append(f"| {sc} | {int(d['load'] * 100)}% | {d['rate']} | {trip(d)} | {add(n)} | {add(g)} |")
+        for rate in meth["rates"]:
+            d = r["latency"]["direct"][sc][str(rate)]
+            trip = lambda x: f"{x['p50_ms']['median']:.3f} / {x['p99_ms']['median']:.3f} / {x['p999_ms']['median']:.3f}"
+            for name in r["latency"]:
+                if name == "direct" or str(rate) not in r["latency"][name][sc]:
+                    continue
+                x = r["latency"][name][sc][str(rate)]
+                add = " / ".join(f"{x[k]['median'] - d[k]['median']:+.3f}" for k in ("p50_ms", "p99_ms", "p999_ms"))
+                out.append(f"| {sc} | {rate} | {trip(d)} | {name} | {add} |")
+    out += ["", "## Throughput at saturation", "",
+            "| contender | a passthrough rps | b policy rps | c rejected rps | a CPU ms / 1k req |", "| --- | ---: | ---: | ---: | ---: |"]
+    for name, v in r["saturation"].items():
+        out.append(f"| {name} | {fmt_spread(v['a_passthrough']['rps'], 0)} | {v['b_policy_send']['rps']['median']:.0f} | "
+                   f"{v['c_rejected']['rps']['median']:.0f} | {fmt_spread(v['a_passthrough']['cpu_ms_per_1k'])} |")
+    out += ["", "Scenario c is answered by modegate itself (400, no upstream call); the others forward it. "
+            "b and c are single runs.", ""]
     res = r["resources"]
-    out += ["", "## Resources", "",
-            f"- Peak RSS during the saturation and latency runs: nginx {res['nginx_peak_rss_kb'] / 1024:.1f} MB (master + worker), "
-            f"modegate {res['modegate_peak_rss_kb'] / 1024:.1f} MB (whole run)",
+    out += ["## Resources", "",
             f"- (d) 1,000 concurrent requests for one unknown app: {res['d_cold_cache_lookups']} upstream lookup(s)",
             f"- (e) {res['e_idle_connections']} idle keep-alive connections: modegate RSS {res['e_rss_kb_idle'] / 1024:.1f} MB "
-            f"({res['e_rss_kb_before_idle'] / 1024:.1f} MB before)",
+            f"({res['e_rss_kb_before_idle'] / 1024:.1f} MB before, "
+            f"{(res['e_rss_kb_idle'] - res['e_rss_kb_before_idle']) / max(res['e_idle_connections'], 1):.1f} KB per connection)",
             f"- {res['cached_apps']:.0f} cached app modes: modegate RSS {res['rss_kb_cached_apps'] / 1024:.1f} MB",
+            "- Peak RSS over the CPU, latency and saturation runs: " + ", ".join(
+                f"{k[:-len('_peak_rss_kb')]} {v / 1024:.1f} MB" for k, v in res.items() if k.endswith("_peak_rss_kb") and v),
             "", "## Targets", "", "| target | value | goal | met |", "| --- | ---: | --- | --- |"]
     for k, v in r["targets"].items():
-        val = v["value"]
-        out.append(f"| {k} | {val:.3f} | {v['target']} | {'yes' if v['met'] else '**no**'} |")
+        out.append(f"| {k} | {v['value']:.3f} | {v['target']} | {'yes' if v['met'] else '**no**'} |")
     return "\n".join(out) + "\n"
 
 

@@ -4,8 +4,10 @@
 #   bash bench/run.sh           full run (< 15 min on a fresh clone); writes bench/results.md + .json
 #   bash bench/run.sh --smoke   seconds-long run into bench/work/bench/ that checks the pipeline (CI)
 #
-# Installs what it needs: nginx and wrk from Debian, and for the full run oha (open-loop load
-# with latency correction) from crates.io. Contenders are pinned with taskset: see bench/results.md.
+# Installs what it needs: nginx, HAProxy and wrk from Debian, and for the full run valgrind
+# (instruction counts) and oha (open-loop load with latency correction) from crates.io.
+# Contenders are pinned with taskset: see bench/results.md. MODEGATE_BASE_BIN=path measures an
+# earlier build beside this one (the before/after columns).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,6 +23,8 @@ done
 need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
+command -v haproxy >/dev/null || need+=(haproxy)
+if [ "$smoke" -eq 0 ]; then command -v valgrind >/dev/null || need+=(valgrind); fi
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)
 if [ "${#need[@]}" -gt 0 ]; then
@@ -30,7 +34,7 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 # The Debian package starts a default nginx on port 80; the benchmark runs its own.
-if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx >/dev/null 2>&1 || true; fi
+if command -v systemctl >/dev/null 2>&1; then systemctl stop nginx haproxy >/dev/null 2>&1 || true; fi
 export PATH="$HOME/.cargo/bin:$PATH"
 # The fixed-rate runs need oha; the smoke (CI) stands in closed-loop wrk runs for them and so
 # compiles no load generator.
@@ -49,4 +53,6 @@ if [ "$smoke" -eq 1 ]; then
   exec python3 bench/bench.py --smoke --bin target/debug/modegate
 fi
 cargo build --quiet --release --bin modegate
-exec python3 bench/bench.py --bin target/release/modegate
+base=()
+if [ -n "${MODEGATE_BASE_BIN:-}" ]; then base=(--base-bin "$MODEGATE_BASE_BIN"); fi
+exec python3 bench/bench.py --bin target/release/modegate "${base[@]}"

@@ -190,6 +190,25 @@ async fn demo(
     ExitCode::SUCCESS
 }
 
+/// The runtime: one worker thread per CPU, or `TOKIO_WORKER_THREADS`. With one worker, a
+/// current-thread runtime (every task on the thread that accepts, no cross-thread wake-ups:
+/// less CPU per request, see bench/results.md); `MODEGATE_RUNTIME=multi-thread` keeps the
+/// multi-thread scheduler even then.
+fn runtime_builder() -> tokio::runtime::Builder {
+    let workers = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let forced_multi = std::env::var("MODEGATE_RUNTIME").is_ok_and(|v| v == "multi-thread");
+    if workers == 1 && !forced_multi {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        // Honours TOKIO_WORKER_THREADS itself.
+        tokio::runtime::Builder::new_multi_thread()
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -223,11 +242,7 @@ fn main() -> ExitCode {
         };
     }
 
-    // The multi-thread runtime honours TOKIO_WORKER_THREADS.
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match runtime_builder().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("modegate: cannot start the runtime: {e}");
