@@ -206,12 +206,36 @@ impl Pool {
             }
             host.h2 = None;
         }
+        // Checked in oldest first, so the expired ones are at the front (the reaper takes any
+        // others); one clock read per checkout.
         let timeout = self.inner.settings.idle_timeout;
-        host.h1
-            .retain(|(s, since)| !s.is_closed() && since.elapsed() < timeout);
-        // Newest first; a connection still finishing its last response is skipped, not lost.
-        let ready = host.h1.iter().rposition(|(s, _)| s.is_ready())?;
-        host.h1.remove(ready).map(|(s, _)| Sender::H1(s))
+        if host
+            .h1
+            .front()
+            .is_some_and(|(_, since)| since.elapsed() >= timeout)
+        {
+            let now = Instant::now();
+            while host
+                .h1
+                .front()
+                .is_some_and(|(_, since)| now.duration_since(*since) >= timeout)
+            {
+                host.h1.pop_front();
+            }
+        }
+        // Newest first; a connection still finishing its last response is skipped, not lost,
+        // and a closed one is dropped on the way.
+        while let Some(i) = host
+            .h1
+            .iter()
+            .rposition(|(s, _)| s.is_ready() || s.is_closed())
+        {
+            let (sender, _) = host.h1.remove(i)?;
+            if !sender.is_closed() {
+                return Some(Sender::H1(sender));
+            }
+        }
+        None
     }
 
     fn checkin(&self, key: &Key, sender: http1::SendRequest<GatewayBody>) {
