@@ -260,31 +260,26 @@ async fn a_connection_that_dies_mid_response_is_never_reused() {
 
 #[tokio::test]
 async fn failures_keep_their_classification() {
-    use tower::ServiceExt;
+    /// The failure kind of a GET to `url` through a fresh pooled client.
+    async fn kind(url: &str) -> &'static str {
+        use tower::ServiceExt;
+        let request = Request::get(format!("{url}/x"))
+            .body(full(Bytes::new()))
+            .expect("request");
+        pooled_client(url, None, pooling(60_000, 8))
+            .into_upstream()
+            .oneshot(request)
+            .await
+            .expect_err("a failure")
+            .kind
+            .as_str()
+    }
     // Nothing listens: connect.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let closed = format!("http://{}", listener.local_addr().expect("addr"));
     drop(listener);
-    let upstream = pooled_client(&closed, None, pooling(60_000, 8)).into_upstream();
-    let failure = upstream
-        .oneshot(
-            Request::get(format!("{closed}/x"))
-                .body(full(Bytes::new()))
-                .expect("request"),
-        )
-        .await
-        .expect_err("refused");
-    assert_eq!(failure.kind.as_str(), "connect");
+    assert_eq!(kind(&closed).await, "connect");
     // Closed before answering: reset.
     let (url, _) = raw_upstream(|_, _| (Vec::new(), true)).await;
-    let upstream = pooled_client(&url, None, pooling(60_000, 8)).into_upstream();
-    let failure = upstream
-        .oneshot(
-            Request::get(format!("{url}/x"))
-                .body(full(Bytes::new()))
-                .expect("request"),
-        )
-        .await
-        .expect_err("reset");
-    assert_eq!(failure.kind.as_str(), "reset");
+    assert_eq!(kind(&url).await, "reset");
 }

@@ -6,7 +6,6 @@
 mod support;
 
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -460,30 +459,6 @@ async fn proxy_credentials_and_no_proxy_come_from_the_environment() {
     .into_upstream();
     assert_eq!(send(client).await.ok(), Some(StatusCode::OK));
     assert_eq!(proxy.tunnels().len(), 1);
-}
-
-/// A TLS client trusting `ca` that connects to `addr` as `localhost` and returns the stream and
-/// the certificate the server presented.
-async fn tls_connect(
-    ca: &Ca,
-    addr: std::net::SocketAddr,
-    alpn: &[&[u8]],
-) -> (
-    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
-    Vec<u8>,
-) {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca, alpn)));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let stream = connector.connect(name, tcp).await.expect("handshake");
-    let presented = stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .expect("certificate");
-    (stream, presented)
 }
 
 /// One HTTP/1.1 request on an open TLS stream; returns the head and body text.

@@ -5,7 +5,6 @@
 mod support;
 
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
 use support::tls::*;
@@ -127,17 +126,9 @@ async fn the_system_trust_store_is_read_as_openssl_tools_read_it() {
 }
 
 async fn presented_certificate(ca: &Ca, addr: &str) -> Vec<u8> {
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca, &[b"http/1.1"])));
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
-    let stream = connector.connect(name, tcp).await.expect("handshake");
-    stream
-        .get_ref()
+    tls_connect(ca, addr.parse().expect("addr"), &[b"http/1.1"])
+        .await
         .1
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .expect("certificate")
 }
 
 #[tokio::test]

@@ -153,6 +153,30 @@ pub fn client_config(ca: &Ca, alpn: &[&[u8]]) -> rustls::ClientConfig {
     config
 }
 
+/// A TLS client trusting `ca` that connects to `addr` as `localhost` and returns the stream and
+/// the certificate the server presented.
+pub async fn tls_connect(
+    ca: &Ca,
+    addr: std::net::SocketAddr,
+    alpn: &[&[u8]],
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Vec<u8>,
+) {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(ca, alpn)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+    let stream = connector.connect(name, tcp).await.expect("handshake");
+    let presented = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+        .expect("certificate");
+    (stream, presented)
+}
+
 /// What a TLS upstream saw of one request.
 #[derive(Clone, Debug)]
 pub struct SeenTls {
