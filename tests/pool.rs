@@ -60,6 +60,19 @@ async fn fetch(client: &HyperUpstream, url: &str) -> Result<(StatusCode, Bytes),
     Ok((status, body))
 }
 
+/// `n` concurrent GETs of `url` through `client`, each answered 200.
+async fn fetch_all_ok(client: &Arc<HyperUpstream>, url: &str, n: usize) {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (client, url) = (client.clone(), url.to_string());
+            tokio::spawn(async move { fetch(&client, &url).await.expect("ok").0 })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.expect("task"), StatusCode::OK);
+    }
+}
+
 async fn h1_upstream(ca: &Ca) -> TlsUpstream {
     let simulator = modegate::simulator::Simulator::new(demo_seed());
     TlsUpstream::start(
@@ -116,15 +129,7 @@ async fn concurrent_requests_open_connections_and_the_cap_keeps_a_few() {
         pooling(60_000, 2),
     ));
     let url = format!("{}/v1/projects/demo-project/apps", upstream.url());
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { fetch(&client, &url).await.expect("ok").0 })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.expect("task"), StatusCode::OK);
-    }
+    fetch_all_ok(&client, &url, 16).await;
     let uri: http::Uri = url.parse().expect("uri");
     assert!(
         client.pool().pooled(&uri).1 <= 2,
@@ -158,15 +163,7 @@ async fn h2_multiplexes_every_request_over_one_connection() {
     ));
     let url = format!("{}/v1/projects/demo-project/apps", upstream.url());
     assert_eq!(fetch(&client, &url).await.expect("ok").0, StatusCode::OK);
-    let tasks: Vec<_> = (0..100)
-        .map(|_| {
-            let (client, url) = (client.clone(), url.clone());
-            tokio::spawn(async move { fetch(&client, &url).await.expect("ok").0 })
-        })
-        .collect();
-    for t in tasks {
-        assert_eq!(t.await.expect("task"), StatusCode::OK);
-    }
+    fetch_all_ok(&client, &url, 100).await;
     assert_eq!(upstream.connections(), 1);
     assert!(upstream.seen().iter().all(|s| s.version == Version::HTTP_2));
     let uri: http::Uri = url.parse().expect("uri");
