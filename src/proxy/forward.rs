@@ -166,12 +166,24 @@ fn copy_head(parts: &http::request::Parts, uri: http::Uri) -> http::request::Par
 async fn send_authorized(
     state: &GatewayState,
     ctx: &mut RequestCtx,
+    parts: http::request::Parts,
+    body: OutboundBody,
+) -> Result<Response<GatewayBody>, GatewayError> {
+    match &state.inject {
+        None => send(state, ctx, parts, body.into_body()).await,
+        // Boxed: the token source's future is large, and passthrough requests never need it.
+        Some(inject) => Box::pin(send_injected(state, inject, ctx, parts, body)).await,
+    }
+}
+
+/// [`send_authorized`] with the gateway's own token.
+async fn send_injected(
+    state: &GatewayState,
+    inject: &super::Inject,
+    ctx: &mut RequestCtx,
     mut parts: http::request::Parts,
     body: OutboundBody,
 ) -> Result<Response<GatewayBody>, GatewayError> {
-    let Some(inject) = &state.inject else {
-        return send(state, ctx, parts, body.into_body()).await;
-    };
     let token = inject.authorization().await?;
     parts.headers.insert(header::AUTHORIZATION, token.clone());
     let replay = body

@@ -184,6 +184,31 @@ impl Sniffer {
         };
     }
 
+    /// Appends part of a line: lower-cased into `line` up to `KEEP` bytes, counted beyond,
+    /// `\r` skipped.
+    fn take_line_bytes(&mut self, segment: &[u8]) {
+        let room = KEEP.saturating_sub(self.line_len).min(segment.len());
+        let (kept, beyond) = segment.split_at(room);
+        if kept.contains(&b'\r') {
+            for &b in kept {
+                if b != b'\r' {
+                    self.line[self.line_len] = b.to_ascii_lowercase();
+                    self.line_len += 1;
+                }
+            }
+            // What the skipped `\r`s left room for is taken from what follows.
+            return self.take_line_bytes(beyond);
+        }
+        if room > 0 {
+            // Only while the line still fits: past `KEEP`, `line_len` counts beyond the buffer.
+            let at = self.line_len;
+            self.line[at..at + room].copy_from_slice(kept);
+            self.line[at..at + room].make_ascii_lowercase();
+        }
+        self.line_len += room;
+        self.line_len += beyond.iter().filter(|b| **b != b'\r').count();
+    }
+
     fn feed(&mut self, mut bytes: &[u8], flag: &FramingFlag) {
         if self.phase == Phase::Off {
             return;
@@ -219,15 +244,7 @@ impl Sniffer {
                         Some(i) => (&bytes[..i], &bytes[i + 1..], true),
                         None => (bytes, &[][..], false),
                     };
-                    for &b in segment {
-                        if b == b'\r' {
-                            continue;
-                        }
-                        if self.line_len < KEEP {
-                            self.line[self.line_len] = b.to_ascii_lowercase();
-                        }
-                        self.line_len += 1;
-                    }
+                    self.take_line_bytes(segment);
                     bytes = rest;
                     if !ends_line {
                         return;
@@ -403,6 +420,25 @@ mod tests {
             Some(1),
             "the second request, not the first"
         );
+    }
+
+    #[test]
+    fn long_lines_split_anywhere_are_read_as_in_one_piece() {
+        let long = "a".repeat(3 * KEEP);
+        let head = format!(
+            "POST / HTTP/1.1\r\nX-Long: {long}\r\nContent-Length: 4\r\nX-Pad:\r{long}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let bytes = head.as_bytes();
+        assert_eq!(flagged(&[bytes]), Some(0));
+        for size in 1..=2 * KEEP + 3 {
+            let chunks: Vec<&[u8]> = bytes.chunks(size).collect();
+            assert_eq!(flagged(&chunks), Some(0), "chunks of {size}");
+        }
+        let clean = format!("GET / HTTP/1.1\r\nX-Long: {long}\r\nContent-Length: 0\r\n\r\n");
+        for size in 1..=2 * KEEP + 3 {
+            let chunks: Vec<&[u8]> = clean.as_bytes().chunks(size).collect();
+            assert_eq!(flagged(&chunks), None, "chunks of {size}");
+        }
     }
 
     #[test]

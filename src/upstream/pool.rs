@@ -13,7 +13,7 @@
 //! optional CONNECT tunnel), so every failure keeps its classification: connect or TLS while
 //! connecting, reset once sending.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -64,7 +64,7 @@ impl std::error::Error for PoolError {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Key {
     https: bool,
     authority: Authority,
@@ -101,9 +101,35 @@ pub struct PoolSettings {
     pub max_idle_per_host: usize,
 }
 
+/// Origins and their connections. A gateway talks to one or two origins (the API, the token
+/// endpoint), so a short list searched by equality beats hashing the authority per request.
+#[derive(Default)]
+struct Hosts(Vec<(Key, Host)>);
+
+impl Hosts {
+    fn get(&self, key: &Key) -> Option<&Host> {
+        self.0.iter().find(|(k, _)| k == key).map(|(_, h)| h)
+    }
+
+    fn get_mut(&mut self, key: &Key) -> Option<&mut Host> {
+        self.0.iter_mut().find(|(k, _)| k == key).map(|(_, h)| h)
+    }
+
+    fn entry(&mut self, key: &Key) -> &mut Host {
+        match self.0.iter().position(|(k, _)| k == key) {
+            Some(i) => &mut self.0[i].1,
+            None => {
+                self.0.push((key.clone(), Host::default()));
+                let last = self.0.len() - 1;
+                &mut self.0[last].1
+            }
+        }
+    }
+}
+
 struct Inner {
     connector: Connector,
-    hosts: Mutex<HashMap<Key, Host>>,
+    hosts: Mutex<Hosts>,
     settings: PoolSettings,
 }
 
@@ -127,7 +153,7 @@ impl Pool {
     pub fn new(connector: Connector, settings: PoolSettings) -> Pool {
         let inner = Arc::new(Inner {
             connector,
-            hosts: Mutex::new(HashMap::new()),
+            hosts: Mutex::new(Hosts::default()),
             settings,
         });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
@@ -163,7 +189,10 @@ impl Pool {
                 Some(sender) => sender,
                 None => {
                     reused = false;
-                    self.connect(&key).await?
+                    // Boxed: connecting (TCP, tunnel, TLS, handshake) is a large state machine
+                    // that only the first request to an origin needs; inline, every
+                    // request's future would carry (and copy) its size.
+                    Box::pin(self.connect(&key)).await?
                 }
             };
             let outcome = match sender {
@@ -240,7 +269,7 @@ impl Pool {
 
     fn checkin(&self, key: &Key, sender: http1::SendRequest<GatewayBody>) {
         let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        let host = hosts.entry(key.clone()).or_default();
+        let host = hosts.entry(key);
         if host.h1.len() >= self.inner.settings.max_idle_per_host {
             // The oldest goes; dropping its sender closes it once it is idle.
             host.h1.pop_front();
@@ -293,7 +322,7 @@ impl Pool {
             });
             sender.ready().await.map_err(PoolError::Send)?;
             let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
-            let host = hosts.entry(key.clone()).or_default();
+            let host = hosts.entry(key);
             match &host.h2 {
                 // Another request's connection won the race: new requests share that one.
                 Some(existing) if !existing.is_closed() => {}
@@ -343,14 +372,14 @@ async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
             return;
         };
         let mut hosts = inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        for host in hosts.values_mut() {
+        for (_, host) in hosts.0.iter_mut() {
             host.h1
                 .retain(|(s, since)| !s.is_closed() && since.elapsed() < idle_timeout);
             if host.h2.as_ref().is_some_and(|s| s.is_closed()) {
                 host.h2 = None;
             }
         }
-        hosts.retain(|_, h| h.h2.is_some() || !h.h1.is_empty());
+        hosts.0.retain(|(_, h)| h.h2.is_some() || !h.h1.is_empty());
     }
 }
 
