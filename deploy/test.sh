@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Checks the deployment assets against the real tools and a running modegate:
-#   - kubectl kustomize renders both layouts offline
+#   - kubectl kustomize renders every layout offline (egress also with its shared-cache component)
 #   - promtool check rules / test rules on the alerts
 #   - promtool check metrics on a live /metrics scrape
 #   - a real Prometheus on loopback scrapes modegate while traffic flows; its query API must
@@ -41,6 +41,24 @@ for kind in Service PodDisruptionBudget HorizontalPodAutoscaler PodMonitor; do
   grep -q "kind: $kind" "$work/egress.yaml"
 done
 check "sidecar is native (restartPolicy: Always) and read-only; egress has Service, PDB, HPA, PodMonitor"
+# The optional shared mode cache: the egress layout with its component, and the Redis layout.
+mkdir -p "$work/egress-shared"
+cat >"$work/egress-shared/kustomization.yaml" <<YML
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - ../../../deploy/kubernetes/egress
+components:
+  - ../../../deploy/kubernetes/egress/shared-cache
+YML
+kubectl kustomize "$work/egress-shared" >"$work/egress-shared.yaml"
+kubectl kustomize "$root/deploy/kubernetes/redis" >"$work/redis.yaml"
+grep -q 'redis_url_env = "MODEGATE_REDIS_URL"' "$work/egress-shared.yaml"
+grep -q "name: MODEGATE_REDIS_URL" "$work/egress-shared.yaml"
+! grep -q "redis_url_env" "$work/egress.yaml"
+grep -q "kind: Deployment" "$work/redis.yaml"
+! grep -q "modegate-egress" "$work/redis.yaml"
+check "egress with the shared-cache component sets redis_url_env and MODEGATE_REDIS_URL; the Redis layout renders apart from the egress selectors"
 
 echo "== promtool rules"
 promtool check rules "$root/deploy/prometheus/alerts.yml"

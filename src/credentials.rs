@@ -25,8 +25,9 @@ impl std::fmt::Debug for CredentialGate {
     }
 }
 
-/// SHA-256 over the project and the credential; the raw header is never stored.
-fn fingerprint(project: &str, authorization: Option<&HeaderValue>) -> [u8; 32] {
+/// SHA-256 over the project and the credential: what the gate (and the shared cache) keeps
+/// instead of the header, which is never stored.
+pub fn fingerprint(project: &str, authorization: Option<&HeaderValue>) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(project.as_bytes());
     h.update([0u8]);

@@ -237,6 +237,40 @@ pub enum LookupFailure {
     Status(http::StatusCode),
 }
 
+/// Where a shared mode cache (Redis) operation failed, for
+/// `modegate_shared_cache_errors_total{op}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SharedCacheOp {
+    /// Reading a mode or a credential.
+    Get,
+    /// Writing a mode or a credential.
+    Set,
+    /// Deleting a mode and publishing its invalidation.
+    Publish,
+    /// Holding the invalidation subscription (connecting, subscribing, a bad message).
+    Subscribe,
+}
+
+impl SharedCacheOp {
+    /// Every op, for the metric's zero series.
+    pub const ALL: [SharedCacheOp; 4] = [
+        SharedCacheOp::Get,
+        SharedCacheOp::Set,
+        SharedCacheOp::Publish,
+        SharedCacheOp::Subscribe,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SharedCacheOp::Get => "get",
+            SharedCacheOp::Set => "set",
+            SharedCacheOp::Publish => "publish",
+            SharedCacheOp::Subscribe => "subscribe",
+        }
+    }
+}
+
 /// Mode-cache lookup outcome for `modegate_mode_cache_lookups_total{result}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum CacheResult {

@@ -26,6 +26,7 @@ pub mod proxy;
 pub mod reload;
 pub mod report;
 pub mod server;
+pub mod shared_cache;
 pub mod simulator;
 pub mod tls;
 pub mod upstream;
@@ -107,6 +108,18 @@ fn inject_secrets(config: &Config) -> Result<Option<InjectSecrets>, StartError> 
     }
 }
 
+/// The Redis the mode cache shares through, from the variable `mode_cache.redis_url_env`
+/// names; `Ok(None)` without the key. The message never quotes the URL.
+fn shared_cache_target(config: &Config) -> Result<Option<shared_cache::RedisTarget>, String> {
+    let Some(name) = &config.mode_cache.redis_url_env else {
+        return Ok(None);
+    };
+    let url = auth::secret_from_env(name)?;
+    shared_cache::RedisTarget::parse(url.expose())
+        .map(Some)
+        .map_err(|e| format!("environment variable {name}: {e}"))
+}
+
 /// Start-time problems that can be known from the config and the environment without binding
 /// anything: an unreadable embedded seed, unset inject-mode key variables. `check-config`
 /// reports them with the file's own problems; `serve` would fail on them at start.
@@ -123,6 +136,12 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
     for (key, message) in upstream::HyperUpstream::problems(&config.upstream) {
         problems.push(config::Problem {
             key: key.into(),
+            message,
+        });
+    }
+    if let Err(message) = shared_cache_target(config) {
+        problems.push(config::Problem {
+            key: "mode_cache.redis_url_env".into(),
             message,
         });
     }
@@ -147,12 +166,17 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
     problems
 }
 
-/// The production upstream client unless `deps` brings one.
-fn with_production_upstream(config: &Config, deps: &mut Deps) -> Result<(), StartError> {
+/// The production upstream client and the shared mode cache's Redis (from the environment),
+/// each unless `deps` brings one.
+fn with_production_deps(config: &Config, deps: &mut Deps) -> Result<(), StartError> {
     if deps.upstream.is_none() {
         let client = upstream::HyperUpstream::new(&config.upstream)
             .map_err(|e| StartError::Upstream(format!("upstream: {e}")))?;
         deps.upstream = Some(client.into_upstream());
+    }
+    if deps.shared_cache.is_none() {
+        deps.shared_cache = shared_cache_target(config)
+            .map_err(|e| StartError::Secret(format!("mode_cache.redis_url_env: {e}")))?;
     }
     Ok(())
 }
@@ -187,7 +211,7 @@ pub fn build(config: &Config, mut deps: Deps) -> Result<Arc<GatewayState>, Start
             (base, token)
         }
     };
-    with_production_upstream(config, &mut deps)?;
+    with_production_deps(config, &mut deps)?;
     let secrets = inject_secrets(config)?;
     GatewayState::new(config, &api, token, secrets, deps)
         .map(Arc::new)
@@ -253,7 +277,7 @@ impl App {
 
     /// [`App::bind`] with the request path's seams replaced (see [`Deps`]).
     pub async fn bind_with(config: Config, mut deps: Deps) -> Result<App, StartError> {
-        with_production_upstream(&config, &mut deps)?;
+        with_production_deps(&config, &mut deps)?;
         let (embedded, upstream_uri, token_uri) = match &config.upstream.target {
             UpstreamTarget::Embedded { seed } => {
                 let seed = match seed {

@@ -74,6 +74,7 @@ pub struct Metrics {
     upstream_errors: IntCounterVec,
     config_reloads: IntCounterVec,
     body_idle_timeouts: IntCounterVec,
+    shared_cache_errors: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -182,6 +183,15 @@ impl Metrics {
         for direction in ["request", "response"] {
             body_idle_timeouts.with_label_values(&[direction]);
         }
+        let shared_cache_errors = counter_vec(
+            &registry,
+            "modegate_shared_cache_errors_total",
+            "Shared mode cache (Redis) operations that failed, timed out or read garbage, by operation; the replica used its own cache instead.",
+            &["op"],
+        );
+        for op in crate::domain::SharedCacheOp::ALL {
+            shared_cache_errors.with_label_values(&[op.as_str()]);
+        }
         let config_reloads = counter_vec(
             &registry,
             "modegate_config_reloads_total",
@@ -227,6 +237,7 @@ impl Metrics {
             upstream_errors,
             config_reloads,
             body_idle_timeouts,
+            shared_cache_errors,
         }
     }
 
@@ -279,8 +290,12 @@ impl Metrics {
             .add(delta);
     }
 
-    /// Counts a config reload attempt (`result` is `success` or `failure`).
-    /// A body abandoned for making no progress (`direction`: `request` or `response`).
+    /// Counts a failed shared mode cache operation (`op`: `get`, `set`, `publish`, `subscribe`).
+    pub fn shared_cache_error(&self, op: &'static str) {
+        self.shared_cache_errors.with_label_values(&[op]).inc();
+    }
+
+    /// Counts one body abandoned for making no progress (`direction`: `request`, `response`).
     pub fn body_idle_timeout(&self, direction: &'static str) {
         self.body_idle_timeouts
             .with_label_values(&[direction])

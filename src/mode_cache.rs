@@ -17,6 +17,10 @@
 //!
 //! The cache also learns passively from app responses that pass through, and forgets an app on
 //! its PATCH / DELETE. Per-project tallies of cached modes tie calls that name no app to a mode.
+//!
+//! With a shared level ([`crate::shared_cache`]) a local miss asks Redis before the upstream,
+//! every mode and verified credential learned here is shared, and a forgotten app is forgotten
+//! by every replica. Coalescing stays per replica.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,10 +34,11 @@ use moka::future::Cache;
 
 use crate::clock::Clock;
 use crate::config::ModeCacheSettings;
-use crate::credentials::CredentialGate;
+use crate::credentials::{fingerprint, CredentialGate};
 pub use crate::domain::{valid_id, Resolution};
 use crate::domain::{CacheResult, LookupFailure, ProcessingMode};
 use crate::metrics::Metrics;
+use crate::shared_cache::{Invalidation, SharedModes};
 
 /// A boxed future, for the lookup trait.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -47,6 +52,8 @@ pub enum ModeSource {
     Learned,
     /// A `[[policy.app]]` pin.
     Static,
+    /// Another replica's, through the shared cache.
+    Shared,
 }
 
 impl ModeSource {
@@ -56,6 +63,7 @@ impl ModeSource {
             ModeSource::Lookup => "lookup",
             ModeSource::Learned => "learned",
             ModeSource::Static => "static",
+            ModeSource::Shared => "shared",
         }
     }
 }
@@ -160,6 +168,8 @@ pub struct ModeCache {
     ttl: Duration,
     lookup: Arc<dyn ModeLookup>,
     metrics: Arc<Metrics>,
+    /// The replicas' shared level, if any.
+    shared: Option<Arc<SharedModes>>,
 }
 
 impl std::fmt::Debug for ModeCache {
@@ -223,7 +233,14 @@ impl ModeCache {
             ttl: settings.ttl,
             lookup,
             metrics,
+            shared: None,
         }
+    }
+
+    /// This cache with a shared second level (`None`: local only).
+    pub fn with_shared(mut self, shared: Option<Arc<SharedModes>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     async fn insert(
@@ -233,11 +250,25 @@ impl ModeCache {
         mode: ProcessingMode,
         source: ModeSource,
     ) -> CachedMode {
+        self.insert_aged(project, app, mode, source, Duration::ZERO)
+            .await
+    }
+
+    /// Inserts an entry learned `age` ago.
+    async fn insert_aged(
+        &self,
+        project: &str,
+        app: &str,
+        mode: ProcessingMode,
+        source: ModeSource,
+        age: Duration,
+    ) -> CachedMode {
         let k = key(project, app);
+        let now = self.clock.now();
         let entry = CachedMode {
             mode,
             source,
-            at: self.clock.now(),
+            at: now.checked_sub(age).unwrap_or(now),
         };
         {
             let mut t = self.tallies.write().unwrap_or_else(|p| p.into_inner());
@@ -251,9 +282,14 @@ impl ModeCache {
         entry
     }
 
-    /// Records that `authorization` succeeded for `project`.
+    /// Records that `authorization` succeeded for `project` (and shares it).
     pub async fn mark_verified(&self, project: &str, authorization: Option<&HeaderValue>) {
         self.credentials.mark(project, authorization).await;
+        if let Some(shared) = &self.shared {
+            shared
+                .put_credential(&fingerprint(project, authorization), self.keep)
+                .await;
+        }
     }
 
     /// Learns a mode from an app response that passed through (the caller's credential
@@ -269,14 +305,44 @@ impl ModeCache {
             return;
         }
         self.insert(project, app, mode, ModeSource::Learned).await;
+        if let Some(shared) = &self.shared {
+            shared.put_mode(project, app, mode, self.ttl).await;
+        }
         self.mark_verified(project, authorization).await;
     }
 
-    /// Forgets one app (PATCH / DELETE through the gateway, or the admin endpoint).
+    /// Forgets one app (PATCH / DELETE through the gateway, or the admin endpoint), here and
+    /// in every replica sharing the cache.
     pub async fn forget(&self, project: &str, app: &str) {
+        self.forget_here(project, app).await;
+        self.forget_elsewhere(project, app).await;
+    }
+
+    /// Tells the replicas sharing the cache to forget one app (after its update or delete
+    /// succeeded, so none keeps a mode it looked up meanwhile).
+    pub async fn forget_elsewhere(&self, project: &str, app: &str) {
+        if let Some(shared) = &self.shared {
+            shared.invalidate(project, app).await;
+        }
+    }
+
+    async fn forget_here(&self, project: &str, app: &str) {
         let k = key(project, app);
         self.entries.invalidate(&k).await;
         self.inflight.invalidate(&k).await;
+    }
+
+    /// Applies an invalidation another replica published.
+    pub async fn apply_invalidation(&self, invalidation: Invalidation) {
+        match invalidation {
+            Invalidation::App { project, app } => self.forget_here(&project, &app).await,
+            Invalidation::All => {
+                // Pins are not cached here; everything cached was learned and may be stale.
+                self.entries.invalidate_all();
+                self.inflight.invalidate_all();
+                self.entries.run_pending_tasks().await;
+            }
+        }
     }
 
     /// Ensures the caller's credential has been seen to work for `project`, verifying it with
@@ -287,14 +353,34 @@ impl ModeCache {
         app: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<bool, LookupOutcome> {
-        self.credentials
+        if let Some(shared) = &self.shared {
+            if !self.credentials.seen(project, authorization)
+                && shared
+                    .credential_seen(&fingerprint(project, authorization))
+                    .await
+            {
+                // Another replica saw the upstream accept this very credential.
+                self.credentials.mark(project, authorization).await;
+                return Ok(false);
+            }
+        }
+        let looked_up = self
+            .credentials
             .verify(project, authorization, async {
                 self.load(project, app, authorization).await.map(|_| ())
             })
-            .await
+            .await?;
+        if looked_up {
+            if let Some(shared) = &self.shared {
+                shared
+                    .put_credential(&fingerprint(project, authorization), self.keep)
+                    .await;
+            }
+        }
+        Ok(looked_up)
     }
 
-    /// One upstream lookup of `app`; a found mode is cached (source `lookup`).
+    /// One upstream lookup of `app`; a found mode is cached (source `lookup`) and shared.
     async fn load(
         &self,
         project: &str,
@@ -307,10 +393,24 @@ impl ModeCache {
             .await
         {
             LookupOutcome::Found(mode) => {
-                Ok(self.insert(project, app, mode, ModeSource::Lookup).await)
+                let entry = self.insert(project, app, mode, ModeSource::Lookup).await;
+                if let Some(shared) = &self.shared {
+                    shared.put_mode(project, app, mode, self.ttl).await;
+                }
+                Ok(entry)
             }
             other => Err(other),
         }
+    }
+
+    /// The shared level's fresh mode of `app`, cached here with its age (source `shared`).
+    async fn load_shared(&self, project: &str, app: &str) -> Option<CachedMode> {
+        let (mode, fresh_for) = self.shared.as_ref()?.mode(project, app).await?;
+        let age = self.ttl.saturating_sub(fresh_for);
+        Some(
+            self.insert_aged(project, app, mode, ModeSource::Shared, age)
+                .await,
+        )
     }
 
     fn unavailable(&self) -> Resolution {
@@ -369,6 +469,9 @@ impl ModeCache {
         let result = self
             .inflight
             .try_get_with(k.clone(), async {
+                if let Some(entry) = self.load_shared(project, app).await {
+                    return Ok(entry);
+                }
                 ran.store(true, Ordering::Relaxed);
                 self.load(project, app, authorization).await
             })
@@ -526,6 +629,7 @@ mod tests {
             max_apps: 1000,
             max_messages: 0,
             message_ttl: Duration::from_secs(60),
+            redis_url_env: None,
         };
         (
             Arc::new(ModeCache::new(

@@ -70,6 +70,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.tls.is_some() != new.server.tls.is_some() {
         changed.push("server.tls_cert_file");
     }
+    if old.mode_cache.redis_url_env != new.mode_cache.redis_url_env {
+        changed.push("mode_cache.redis_url_env");
+    }
     let other_server_keys_differ = crate::config::ServerSettings {
         listen: new.server.listen,
         admin_listen: new.server.admin_listen,

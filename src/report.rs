@@ -70,7 +70,7 @@ impl MigrationReport {
             }
         };
         for ((p, a, rule), row) in &inner.rows {
-            if current.as_ref().map_or(true, |(cp, ca)| cp != p || ca != a) {
+            if current.as_ref().is_none_or(|(cp, ca)| cp != p || ca != a) {
                 flush(&mut apps, &current, &mut rules);
                 current = Some((p.clone(), a.clone()));
             }

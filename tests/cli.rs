@@ -1,6 +1,7 @@
 //! The `modegate` binary: exit codes, check-config output, ephemeral ports, signals.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -775,4 +776,94 @@ fn the_gateway_keeps_serving_when_its_log_reader_goes_away() {
     );
     sigterm(&child);
     wait_exit(child);
+}
+
+#[test]
+fn check_config_checks_the_shared_cache_variable_and_never_prints_its_password() {
+    let text = "[mode_cache]\nredis_url_env = \"MODEGATE_TEST_REDIS_URL\"\n";
+    let (code, err) = check_config(text, &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains(
+            "- mode_cache.redis_url_env: environment variable MODEGATE_TEST_REDIS_URL is not set"
+        ),
+        "{err}"
+    );
+    let (code, err) = check_config(
+        text,
+        &[(
+            "MODEGATE_TEST_REDIS_URL",
+            "http://user:hunter2-pass@cache:6379",
+        )],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("- mode_cache.redis_url_env: environment variable MODEGATE_TEST_REDIS_URL: not a Redis URL"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // The URL itself in the file is refused: the key names a variable.
+    let (code, err) = check_config(
+        "[mode_cache]\nredis_url_env = \"redis://:hunter2-pass@cache:6379\"\n",
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("- mode_cache.redis_url_env: must name an environment variable"),
+        "{err}"
+    );
+    assert!(!err.contains("hunter2"), "{err}");
+
+    // A good URL: valid, summarised by the variable's name, the password nowhere.
+    let file = write_config(text);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file.path())
+        .env(
+            "MODEGATE_TEST_REDIS_URL",
+            "redis://:hunter2-pass@cache.internal:6380/1",
+        )
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        all.contains("Redis at the URL in $MODEGATE_TEST_REDIS_URL"),
+        "{all}"
+    );
+    assert!(!all.contains("hunter2"), "{all}");
+}
+
+#[test]
+fn every_shipped_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = [
+        "config/modegate.toml",
+        "config/demo.toml",
+        "deploy/kubernetes/sidecar/modegate.toml",
+        "deploy/kubernetes/egress/modegate.toml",
+        "deploy/kubernetes/egress/shared-cache/modegate.toml",
+    ];
+    for file in shipped {
+        // What each deployment provides from its Secrets.
+        let out = Command::new(BIN)
+            .args(["check-config", "--config"])
+            .arg(root.join(file))
+            .env("SINCH_KEY_ID", "key-id")
+            .env("SINCH_KEY_SECRET", "key-secret")
+            .env("MODEGATE_REDIS_URL", "redis://:pw@modegate-redis:6379/0")
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{file}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }

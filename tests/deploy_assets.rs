@@ -110,3 +110,28 @@ fn the_scanner_finds_names() {
         ["modegate_a_bucket", "modegate_requests_total"]
     );
 }
+
+#[test]
+fn the_shared_cache_config_is_the_egress_config_plus_its_key() {
+    let read = |file: &str| {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(file)).expect(file)
+    };
+    let settings = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect()
+    };
+    let egress = settings(&read("deploy/kubernetes/egress/modegate.toml"));
+    let mut shared = settings(&read("deploy/kubernetes/egress/shared-cache/modegate.toml"));
+    let at = shared
+        .iter()
+        .position(|l| l == "redis_url_env = \"MODEGATE_REDIS_URL\"")
+        .expect("the component sets mode_cache.redis_url_env");
+    shared.remove(at);
+    assert_eq!(
+        shared, egress,
+        "shared-cache/modegate.toml must be the egress file plus redis_url_env: keep the two in step"
+    );
+}

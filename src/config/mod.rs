@@ -148,7 +148,7 @@ pub struct AuthSettings {
 }
 
 /// `[mode_cache]`, validated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModeCacheSettings {
     /// Trust period; zero disables caching.
     pub ttl: Duration,
@@ -160,6 +160,9 @@ pub struct ModeCacheSettings {
     pub max_messages: u64,
     /// How long a remembered message id is kept.
     pub message_ttl: Duration,
+    /// Environment variable holding the Redis URL replicas share modes through (`None`: each
+    /// replica keeps its own).
+    pub redis_url_env: Option<String>,
 }
 
 /// What to do when an app's mode cannot be learned.

@@ -105,6 +105,8 @@ pub(super) struct RawModeCache {
     /// Seconds a remembered message id is kept (DISPATCH retention is at most 7 days).
     #[serde(default = "default_message_ttl")]
     pub(super) message_ttl_secs: u64,
+    /// Environment variable holding a Redis URL: replicas share learned modes through it.
+    pub(super) redis_url_env: Option<String>,
 }
 
 /// One `[[policy.app]]`.

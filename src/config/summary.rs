@@ -76,6 +76,15 @@ impl Config {
             self.mode_cache.message_ttl
         ));
         line(format!(
+            "shared cache    {}",
+            self.mode_cache.redis_url_env.as_ref().map_or_else(
+                || "none (each replica learns modes on its own)".to_string(),
+                |name| format!(
+                    "Redis at the URL in ${name} (modes shared, invalidations published)"
+                )
+            )
+        ));
+        line(format!(
             "policy          unknown_mode {}, unrecognized_route {}, create_app_default_mode {}, what_if {}, max_ttl_days {}",
             match self.policy.unknown_mode {
                 UnknownMode::Forward => "forward",

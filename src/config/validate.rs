@@ -97,7 +97,7 @@ fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
             return None;
         }
     }
-    if uri.host().map_or(true, str::is_empty) {
+    if uri.host().is_none_or(str::is_empty) {
         problems.add(key, format!("{value:?} has no host"));
         return None;
     }
@@ -373,6 +373,20 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         }
     }
 
+    if let Some(name) = cache.as_ref().and_then(|c| c.redis_url_env.as_deref()) {
+        let is_name = name.bytes().enumerate().all(|(i, b)| {
+            b == b'_'
+                || b.is_ascii_uppercase()
+                || b.is_ascii_lowercase()
+                || (i > 0 && b.is_ascii_digit())
+        });
+        if name.is_empty() || !is_name {
+            problems.add(
+                "mode_cache.redis_url_env",
+                "must name an environment variable (letters, digits and _, not starting with a digit); the URL itself, which may hold a password, never goes in the file",
+            );
+        }
+    }
     let mode_cache = cache.map(|c| ModeCacheSettings {
         ttl: Duration::from_secs(range(
             "mode_cache.ttl_secs",
@@ -409,6 +423,7 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
             86_400 * 30,
             &mut problems,
         )),
+        redis_url_env: c.redis_url_env,
     });
 
     let policy = policy.map(|p| {

@@ -330,7 +330,7 @@ fn check(
         }
         RuleId::CreatePinMode => {
             let pinned = ctx.create_app_default_mode?;
-            let absent = body.map_or(true, |b| json_text(b, "processing_mode").is_none());
+            let absent = body.is_none_or(|b| json_text(b, "processing_mode").is_none());
             absent.then(|| {
                 Finding::rewrite(
                     format!("processing_mode: not set; the gateway pins {pinned}"),

@@ -25,6 +25,7 @@ use tower::Service;
 use super::classify::{classify, Classification};
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::Act;
+use super::forward::OutboundBody;
 use super::idle::{self, Direction};
 use super::observe::TraceId;
 use super::request_id::RequestId;
@@ -120,26 +121,49 @@ async fn phases(
 
     // Facts and decision, on routes the policy has something to say about (and only while
     // nothing has been refused).
+    // The policy phases (body reads, cache resolution, lookups, rewrites) are boxed: their
+    // state machines are large, and inline every passthrough request's future would carry and
+    // copy them.
     let body = if ctx.policy_route && !ctx.rejected() {
-        let body = facts::read(state, ctx, &mut parts, body).await?;
-        if !ctx.rejected() {
-            decide::decide(state, ctx).await?;
-        }
-        body
+        Box::pin(facts_and_decision(state, ctx, &mut parts, body)).await?
     } else {
         state.replayable(body).await?
     };
 
     // Act.
-    let body = match enforce::act(state, ctx, &mut parts, body).await? {
-        Act::Reject(response) => return Ok(response),
-        Act::Forward(body) => body,
+    let body = if ctx.decision.reject.is_some() || !ctx.decision.edits.is_empty() {
+        match Box::pin(enforce::act(state, ctx, &mut parts, body)).await? {
+            Act::Reject(response) => return Ok(response),
+            Act::Forward(body) => body,
+        }
+    } else {
+        body
     };
 
     // Forward, then learn.
-    learn::forget_before_forward(ctx).await;
+    if learn::forgets(ctx) {
+        Box::pin(learn::forget_before_forward(ctx)).await;
+    }
     let response = forward::forward(state, ctx, parts, body).await?;
-    learn::learn(ctx, response).await
+    if learn::learns(ctx, &response) {
+        Box::pin(learn::learn(ctx, response)).await
+    } else {
+        Ok(response)
+    }
+}
+
+/// Facts, then (while nothing has been refused) the decision.
+async fn facts_and_decision(
+    state: &GatewayState,
+    ctx: &mut RequestCtx,
+    parts: &mut http::request::Parts,
+    body: GatewayBody,
+) -> Result<OutboundBody, GatewayError> {
+    let body = facts::read(state, ctx, parts, body).await?;
+    if !ctx.rejected() {
+        decide::decide(state, ctx).await?;
+    }
+    Ok(body)
 }
 
 /// Settles the outcome and records the decision exactly once: policy metrics, migration

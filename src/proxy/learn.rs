@@ -22,17 +22,35 @@ use crate::upstream::full;
 /// Largest app response buffered to learn a mode from.
 const MAX_LEARN_BODY: u64 = 1 << 20;
 
+/// Whether the request changes an app whose cached mode must be forgotten first.
+pub fn forgets(ctx: &RequestCtx) -> bool {
+    ctx.subject.project.is_some()
+        && ctx.subject.app.is_some()
+        && matches!(ctx.operation(), Operation::UpdateApp | Operation::DeleteApp)
+}
+
 /// Forgets the app an update or delete is about to change.
 pub async fn forget_before_forward(ctx: &RequestCtx) {
-    if let (Some(p), Some(a), Operation::UpdateApp | Operation::DeleteApp) =
-        (&ctx.subject.project, &ctx.subject.app, ctx.operation())
-    {
+    if let (Some(p), Some(a), true) = (&ctx.subject.project, &ctx.subject.app, forgets(ctx)) {
         ctx.snapshot.modes.forget(p, a).await;
     }
 }
 
+/// Whether [`learn`] has anything to do with `response`.
+pub fn learns(ctx: &RequestCtx, response: &GatewayResponse) -> bool {
+    let op = ctx.operation();
+    ctx.subject.project.is_some()
+        && if matches!(op, Operation::DeleteMessage | Operation::DeleteApp) {
+            response.status().is_success()
+        } else if op == Operation::UpdateApp && response.status().is_success() {
+            true
+        } else {
+            teaches(ctx, op) && response.status() == StatusCode::OK
+        }
+}
+
 /// Whether `op`'s successful answer teaches the gateway something.
-fn learns(ctx: &RequestCtx, op: Operation) -> bool {
+fn teaches(ctx: &RequestCtx, op: Operation) -> bool {
     match op {
         Operation::GetApp | Operation::ListApps | Operation::CreateApp | Operation::UpdateApp => {
             true
@@ -55,6 +73,14 @@ pub async fn learn(
     let Some(project) = ctx.subject.project.as_deref() else {
         return Ok(response);
     };
+    // Replicas sharing the cache may have looked the app up while the change was in flight.
+    if let (Some(app), Operation::UpdateApp | Operation::DeleteApp, true) = (
+        ctx.subject.app.as_deref(),
+        op,
+        response.status().is_success(),
+    ) {
+        ctx.snapshot.modes.forget_elsewhere(project, app).await;
+    }
     if op == Operation::DeleteMessage && response.status().is_success() {
         if let Some(id) = &ctx.message_id {
             ctx.snapshot.messages.forget(project, id).await;
@@ -65,7 +91,7 @@ pub async fn learn(
     let small = http_body::Body::size_hint(response.body())
         .upper()
         .is_some_and(|n| n <= MAX_LEARN_BODY);
-    if !learns(ctx, op) || response.status() != StatusCode::OK || !small {
+    if !teaches(ctx, op) || response.status() != StatusCode::OK || !small {
         return Ok(response);
     }
     let (head, body) = response.into_parts();

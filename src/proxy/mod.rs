@@ -47,6 +47,7 @@ use crate::message_index::MessageIndex;
 use crate::metrics::Metrics;
 use crate::mode_cache::{ModeCache, ModeLookup};
 use crate::report::MigrationReport;
+use crate::shared_cache::SharedModes;
 use crate::upstream::{self as upstream, Origin};
 pub use crate::upstream::{BoxError, GatewayBody, Upstream};
 pub use connection::Connection;
@@ -79,6 +80,8 @@ pub struct Deps {
     pub contact_lookup: Option<Arc<dyn ContactLookup>>,
     /// The clock caches age by.
     pub clock: Clock,
+    /// The Redis replicas share modes through (`build` reads it from the environment).
+    pub shared_cache: Option<crate::shared_cache::RedisTarget>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -88,6 +91,7 @@ impl std::fmt::Debug for Deps {
             .field("mode_lookup", &self.mode_lookup.is_some())
             .field("contact_lookup", &self.contact_lookup.is_some())
             .field("clock", &self.clock)
+            .field("shared_cache", &self.shared_cache)
             .finish()
     }
 }
@@ -109,7 +113,8 @@ pub struct GatewayState {
     metrics: Arc<Metrics>,
     clock: Clock,
     policy: RwLock<Arc<PolicyRuntime>>,
-    modes: RwLock<Arc<ModeCache>>,
+    modes: Arc<RwLock<Arc<ModeCache>>>,
+    shared: Option<Arc<SharedModes>>,
     messages: RwLock<Arc<MessageIndex>>,
     mode_lookup: Arc<dyn ModeLookup>,
     contacts: ContactCache,
@@ -155,12 +160,45 @@ impl GatewayState {
         let mode_lookup: Arc<dyn ModeLookup> = deps.mode_lookup.unwrap_or_else(|| lookups.clone());
         let contact_lookup: Arc<dyn ContactLookup> = deps.contact_lookup.unwrap_or(lookups);
         let clock = deps.clock;
-        let modes = RwLock::new(Arc::new(ModeCache::new(
-            &config.mode_cache,
-            mode_lookup.clone(),
-            metrics.clone(),
-            clock.clone(),
+        let shared = match deps.shared_cache {
+            Some(target) if tokio::runtime::Handle::try_current().is_ok() => {
+                match SharedModes::new(target, metrics.clone()) {
+                    Ok(shared) => Some(shared),
+                    Err(e) => {
+                        tracing::error!(error = %e, "shared mode cache disabled");
+                        None
+                    }
+                }
+            }
+            Some(_) => {
+                tracing::error!("shared mode cache disabled: not started inside a runtime");
+                None
+            }
+            None => None,
+        };
+        let modes = Arc::new(RwLock::new(Arc::new(
+            ModeCache::new(
+                &config.mode_cache,
+                mode_lookup.clone(),
+                metrics.clone(),
+                clock.clone(),
+            )
+            .with_shared(shared.clone()),
         )));
+        if let Some(shared) = &shared {
+            tracing::info!(redis = shared.describe(), "mode cache shared through Redis");
+            let modes = Arc::downgrade(&modes);
+            shared.subscribe(move |invalidation| {
+                let cache = modes
+                    .upgrade()
+                    .map(|m| m.read().unwrap_or_else(|p| p.into_inner()).clone());
+                async move {
+                    if let Some(cache) = cache {
+                        cache.apply_invalidation(invalidation).await;
+                    }
+                }
+            });
+        }
         let contacts = ContactCache::new(
             config.mode_cache.ttl,
             config.mode_cache.max_apps,
@@ -185,6 +223,7 @@ impl GatewayState {
             clock,
             policy: RwLock::new(Arc::new(PolicyRuntime::new(config.policy.clone()))),
             modes,
+            shared,
             messages: RwLock::new(Arc::new(MessageIndex::new(
                 config.mode_cache.max_messages,
                 config.mode_cache.message_ttl,
@@ -239,12 +278,15 @@ impl GatewayState {
         if old.mode_cache == new.mode_cache {
             return false;
         }
-        let fresh = Arc::new(ModeCache::new(
-            &new.mode_cache,
-            self.mode_lookup.clone(),
-            self.metrics.clone(),
-            self.clock.clone(),
-        ));
+        let fresh = Arc::new(
+            ModeCache::new(
+                &new.mode_cache,
+                self.mode_lookup.clone(),
+                self.metrics.clone(),
+                self.clock.clone(),
+            )
+            .with_shared(self.shared.clone()),
+        );
         let previous = std::mem::replace(
             &mut *self.modes.write().unwrap_or_else(|p| p.into_inner()),
             fresh,
@@ -258,6 +300,11 @@ impl GatewayState {
             self.metrics.add_cached_apps(app.mode, -1);
         }
         true
+    }
+
+    /// The Redis level of the mode cache, when `mode_cache.redis_url_env` is set.
+    pub fn shared_cache(&self) -> Option<&Arc<SharedModes>> {
+        self.shared.as_ref()
     }
 
     /// The migration report.

@@ -31,7 +31,12 @@ impl InProc {
     }
 
     pub fn with_seed(seed: Seed, extra: &str) -> InProc {
-        let sim = Simulator::new(seed);
+        InProc::replica(Simulator::new(seed), extra, None)
+    }
+
+    /// A gateway over `sim` (which other gateways may share), with the mode cache shared
+    /// through the Redis at `redis_url` when given. Inside a Tokio runtime.
+    pub fn replica(sim: Arc<Simulator>, extra: &str, redis_url: Option<&str>) -> InProc {
         let config = config_toml(&format!(
             "[upstream]\nbase_url = \"http://api.test\"\n{extra}"
         ));
@@ -39,6 +44,8 @@ impl InProc {
         let deps = Deps {
             upstream: Some(sim.clone().upstream()),
             clock,
+            shared_cache: redis_url
+                .map(|url| modegate::shared_cache::RedisTarget::parse(url).expect("redis url")),
             ..Deps::default()
         };
         let state = modegate::build(&config, deps).expect("build");

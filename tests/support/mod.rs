@@ -437,4 +437,5 @@ pub fn decisions(m: &str, rule: &str, action: &str) -> f64 {
 }
 pub mod inproc;
 pub mod lenient;
+pub mod redis;
 pub mod tls;

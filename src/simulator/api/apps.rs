@@ -153,7 +153,7 @@ pub(super) fn update_app(project: &mut Project, call: &Call<'_>) -> Answer {
         let top = k.as_str();
         if mask
             .as_ref()
-            .map_or(true, |m| m.iter().any(|p| p.split('.').next() == Some(top)))
+            .is_none_or(|m| m.iter().any(|p| p.split('.').next() == Some(top)))
         {
             app.insert(k.clone(), v.clone());
         }

@@ -44,9 +44,7 @@ pub(super) fn list_contacts(project: &Project, call: &Call<'_>) -> Answer {
         .contacts
         .values()
         .filter(|c| {
-            external.map_or(true, |e| {
-                c.get("external_id").and_then(Value::as_str) == Some(e)
-            })
+            external.is_none_or(|e| c.get("external_id").and_then(Value::as_str) == Some(e))
         })
         .filter(|c| {
             if channel.is_none() && identity.is_none() {
@@ -57,8 +55,8 @@ pub(super) fn list_contacts(project: &Project, call: &Call<'_>) -> Answer {
                 .into_iter()
                 .flatten()
                 .any(|i| {
-                    channel.map_or(true, |ch| json_text(i, "channel") == Some(ch))
-                        && identity.map_or(true, |id| json_text(i, "identity") == Some(id))
+                    channel.is_none_or(|ch| json_text(i, "channel") == Some(ch))
+                        && identity.is_none_or(|id| json_text(i, "identity") == Some(id))
                 })
         })
         .cloned()

@@ -30,11 +30,9 @@ pub(super) fn list_conversations(project: &Project, call: &Call<'_>) -> Answer {
     let conversations: Vec<Value> = project
         .conversations
         .values()
-        .filter(|c| app_id.map_or(true, |a| c.get("app_id").and_then(Value::as_str) == Some(a)))
+        .filter(|c| app_id.is_none_or(|a| c.get("app_id").and_then(Value::as_str) == Some(a)))
         .filter(|c| {
-            contact_id.map_or(true, |x| {
-                c.get("contact_id").and_then(Value::as_str) == Some(x)
-            })
+            contact_id.is_none_or(|x| c.get("contact_id").and_then(Value::as_str) == Some(x))
         })
         .filter(|c| !only_active || c.get("active").and_then(Value::as_bool) == Some(true))
         .cloned()

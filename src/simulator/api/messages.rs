@@ -293,15 +293,15 @@ pub(super) fn list_messages(project: &Project, call: &Call<'_>) -> Answer {
         .iter()
         .rev()
         .filter(|m| m.mode == source)
-        .filter(|m| app_id.map_or(true, |a| m.app_id == a))
-        .filter(|m| contact_id.map_or(true, |c| m.contact_id == c))
-        .filter(|m| conversation_id.map_or(true, |c| m.conversation_id == c))
-        .filter(|m| channel.map_or(true, |c| m.channel == c))
-        .filter(|m| identity.map_or(true, |i| m.identity == i))
-        .filter(|m| direction.map_or(true, |d| d == "UNDEFINED_DIRECTION" || m.direction == d))
+        .filter(|m| app_id.is_none_or(|a| m.app_id == a))
+        .filter(|m| contact_id.is_none_or(|c| m.contact_id == c))
+        .filter(|m| conversation_id.is_none_or(|c| m.conversation_id == c))
+        .filter(|m| channel.is_none_or(|c| m.channel == c))
+        .filter(|m| identity.is_none_or(|i| m.identity == i))
+        .filter(|m| direction.is_none_or(|d| d == "UNDEFINED_DIRECTION" || m.direction == d))
         .filter(|m| !only_mo || m.direction == "TO_APP")
-        .filter(|m| start.map_or(true, |s| m.accept_time >= s))
-        .filter(|m| end.map_or(true, |e| m.accept_time < e))
+        .filter(|m| start.is_none_or(|s| m.accept_time >= s))
+        .filter(|m| end.is_none_or(|e| m.accept_time < e))
         .collect();
     let page: Vec<Value> = matching
         .iter()
@@ -400,7 +400,7 @@ pub(super) fn fetch_last_message(project: &Project, body: &Value) -> Answer {
                 .iter()
                 .rev()
                 .filter(|m| m.mode == source)
-                .filter(|m| app_id.map_or(true, |x| m.app_id == x))
+                .filter(|m| app_id.is_none_or(|x| m.app_id == x))
                 .find(|m| {
                     if *by_contact {
                         m.contact_id == *a

@@ -96,7 +96,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
             let matches = |e: &Map<String, Value>, field: &str| {
                 call.param(field)
                     .filter(|v| !v.is_empty())
-                    .map_or(true, |v| e.get(field).and_then(Value::as_str) == Some(v))
+                    .is_none_or(|v| e.get(field).and_then(Value::as_str) == Some(v))
             };
             let events: Vec<Value> = project
                 .events
