@@ -300,9 +300,19 @@ async fn without_the_key_nothing_is_shared() {
     assert_eq!(errors(&a, "get"), 0.0);
 }
 
+/// A child process killed when the test ends, whether it passes or panics.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `modegate serve` with the mode cache shared through the Redis in `MODEGATE_REDIS_URL`;
 /// returns the child, its proxy address and its log lines so far.
-fn serve_replica(upstream: &str, redis_url: &str) -> (std::process::Child, String, Vec<String>) {
+fn serve_replica(upstream: &str, redis_url: &str) -> (Killed, String, Vec<String>) {
     use std::io::{BufRead, BufReader};
     let dir = support::tls::TempDir::new();
     let config = dir.path().join("modegate.toml");
@@ -315,16 +325,18 @@ fn serve_replica(upstream: &str, redis_url: &str) -> (std::process::Child, Strin
         ),
     )
     .expect("config");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_modegate"))
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("MODEGATE_REDIS_URL", redis_url)
-        .env_remove("RUST_LOG")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut child = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_modegate"))
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("MODEGATE_REDIS_URL", redis_url)
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn"),
+    );
+    let mut lines = BufReader::new(child.0.stderr.take().expect("stderr")).lines();
     let mut seen = Vec::new();
     let proxy = loop {
         let line = lines.next().expect("a log line").expect("utf-8");
@@ -350,8 +362,8 @@ async fn two_serve_processes_share_through_the_url_in_the_environment() {
     let password = "s3cret-redis-pass";
     let redis = RedisServer::start(Some(password)).await;
     let sim = spawn_simulator(demo_seed()).await;
-    let (mut a, proxy_a, log_a) = serve_replica(&sim.url(), &redis.url());
-    let (mut b, proxy_b, _) = serve_replica(&sim.url(), &redis.url());
+    let (a, proxy_a, log_a) = serve_replica(&sim.url(), &redis.url());
+    let (b, proxy_b, _) = serve_replica(&sim.url(), &redis.url());
     let log = log_a.join("\n");
     assert!(log.contains("mode cache shared through Redis"), "{log}");
     assert!(!log.contains(password), "{log}");
@@ -365,10 +377,7 @@ async fn two_serve_processes_share_through_the_url_in_the_environment() {
         1,
         "one lookup for two processes"
     );
-    for child in [&mut a, &mut b] {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    drop((a, b));
     sim.stop().await;
 }
 
