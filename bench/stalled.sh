@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # Memory per stalled reader (see bench/stalled.py); writes bench/stalled.md and .json.
-#   bash bench/stalled.sh            full run (200 HTTP/1.1 readers, 50 h2 streams; about 15 s)
+#   bash bench/stalled.sh            full run (200 HTTP/1.1 readers, 50 h2 streams on one connection; about 15 s)
 #   bash bench/stalled.sh --smoke    a handful of readers into bench/work/stalled/ (CI)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v curl >/dev/null || { export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; apt-get install -y -qq curl >/dev/null; }
 if [ "${1:-}" = "--smoke" ]; then
   cargo build --quiet --bin modegate
   exec python3 bench/stalled.py --bin target/debug/modegate --count 8 --out bench/work/stalled

@@ -8,8 +8,9 @@
 //! - A client that stops *reading* is caught where it shows: over HTTP/1 by the write-stall
 //!   watchdog on its socket (`server::framing::SniffIo`); over HTTP/2, where one stalled
 //!   stream does not stall the socket and hyper stops polling that stream's body, by [`relay`]:
-//!   a task that moves the upstream body to the client through a one-frame channel and gives up
-//!   when either side makes no progress for the timeout, dropping the upstream body.
+//!   a task that moves the upstream body to the client a frame at a time, as the client asks
+//!   for them, and gives up when either side makes no progress for the timeout, dropping the
+//!   upstream body.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -147,63 +148,84 @@ pub fn idle(
     ))
 }
 
-/// Moves an upstream response body to an HTTP/2 client through a one-frame channel, giving up
-/// when the upstream sends nothing, or the client takes nothing, for `timeout`.
+/// Moves an upstream response body to an HTTP/2 client one frame at a time, on demand, giving
+/// up when the upstream sends nothing, or the client takes nothing, for `timeout`.
+///
+/// The relay reads the next upstream frame only when the client's side asks for one, which
+/// hyper does only while the stream can send. A stalled stream therefore holds no frame here:
+/// what the client does not take stays in the upstream connection, where backpressure belongs.
 pub fn relay(mut body: GatewayBody, timeout: Duration, metrics: Arc<Metrics>) -> GatewayBody {
     if body.is_end_stream() {
         return body;
     }
     let size = body.size_hint();
-    let (mut tx, rx) = http_body_util::channel::Channel::<Bytes, BodyError>::new(1);
+    let (want, mut wanted) = tokio::sync::mpsc::channel::<()>(1);
+    let (send, frames) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(1);
     tokio::spawn(async move {
         loop {
-            let frame = match tokio::time::timeout(timeout, body.frame()).await {
-                Err(_) => {
-                    tx.abort(abandoned(Direction::Response, timeout, &metrics));
-                    return;
-                }
-                Ok(None) => return,
-                Ok(Some(Err(e))) => {
-                    tx.abort(e);
-                    return;
-                }
-                Ok(Some(Ok(frame))) => frame,
-            };
-            match tokio::time::timeout(timeout, tx.send(frame)).await {
-                Ok(Ok(())) => {}
+            match tokio::time::timeout(timeout, wanted.recv()).await {
+                Ok(Some(())) => {}
                 // The client went away: nothing to deliver.
-                Ok(Err(_)) => return,
+                Ok(None) => return,
                 Err(_) => {
                     // The client took nothing: the upstream body is dropped here, which closes
-                    // its connection; the stream learns of it when it is polled again.
-                    tx.abort(abandoned(Direction::Response, timeout, &metrics));
+                    // its connection; the stream fails when it is polled again.
+                    abandoned(Direction::Response, timeout, &metrics);
                     return;
                 }
             }
+            let item = match tokio::time::timeout(timeout, body.frame()).await {
+                Err(_) => Err(abandoned(Direction::Response, timeout, &metrics)),
+                Ok(None) => return,
+                Ok(Some(item)) => item,
+            };
+            let failed = item.is_err();
+            if send.send(item).await.is_err() || failed {
+                return;
+            }
         }
     });
-    boxed(Sized { inner: rx, size })
+    boxed(Relayed {
+        want,
+        frames,
+        asked: false,
+        size,
+    })
 }
 
-/// A channel body that keeps the size hint of the body it relays.
-struct Sized<B> {
-    inner: B,
+/// The client's side of [`relay`]: asks for a frame when polled, then waits for it; keeps the
+/// size hint of the body it relays.
+struct Relayed {
+    want: tokio::sync::mpsc::Sender<()>,
+    frames: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BodyError>>,
+    /// A frame has been asked for and not yet received.
+    asked: bool,
     size: SizeHint,
 }
 
-impl<B: Body + Unpin> Body for Sized<B> {
-    type Data = B::Data;
-    type Error = B::Error;
+impl Body for Relayed {
+    type Data = Bytes;
+    type Error = BodyError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        if !this.asked {
+            if this.want.try_send(()).is_err() {
+                // The relay only stops listening mid-body when it gave up on this client.
+                return Poll::Ready(Some(Err(BodyError::new(
+                    "the response body was abandoned: the client took nothing for the body idle timeout",
+                ))));
+            }
+            this.asked = true;
+        }
+        let polled = this.frames.poll_recv(cx);
+        if matches!(polled, Poll::Ready(Some(_))) {
+            this.asked = false;
+        }
+        polled
     }
 
     fn size_hint(&self) -> SizeHint {

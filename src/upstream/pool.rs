@@ -28,7 +28,10 @@ use tokio::net::TcpStream;
 use tower::{Service, ServiceExt};
 
 use super::egress::EgressConnector;
-use super::{BoxError, GatewayBody, UPSTREAM_READ_BUF};
+use super::{
+    BoxError, GatewayBody, UPSTREAM_H2_CONNECTION_WINDOW, UPSTREAM_H2_STREAM_WINDOW,
+    UPSTREAM_READ_BUF,
+};
 
 type Connector = HttpsConnector<EgressConnector>;
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -310,6 +313,8 @@ impl Pool {
             let (mut sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
                 .max_send_buf_size(UPSTREAM_READ_BUF)
+                .initial_stream_window_size(UPSTREAM_H2_STREAM_WINDOW)
+                .initial_connection_window_size(UPSTREAM_H2_CONNECTION_WINDOW)
                 .keep_alive_interval(Some(Duration::from_secs(30)))
                 .keep_alive_while_idle(false)
                 .handshake(io)
