@@ -27,6 +27,14 @@ fn errors(gw: &InProc, op: &str) -> f64 {
     )
 }
 
+/// A `contact_id` send to the DISPATCH demo app is rejected: the replica knew the mode.
+async fn contact_send_rejected(gw: &InProc) {
+    assert_rejected(
+        &gw.post("/messages:send", SEND_TO_ALICE).await,
+        DISPATCH_RULE,
+    );
+}
+
 fn pair(redis: &RedisServer) -> (std::sync::Arc<Simulator>, InProc, InProc) {
     let sim = Simulator::new(demo_seed());
     let url = redis.url();
@@ -64,19 +72,13 @@ where
 async fn two_replicas_make_one_lookup_per_app() {
     let redis = RedisServer::start(None).await;
     let (sim, a, b) = pair(&redis);
-    assert_rejected(
-        &a.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&a).await;
     assert_eq!(
         sim.calls(Op::GetApp),
         1,
         "the first replica looks the app up"
     );
-    assert_rejected(
-        &b.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&b).await;
     assert_eq!(
         sim.calls(Op::GetApp),
         1,
@@ -123,14 +125,8 @@ async fn two_replicas_make_one_lookup_per_app() {
 async fn an_app_change_through_one_replica_reaches_the_other_within_a_second() {
     let redis = RedisServer::start(None).await;
     let (sim, a, b) = pair(&redis);
-    assert_rejected(
-        &a.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
-    assert_rejected(
-        &b.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&a).await;
+    contact_send_rejected(&b).await;
     let shared = b.state.shared_cache().expect("shared").clone();
     // The subscription is up once a publication reaches it.
     eventually(Duration::from_secs(5), "b subscribed", || {
@@ -184,18 +180,14 @@ async fn an_app_change_through_one_replica_reaches_the_other_within_a_second() {
 async fn redis_killed_and_restarted_under_traffic_fails_no_request() {
     let mut redis = RedisServer::start(None).await;
     let (sim, a, b) = pair(&redis);
-    assert_rejected(
-        &a.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&a).await;
 
     redis.kill();
     for i in 0..40 {
         let gw = if i % 2 == 0 { &a } else { &b };
         // Every local entry dropped: each request must resolve again, through Redis if it can.
         gw.state.modes().apply_invalidation(Invalidation::All).await;
-        let r = gw.post("/messages:send", SEND_TO_ALICE).await;
-        assert_rejected(&r, DISPATCH_RULE);
+        contact_send_rejected(gw).await;
         let r = gw.post("/messages:send", SEND_LEGACY).await;
         assert_eq!(r.status, StatusCode::OK, "request {i}");
     }
@@ -213,15 +205,9 @@ async fn redis_killed_and_restarted_under_traffic_fails_no_request() {
         async move {
             a.state.modes().apply_invalidation(Invalidation::All).await;
             b.state.modes().apply_invalidation(Invalidation::All).await;
-            assert_rejected(
-                &a.post("/messages:send", SEND_TO_ALICE).await,
-                DISPATCH_RULE,
-            );
+            contact_send_rejected(&a).await;
             let lookups = sim.calls(Op::GetApp);
-            assert_rejected(
-                &b.post("/messages:send", SEND_TO_ALICE).await,
-                DISPATCH_RULE,
-            );
+            contact_send_rejected(&b).await;
             sim.calls(Op::GetApp) == lookups
         }
     })
@@ -249,14 +235,8 @@ async fn a_password_in_the_url_works_and_shows_nowhere() {
     let password = "s3cret-redis-pass";
     let redis = RedisServer::start(Some(password)).await;
     let (sim, a, b) = pair(&redis);
-    assert_rejected(
-        &a.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
-    assert_rejected(
-        &b.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&a).await;
+    contact_send_rejected(&b).await;
     assert_eq!(sim.calls(Op::GetApp), 1, "authenticated and shared");
     let shared = a.state.shared_cache().expect("shared");
     assert!(
@@ -269,10 +249,7 @@ async fn a_password_in_the_url_works_and_shows_nowhere() {
     // A wrong password: requests still answered, errors counted, the password nowhere.
     let wrong = format!("redis://:not-{password}@127.0.0.1:{}/0", redis.port);
     let c = InProc::replica(sim.clone(), "", Some(&wrong));
-    assert_rejected(
-        &c.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&c).await;
     let r = c.post("/messages:send", SEND_LEGACY).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(errors(&c, "get") + errors(&c, "set") > 0.0);
@@ -288,14 +265,8 @@ async fn without_the_key_nothing_is_shared() {
     let a = InProc::replica(sim.clone(), "", None);
     let b = InProc::replica(sim.clone(), "", None);
     assert!(a.state.shared_cache().is_none());
-    assert_rejected(
-        &a.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
-    assert_rejected(
-        &b.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&a).await;
+    contact_send_rejected(&b).await;
     assert_eq!(sim.calls(Op::GetApp), 2, "each replica learns on its own");
     assert_eq!(errors(&a, "get"), 0.0);
 }
@@ -427,10 +398,7 @@ async fn garbage_in_redis_is_counted_and_the_upstream_asked() {
         StatusCode::OK
     );
     assert_eq!(sim.calls(Op::GetApp), 1);
-    assert_rejected(
-        &gw.post("/messages:send", SEND_TO_ALICE).await,
-        DISPATCH_RULE,
-    );
+    contact_send_rejected(&gw).await;
     assert_eq!(
         sim.calls(Op::GetApp),
         2,
