@@ -205,9 +205,9 @@ async fn redis_killed_and_restarted_under_traffic_fails_no_request() {
         async move {
             a.state.modes().apply_invalidation(Invalidation::All).await;
             b.state.modes().apply_invalidation(Invalidation::All).await;
-            contact_send_rejected(&a).await;
+            contact_send_rejected(a).await;
             let lookups = sim.calls(Op::GetApp);
-            contact_send_rejected(&b).await;
+            contact_send_rejected(b).await;
             sim.calls(Op::GetApp) == lookups
         }
     })
