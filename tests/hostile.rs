@@ -38,8 +38,9 @@ async fn a_slow_request_head_is_cut_off() {
 async fn too_many_or_too_large_headers_are_refused_in_the_api_shape() {
     let upstream = Upstream::ok().await;
     let gw = spawn(config_for(&upstream.url())).await;
+    // 99 fields: over the gateway's 96, within hyper's 100.
     let mut many = String::from("GET /v1/projects/p/apps HTTP/1.1\r\nHost: x\r\n");
-    for i in 0..200 {
+    for i in 0..98 {
         many.push_str(&format!("x-h{i}: v\r\n"));
     }
     many.push_str("\r\n");
@@ -60,7 +61,8 @@ async fn too_many_or_too_large_headers_are_refused_in_the_api_shape() {
         assert!(out.contains(r#""status":"INVALID_ARGUMENT""#), "{out}");
         assert!(out.contains("request head too large"), "{out}");
     }
-    // Past hyper's own backstop (twice the gateway's limits) the answer is hyper's.
+    // Past hyper's own backstop (100 fields; twice the gateway's head bytes) the answer is
+    // hyper's.
     let mut beyond = String::from("GET /v1/projects/p/apps HTTP/1.1\r\nHost: x\r\n");
     for i in 0..300 {
         beyond.push_str(&format!("x-h{i}: v\r\n"));

@@ -21,6 +21,8 @@ use http::uri::PathAndQuery;
 use http::{Request, Uri};
 use tower::{Layer, Service};
 
+use super::classify::path_segments;
+
 /// The API's path prefix: below it every segment is a literal or an id.
 pub const API_PREFIX: &str = "/v1/projects/";
 
@@ -134,10 +136,10 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, NonCanonical> {
         || path.contains(['%', '\\'])
         || path.contains("//")
         || (path.len() > 1 && path.ends_with('/'))
-        || path.split('/').any(|s| s == "." || s == "..");
+        || path_segments(path).any(|s| s == "." || s == "..");
     let canonical = if needs_work {
         let mut segments: Vec<Cow<'_, str>> = Vec::new();
-        for raw in path.split('/') {
+        for raw in path_segments(path) {
             // Decoding first, so an encoded dot segment is removed like a plain one.
             let segment = decode_segment(raw)?;
             match segment.as_ref() {
@@ -169,7 +171,7 @@ pub fn canonical_path(path: &str) -> Result<Cow<'_, str>, NonCanonical> {
 /// Below `/v1/projects/`, every segment is an id or a literal: plain id characters only, and a
 /// `:` verb only in the last segment.
 fn check_api_segments(rest: &str) -> Result<(), NonCanonical> {
-    let mut segments = rest.split('/').peekable();
+    let mut segments = path_segments(rest).peekable();
     while let Some(segment) = segments.next() {
         if let Some(bad) = segment.bytes().find(|b| !api_segment_char(*b)) {
             let shown = if bad == b'%' {

@@ -69,9 +69,33 @@ impl Classification {
     }
 }
 
+/// `path` split at `/`, as `str::split` would, by a plain byte scan: paths are short and this
+/// runs on every request, where the general string searcher's set-up costs more than the scan.
+pub(crate) fn path_segments(path: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(path);
+    std::iter::from_fn(move || {
+        let current = rest?;
+        match current.bytes().position(|b| b == b'/') {
+            Some(i) => {
+                rest = Some(&current[i + 1..]);
+                Some(&current[..i])
+            }
+            None => {
+                rest = None;
+                Some(current)
+            }
+        }
+    })
+}
+
+/// Whether `segment` holds a `:` (a verb).
+fn has_colon(segment: &str) -> bool {
+    segment.as_bytes().contains(&b':')
+}
+
 /// Splits `"{id}:verb"` (or `"{id}%3Averb"`) into the id and the verb.
 fn split_verb(segment: &str) -> (&str, Option<&str>) {
-    if let Some(i) = segment.find(':') {
+    if let Some(i) = segment.bytes().position(|b| b == b':') {
         return (&segment[..i], Some(&segment[i + 1..]));
     }
     let bytes = segment.as_bytes();
@@ -99,7 +123,7 @@ pub fn classify(method: &Method, path: &str) -> Classification {
     let Some(rest) = path.strip_prefix("/v1/projects/") else {
         return Classification::other();
     };
-    let mut segments = rest.split('/');
+    let mut segments = path_segments(rest);
     let project = match segments.next() {
         Some(p) if valid_id(p) => p,
         _ => return Classification::other(),
@@ -120,7 +144,7 @@ pub fn classify(method: &Method, path: &str) -> Classification {
             Method::POST => Op::CreateApp,
             _ => Op::Other,
         },
-        ("apps", None, Some(app), tail) if valid_id(app) && !app.contains(':') => {
+        ("apps", None, Some(app), tail) if valid_id(app) && !has_colon(app) => {
             resource = Some(app);
             match (tail, fourth, m) {
                 (None, _, &Method::GET) => Op::GetApp,
@@ -137,7 +161,7 @@ pub fn classify(method: &Method, path: &str) -> Classification {
         }
         ("messages", Some("transcode"), None, _) if m == Method::POST => Op::TranscodeMessage,
         ("messages", None, None, _) if m == Method::GET => Op::ListMessages,
-        ("messages", None, Some(id), None) if valid_id(id) && !id.contains(':') => {
+        ("messages", None, Some(id), None) if valid_id(id) && !has_colon(id) => {
             resource = Some(id);
             match *m {
                 Method::GET => Op::GetMessage,
@@ -148,7 +172,7 @@ pub fn classify(method: &Method, path: &str) -> Classification {
         }
         ("events", Some("send"), None, _) if m == Method::POST => Op::SendEvent,
         ("events", None, None, _) if m == Method::GET => Op::ListEvents,
-        ("events", None, Some(id), None) if valid_id(id) && !id.contains(':') => {
+        ("events", None, Some(id), None) if valid_id(id) && !has_colon(id) => {
             resource = Some(id);
             match *m {
                 Method::GET => Op::GetEvent,
@@ -203,7 +227,7 @@ pub fn classify(method: &Method, path: &str) -> Classification {
         }
         ("capability", Some("query"), None, _) if m == Method::POST => Op::QueryCapability,
         ("webhooks", None, None, _) if m == Method::POST => Op::CreateWebhook,
-        ("webhooks", None, Some(id), None) if valid_id(id) && !id.contains(':') => {
+        ("webhooks", None, Some(id), None) if valid_id(id) && !has_colon(id) => {
             resource = Some(id);
             match *m {
                 Method::GET => Op::GetWebhook,
@@ -244,6 +268,29 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn path_segments_split_as_str_split_does() {
+        for path in [
+            "",
+            "/",
+            "//",
+            "a",
+            "a/",
+            "/a",
+            "a/b",
+            "a//b/",
+            "/v1/projects/p/apps/a:stop",
+            "é/ü//ß",
+            "a/b/c/d/e/f/g",
+        ] {
+            assert_eq!(
+                path_segments(path).collect::<Vec<_>>(),
+                path.split('/').collect::<Vec<_>>(),
+                "{path:?}"
+            );
+        }
+    }
     use AppIdLocation as L;
     use Operation as Op;
 

@@ -240,8 +240,14 @@ impl Sniffer {
                     };
                 }
                 Phase::Head | Phase::ChunkSize | Phase::ChunkEnd | Phase::Trailer => {
-                    let (segment, rest, ends_line) = match bytes.iter().position(|b| *b == b'\n') {
-                        Some(i) => (&bytes[..i], &bytes[i + 1..], true),
+                    let (segment, rest, ends_line) = match memchr::memchr(b'\n', bytes) {
+                        // The CR of a CRLF is dropped here, so the common line takes the
+                        // copying path in `take_line_bytes` rather than the byte-by-byte one.
+                        Some(i) => (
+                            bytes[..i].strip_suffix(b"\r").unwrap_or(&bytes[..i]),
+                            &bytes[i + 1..],
+                            true,
+                        ),
                         None => (bytes, &[][..], false),
                     };
                     self.take_line_bytes(segment);

@@ -101,13 +101,16 @@ impl Default for ConnectionSettings {
 /// Most bytes of request target and header fields the gateway accepts; checked by the request
 /// path, which answers 431 in the API's error shape.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Most header fields per request the gateway accepts (checked like [`MAX_HEAD_BYTES`]).
-pub const MAX_HEADERS: usize = 128;
-/// hyper's own HTTP/1 limits, a backstop above the gateway's: a head over these gets hyper's
-/// bare answer and the connection closed. The buffer limit also bounds what hyper queues to
-/// write to a client that stops reading.
+/// Most header fields per request the gateway accepts (checked like [`MAX_HEAD_BYTES`]). Below
+/// hyper's own HTTP/1 count (its default, 100), which is the backstop for header counts: hyper
+/// parses up to its default into a buffer on the stack, while any configured count costs two
+/// heap buffers initialised on every request (a test holds the gateway's answer just below
+/// 100 headers, so a change of hyper's default shows).
+pub const MAX_HEADERS: usize = 96;
+/// hyper's own HTTP/1 buffer limit, a backstop above the gateway's: a head over it gets hyper's
+/// bare answer and the connection closed. It also bounds what hyper queues to write to a
+/// client that stops reading.
 const HYPER_MAX_BUF: usize = 2 * MAX_HEAD_BYTES;
-const HYPER_MAX_HEADERS: usize = 2 * MAX_HEADERS;
 
 // HTTP/2 limits, pinned here so a dependency update cannot change them silently.
 /// Streams reset by the client before the server accepted them (rapid-reset protection).
@@ -130,7 +133,6 @@ fn builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_read_timeout)
         .max_buf_size(HYPER_MAX_BUF)
-        .max_headers(HYPER_MAX_HEADERS)
         .keep_alive(true);
     builder
         .http2()
