@@ -39,14 +39,13 @@ pub async fn forget_before_forward(ctx: &RequestCtx) {
 /// Whether [`learn`] has anything to do with `response`.
 pub fn learns(ctx: &RequestCtx, response: &GatewayResponse) -> bool {
     let op = ctx.operation();
+    let status = response.status();
+    let changed = matches!(
+        op,
+        Operation::DeleteMessage | Operation::DeleteApp | Operation::UpdateApp
+    );
     ctx.subject.project.is_some()
-        && if matches!(op, Operation::DeleteMessage | Operation::DeleteApp) {
-            response.status().is_success()
-        } else if op == Operation::UpdateApp && response.status().is_success() {
-            true
-        } else {
-            teaches(ctx, op) && response.status() == StatusCode::OK
-        }
+        && (changed && status.is_success() || teaches(ctx, op) && status == StatusCode::OK)
 }
 
 /// Whether `op`'s successful answer teaches the gateway something.
