@@ -282,14 +282,38 @@ impl ModeCache {
         entry
     }
 
-    /// Records that `authorization` succeeded for `project` (and shares it).
+    /// Records that `authorization` succeeded for `project`, sharing it the first time (a list
+    /// of apps teaches one mode per app, but vouches for its caller once).
     pub async fn mark_verified(&self, project: &str, authorization: Option<&HeaderValue>) {
+        let new = !self.credentials.seen(project, authorization);
         self.credentials.mark(project, authorization).await;
+        if new {
+            self.share_credential(project, authorization).await;
+        }
+    }
+
+    /// Shares that `authorization` works for `project` with the other replicas.
+    async fn share_credential(&self, project: &str, authorization: Option<&HeaderValue>) {
         if let Some(shared) = &self.shared {
             shared
                 .put_credential(&fingerprint(project, authorization), self.keep)
                 .await;
         }
+    }
+
+    /// Caches a mode learned here and shares it with the other replicas.
+    async fn remember(
+        &self,
+        project: &str,
+        app: &str,
+        mode: ProcessingMode,
+        source: ModeSource,
+    ) -> CachedMode {
+        let entry = self.insert(project, app, mode, source).await;
+        if let Some(shared) = &self.shared {
+            shared.put_mode(project, app, mode, self.ttl).await;
+        }
+        entry
     }
 
     /// Learns a mode from an app response that passed through (the caller's credential
@@ -304,10 +328,7 @@ impl ModeCache {
         if !valid_id(project) || !valid_id(app) {
             return;
         }
-        self.insert(project, app, mode, ModeSource::Learned).await;
-        if let Some(shared) = &self.shared {
-            shared.put_mode(project, app, mode, self.ttl).await;
-        }
+        self.remember(project, app, mode, ModeSource::Learned).await;
         self.mark_verified(project, authorization).await;
     }
 
@@ -371,11 +392,7 @@ impl ModeCache {
             })
             .await?;
         if looked_up {
-            if let Some(shared) = &self.shared {
-                shared
-                    .put_credential(&fingerprint(project, authorization), self.keep)
-                    .await;
-            }
+            self.share_credential(project, authorization).await;
         }
         Ok(looked_up)
     }
@@ -393,11 +410,7 @@ impl ModeCache {
             .await
         {
             LookupOutcome::Found(mode) => {
-                let entry = self.insert(project, app, mode, ModeSource::Lookup).await;
-                if let Some(shared) = &self.shared {
-                    shared.put_mode(project, app, mode, self.ttl).await;
-                }
-                Ok(entry)
+                Ok(self.remember(project, app, mode, ModeSource::Lookup).await)
             }
             other => Err(other),
         }
