@@ -20,6 +20,7 @@
 //! backoff that doubles up to [`MAX_BACKOFF`]; the client library reconnects, and the
 //! subscription task resubscribes with the same backoff.
 
+use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -156,7 +157,8 @@ fn credential_key(fingerprint: &[u8; 32]) -> String {
     let mut key = String::with_capacity(20 + 64);
     key.push_str("modegate:credential:");
     for b in fingerprint {
-        key.push_str(&format!("{b:02x}"));
+        // Writing to a String cannot fail.
+        let _ = write!(key, "{b:02x}");
     }
     key
 }
@@ -317,16 +319,15 @@ impl SharedModes {
         let mut conn = self.connection.clone();
         let key = mode_key(project, app);
         let message = format!("{} {project}/{app}", self.instance);
-        let _: Option<((), ())> = self
+        let _: Option<()> = self
             .run(Op::Publish, async {
                 redis::pipe()
                     .del(&key)
                     .ignore()
                     .publish(CHANNEL, &message)
                     .ignore()
-                    .query_async::<()>(&mut conn)
+                    .query_async(&mut conn)
                     .await
-                    .map(|()| ((), ()))
             })
             .await;
     }
