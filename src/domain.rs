@@ -237,6 +237,31 @@ pub enum LookupFailure {
     Status(http::StatusCode),
 }
 
+/// Where a cached mode came from (`/apps` shows it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModeSource {
+    /// An upstream `GET app` made by the gateway.
+    Lookup,
+    /// An app response that passed through the gateway.
+    Learned,
+    /// A `[[policy.app]]` pin.
+    Static,
+    /// Another replica's, through the shared cache.
+    Shared,
+}
+
+impl ModeSource {
+    /// The spelling in `/apps`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ModeSource::Lookup => "lookup",
+            ModeSource::Learned => "learned",
+            ModeSource::Static => "static",
+            ModeSource::Shared => "shared",
+        }
+    }
+}
+
 /// Where a shared mode cache (Redis) operation failed, for
 /// `modegate_shared_cache_errors_total{op}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

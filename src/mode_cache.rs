@@ -35,38 +35,13 @@ use moka::future::Cache;
 use crate::clock::Clock;
 use crate::config::ModeCacheSettings;
 use crate::credentials::{fingerprint, CredentialGate};
-pub use crate::domain::{valid_id, Resolution};
+pub use crate::domain::{valid_id, ModeSource, Resolution};
 use crate::domain::{CacheResult, LookupFailure, ProcessingMode};
 use crate::metrics::Metrics;
 use crate::shared_cache::{Invalidation, SharedModes};
 
 /// A boxed future, for the lookup trait.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// Where a cached mode came from (`/apps` shows it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ModeSource {
-    /// An upstream `GET app` made by the gateway.
-    Lookup,
-    /// An app response that passed through the gateway.
-    Learned,
-    /// A `[[policy.app]]` pin.
-    Static,
-    /// Another replica's, through the shared cache.
-    Shared,
-}
-
-impl ModeSource {
-    /// The spelling in `/apps`.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ModeSource::Lookup => "lookup",
-            ModeSource::Learned => "learned",
-            ModeSource::Static => "static",
-            ModeSource::Shared => "shared",
-        }
-    }
-}
 
 /// A cached mode.
 #[derive(Clone, Copy, Debug)]
