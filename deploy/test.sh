@@ -85,6 +85,7 @@ TOML
 pids=()
 cleanup() { for p in "${pids[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
+: >"$work/modegate.log"
 "$bin" serve --config "$work/modegate.toml" >"$work/modegate.log" 2>&1 &
 pids+=($!)
 addr() {

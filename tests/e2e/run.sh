@@ -46,6 +46,7 @@ listening() {
   return 1
 }
 
+: >"$work/simulator.log"
 "$bin" simulate --listen 127.0.0.1:0 --seed "$here/seed.toml" >"$work/simulator.log" 2>&1 &
 pids+=($!)
 sim="$(listening "$work/simulator.log" 1)"
@@ -75,6 +76,7 @@ create_app_default_mode = "DISPATCH"
 [log]
 format = "json"
 TOML
+  : >"$log"
   E2E_SINCH_KEY_ID=e2e-key E2E_SINCH_KEY_SECRET=e2e-secret "$bin" serve --config "$config" >"$log" 2>&1 &
   local gw_pid=$!
   pids+=("$gw_pid")
@@ -106,7 +108,7 @@ run_mode inject unused-key-id unused-key-secret
 # learned from a list; only the DISPATCH app known, pinned), both SDKs in each.
 run_mixed() {
   local state="$1"
-  local config="$work/gateway-mixed-$state.toml" log="$work/gateway-mixed-$state.log"
+  local config="$work/gateway-mixed-$state.toml"
   cat >"$config" <<TOML
 [server]
 listen = "127.0.0.1:0"
@@ -123,6 +125,11 @@ TOML
     printf '[[policy.app]]\nproject_id = "e2e-project"\napp_id = "dispatch-app"\nprocessing_mode = "DISPATCH"\n' >>"$config"
   fi
   for sdk in python node; do
+    # One log per gateway, emptied before it starts: the background shell truncates its
+    # redirect only when it gets to run, so a reused log could still show the previous
+    # gateway's (now closed) address to `listening`.
+    local log="$work/gateway-mixed-$state-$sdk.log"
+    : >"$log"
     "$bin" serve --config "$config" >"$log" 2>&1 &
     local gw_pid=$!
     pids+=("$gw_pid")
