@@ -9,7 +9,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 /// Proxies allocate and free small buffers on every request; mimalloc does that markedly
-/// faster than the system allocator (see bench/results.md).
+/// faster than the system allocator (see bench/results.md). Built without transparent huge
+/// pages (Cargo.toml), so resident memory follows what is in use.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

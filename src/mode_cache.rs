@@ -761,4 +761,44 @@ mod tests {
         assert_eq!(apps[0].source, "learned");
         assert_eq!(c.project_mode("q"), None);
     }
+
+    #[tokio::test]
+    async fn many_distinct_apps_keep_the_cache_at_max_apps_and_the_gauge_true() {
+        let metrics = Arc::new(Metrics::new());
+        let settings = ModeCacheSettings {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(60),
+            max_apps: 1000,
+            max_messages: 0,
+            message_ttl: Duration::from_secs(60),
+            redis_url_env: None,
+        };
+        let lookup = Arc::new(Scripted {
+            calls: AtomicUsize::new(0),
+            answer: RwLock::new(LookupOutcome::Found(ProcessingMode::Dispatch)),
+            delay: Duration::ZERO,
+        });
+        let c = ModeCache::new(&settings, lookup, metrics.clone(), Clock::system());
+        for i in 0..20_000 {
+            let mode = if i % 2 == 0 {
+                ProcessingMode::Dispatch
+            } else {
+                ProcessingMode::Conversation
+            };
+            c.learn("p", &format!("app-{i}"), mode, None).await;
+        }
+        c.sync().await;
+        let held = c.known_apps().len();
+        assert!(held <= 1000, "{held} apps held, max_apps is 1000");
+        assert!(held > 0);
+        let text = metrics.render();
+        let gauge: f64 = ["DISPATCH", "CONVERSATION"]
+            .iter()
+            .map(|m| {
+                crate::metrics::sample(&text, "modegate_mode_cache_apps", &[("mode", m)])
+                    .unwrap_or(0.0)
+            })
+            .sum();
+        assert_eq!(gauge as usize, held, "the gauge counts what is held");
+    }
 }

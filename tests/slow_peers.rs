@@ -277,7 +277,7 @@ async fn an_h2_stream_that_stops_reading_is_abandoned_and_the_upstream_released(
 async fn pipelined_requests_are_answered_in_order() {
     let up = Upstream::ok().await;
     let gw = spawn(config_for(&up.url())).await;
-    let n = 2_000;
+    let n = 10_000;
     let mut raw = String::new();
     for i in 0..n {
         raw.push_str(&format!(
@@ -285,7 +285,7 @@ async fn pipelined_requests_are_answered_in_order() {
         ));
     }
     raw.push_str("GET /v1/projects/p/apps HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    let text = raw_exchange(gw.proxy_addr, raw.as_bytes(), Duration::from_secs(20)).await;
+    let text = raw_exchange(gw.proxy_addr, raw.as_bytes(), Duration::from_secs(60)).await;
     let ids: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("x-request-id: req-"))

@@ -435,6 +435,7 @@ pub fn decisions(m: &str, rule: &str, action: &str) -> f64 {
         &[("rule", rule), ("action", action)],
     )
 }
+pub mod h2raw;
 pub mod inproc;
 pub mod lenient;
 pub mod redis;
