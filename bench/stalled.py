@@ -19,6 +19,8 @@ import sys
 import threading
 import time
 
+from bench import settled_kb
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 CHUNK = b"x" * 65536
 
@@ -61,20 +63,6 @@ def wait_served(count):
         time.sleep(0.05)
     with Big.lock:
         return Big.served
-
-
-def settled_rss_kb(pid):
-    """RSS once every stalled reader's buffers are full: sampled every 0.25 s until it has
-    moved by less than 64 KiB over the last second (at most 20 s). Reading it at a fixed
-    moment instead catches the buffers part-filled, and the figure then depends on timing."""
-    samples = [rss_kb(pid)]
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        time.sleep(0.25)
-        samples.append(rss_kb(pid))
-        if len(samples) >= 5 and max(samples[-5:]) - min(samples[-5:]) < 64:
-            break
-    return samples[-1]
 
 
 def free_port():
@@ -211,7 +199,7 @@ level = "warn"
             s.sendall(b"GET /v1/projects/p/big HTTP/1.1\r\nHost: x\r\n\r\n")
             stalled.append(s)
         served = wait_served(base + args.count)
-        after = settled_rss_kb(gw.pid)
+        after = settled_kb(lambda: rss_kb(gw.pid))
         results["h1"] = {"answered": served - base, "rss_kb_before": before, "rss_kb_after": after,
                          "kb_per_reader": (after - before) / args.count}
         for s in stalled:
@@ -227,7 +215,7 @@ level = "warn"
             before = rss_kb(gw.pid)
             conn = StalledH2(port, n)
             served = wait_served(base + n)
-            after = settled_rss_kb(gw.pid)
+            after = settled_kb(lambda: rss_kb(gw.pid))
             results["h2"].append({"streams": n, "answered": served - base,
                                   "rss_kb_before": before, "rss_kb_after": after,
                                   "kb_per_stream": (after - before) / n})
