@@ -36,14 +36,8 @@ async fn rapid_reset_ends_in_goaway_and_reset_streams_never_go_upstream() {
         burst.extend(frame(RST_STREAM, 0, id, &8u32.to_be_bytes())); // CANCEL
     }
     let _ = h2.send(&burst).await;
-    let frames = h2
-        .read_until(Duration::from_secs(5), |f| f.kind == GOAWAY)
-        .await;
-    let goaway = frames
-        .iter()
-        .find(|f| f.kind == GOAWAY)
-        .expect("the connection is closed with GOAWAY");
-    assert_eq!(goaway.error_code(), Some(ENHANCE_YOUR_CALM));
+    let (_, code) = h2.read_goaway(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
     assert!(
         up.seen().is_empty(),
         "{} reset streams reached the upstream",
@@ -65,22 +59,10 @@ async fn a_continuation_flood_ends_in_goaway_and_never_reaches_the_upstream() {
         flood.extend(frame(CONTINUATION, 0, 1, &field));
     }
     // The gateway may close before the flood is written.
-    let writer = {
-        let write = h2.write.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = write.lock().await.write_all(&flood).await;
-        })
-    };
-    let frames = h2
-        .read_until(Duration::from_secs(10), |f| f.kind == GOAWAY)
-        .await;
+    let writer = h2.send_in_background(flood);
+    let (_, code) = h2.read_goaway(Duration::from_secs(10)).await;
     writer.abort();
-    let goaway = frames
-        .iter()
-        .find(|f| f.kind == GOAWAY)
-        .expect("the connection is closed with GOAWAY");
-    assert_eq!(goaway.error_code(), Some(ENHANCE_YOUR_CALM));
+    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
     assert!(up.seen().is_empty(), "nothing reached the upstream");
     still_serves(&gw).await;
     gw.shutdown().await;
@@ -104,14 +86,8 @@ async fn an_hpack_bomb_ends_in_goaway_and_never_reaches_the_upstream() {
     h2.send(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block))
         .await
         .expect("send");
-    let frames = h2
-        .read_until(Duration::from_secs(5), |f| f.kind == GOAWAY)
-        .await;
-    let goaway = frames
-        .iter()
-        .find(|f| f.kind == GOAWAY)
-        .expect("the connection is closed with GOAWAY");
-    assert_eq!(goaway.error_code(), Some(ENHANCE_YOUR_CALM));
+    let (frames, code) = h2.read_goaway(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
     assert!(
         frames.iter().all(|f| f.kind != HEADERS),
         "no response for the bomb's stream"
@@ -135,13 +111,7 @@ async fn open_streams(
     for i in 0..n {
         burst.extend(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, &block));
     }
-    let writer = {
-        let write = h2.write.clone();
-        tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let _ = write.lock().await.write_all(&burst).await;
-        })
-    };
+    let writer = h2.send_in_background(burst);
     let mut refused = 0usize;
     let frames = h2
         .read_until(Duration::from_secs(20), |f| {

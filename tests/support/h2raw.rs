@@ -11,13 +11,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
-pub const DATA: u8 = 0x0;
 pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
 pub const PING: u8 = 0x6;
 pub const GOAWAY: u8 = 0x7;
-pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
 
 pub const END_STREAM: u8 = 0x1;
@@ -153,6 +151,15 @@ impl H2Raw {
         self.write.lock().await.write_all(bytes).await
     }
 
+    /// Writes `bytes` from a task while the caller reads: the gateway may answer (or close)
+    /// before all of them are taken. A failed write is left for the reader to see.
+    pub fn send_in_background(&self, bytes: Vec<u8>) -> tokio::task::JoinHandle<()> {
+        let write = self.write.clone();
+        tokio::spawn(async move {
+            let _ = write.lock().await.write_all(&bytes).await;
+        })
+    }
+
     /// Reads frames until `stop` says so, the connection closes or `within` passes;
     /// acknowledges the server's SETTINGS. Returns what was read.
     pub async fn read_until(
@@ -179,6 +186,18 @@ impl H2Raw {
                 _ => return frames,
             }
         }
+    }
+
+    /// Reads until the server's GOAWAY (at most `within`); returns the frames read and the
+    /// GOAWAY's error code. Fails when the connection ends or the time passes without one.
+    pub async fn read_goaway(&mut self, within: Duration) -> (Vec<Frame>, Option<u32>) {
+        let frames = self.read_until(within, |f| f.kind == GOAWAY).await;
+        let code = frames
+            .iter()
+            .find(|f| f.kind == GOAWAY)
+            .expect("the connection is closed with GOAWAY")
+            .error_code();
+        (frames, code)
     }
 
     fn next_buffered(&mut self) -> Option<Frame> {
