@@ -11,15 +11,13 @@
 //!   does not define on a known route; and, with `policy.unrecognized_route = "reject"`, a path
 //!   under `/v1/projects/` that names no operation (rule `request.unrecognized_route`).
 
-use std::sync::Arc;
-
 use http::{header, Method, Request, Version};
 
 use super::canonical::{NonCanonical, API_PREFIX};
 use super::classify::allowed_methods;
-use super::connection::{Connection, RequestIndex};
 use super::ctx::RequestCtx;
 use super::enforce::{ambiguous, record_request_rule};
+use super::meta::RequestMeta;
 use crate::domain::Operation;
 use crate::error::GatewayError;
 use crate::policy::RuleId;
@@ -65,11 +63,9 @@ pub fn check_head<B>(req: &Request<B>) -> Result<(), GatewayError> {
 /// framing flag records, per request, what hyper no longer shows once it has normalised the
 /// head.
 pub fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
-    let ext = req.extensions();
-    let raised = match (ext.get::<Arc<Connection>>(), ext.get::<RequestIndex>()) {
-        (Some(c), Some(index)) => c.ambiguous_framing(*index),
-        _ => false,
-    };
+    let raised = RequestMeta::get(req)
+        .and_then(|m| m.connection.as_ref())
+        .is_some_and(|(c, index)| c.ambiguous_framing(*index));
     let h = req.headers();
     if raised
         || (h.contains_key(header::TRANSFER_ENCODING) && h.contains_key(header::CONTENT_LENGTH))

@@ -9,7 +9,7 @@ use http::Method;
 pub use crate::domain::{valid_id, AppIdLocation, Operation};
 
 /// A byte range of the request path (kept instead of a borrow so a classification can travel
-/// in request extensions).
+/// with the request, in its `RequestMeta`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct PathSpan {
     start: u32,

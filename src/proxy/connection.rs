@@ -12,6 +12,7 @@ use http::Request;
 use tower::{Layer, Service};
 
 use super::headers;
+use super::meta::RequestMeta;
 use crate::server::framing::FramingFlag;
 use crate::server::ConnectionInfo;
 
@@ -31,10 +32,6 @@ pub struct Connection {
     requests: AtomicU64,
 }
 
-/// The number of a request on its connection (0-based, arrival order).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RequestIndex(pub u64);
-
 impl Connection {
     /// From the server's connection info.
     pub fn new(info: ConnectionInfo) -> Arc<Connection> {
@@ -48,8 +45,8 @@ impl Connection {
     }
 
     /// Whether request `index` of this connection carried both framing headers.
-    pub fn ambiguous_framing(&self, index: RequestIndex) -> bool {
-        self.framing.raised_for(index.0)
+    pub fn ambiguous_framing(&self, index: u64) -> bool {
+        self.framing.raised_for(index)
     }
 
     /// A connection from `peer` that no socket stands behind (in-process callers, tests).
@@ -106,8 +103,7 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let index = self.connection.requests.fetch_add(1, Ordering::Relaxed);
-        req.extensions_mut().insert(RequestIndex(index));
-        req.extensions_mut().insert(self.connection.clone());
+        RequestMeta::of(&mut req).connection = Some((self.connection.clone(), index));
         self.inner.call(req)
     }
 }

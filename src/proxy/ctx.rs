@@ -7,7 +7,7 @@ use http::HeaderValue;
 use serde_json::Value;
 
 use super::classify::Classification;
-use super::observe::TraceId;
+use super::meta::TraceId;
 use super::snapshot::{AppPolicy, Snapshot};
 use crate::domain::{Disposition, Operation, ProcessingMode};
 use crate::policy::{Decision, PolicyContext, Query, RequestFacts, RuleId};

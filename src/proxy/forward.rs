@@ -8,10 +8,10 @@ use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
-use super::connection::Connection;
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::set_query_params;
 use super::idle;
+use super::meta::RequestMeta;
 use super::{headers, GatewayResponse, GatewayState};
 use crate::domain::Operation;
 use crate::error::GatewayError;
@@ -81,10 +81,7 @@ pub async fn forward(
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         state.api_origin.uri(&pq)
     };
-    let connection = parts
-        .extensions
-        .get::<std::sync::Arc<Connection>>()
-        .cloned();
+    let connection = RequestMeta::connection_of(&parts.extensions).cloned();
     headers::to_upstream(
         &mut parts.headers,
         connection.as_deref().map(|c| (&c.forwarded_for, c.tls)),

@@ -22,13 +22,12 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::Service;
 
-use super::classify::{classify, Classification};
+use super::classify::classify;
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::Act;
 use super::forward::OutboundBody;
 use super::idle::{self, Direction};
-use super::observe::TraceId;
-use super::request_id::RequestId;
+use super::meta::RequestMeta;
 use super::{admit, decide, enforce, facts, forward, learn, GatewayResponse, GatewayState};
 use crate::domain::{mode_label, Operation};
 use crate::error::GatewayError;
@@ -71,13 +70,12 @@ pub async fn handle(
     state: &GatewayState,
     req: Request<GatewayBody>,
 ) -> Result<GatewayResponse, GatewayError> {
-    let class = req
-        .extensions()
-        .get::<Classification>()
-        .copied()
+    let meta = RequestMeta::get(&req);
+    let class = meta
+        .and_then(|m| m.class)
         .unwrap_or_else(|| classify(req.method(), req.uri().path()));
-    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-    let trace_id = req.extensions().get::<TraceId>().cloned();
+    let request_id = meta.and_then(|m| m.request_id.clone());
+    let trace_id = meta.and_then(|m| m.trace_id.clone());
     // Snapshot: the policy and mode cache this request is decided under.
     let mut ctx = RequestCtx::new(state.snapshot(), class, request_id, trace_id);
     // A request body that stalls is abandoned after the body idle timeout.

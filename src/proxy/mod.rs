@@ -26,6 +26,7 @@ pub mod idle;
 pub mod json;
 pub mod learn;
 pub mod lookup;
+pub mod meta;
 pub mod observe;
 pub mod request_id;
 pub mod rescue;

@@ -14,13 +14,9 @@ use tracing::Instrument;
 use super::classify::classify;
 use super::ctx::Outcome;
 use super::headers::{X_MODEGATE_DECISION, X_MODEGATE_RULE, X_MODEGATE_SHADOW, X_REQUEST_ID};
-use super::request_id::RequestId;
+use super::meta::{RequestMeta, TraceId};
 use crate::metrics::{DecisionLabel, Metrics};
 use crate::policy::Disposition;
-
-/// The W3C trace id of a request (from a valid `traceparent`), for the logs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceId(pub String);
 
 /// The trace id of `traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`.
 pub fn trace_id(headers: &http::HeaderMap) -> Option<TraceId> {
@@ -92,14 +88,13 @@ where
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
         let class = classify(req.method(), req.uri().path());
-        req.extensions_mut().insert(class);
         let trace = trace_id(req.headers());
-        if let Some(t) = &trace {
-            req.extensions_mut().insert(t.clone());
-        }
         let method = req.method().clone();
         let access_log = self.access_log;
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        let meta = RequestMeta::of(&mut req);
+        meta.class = Some(class);
+        meta.trace_id = trace.clone();
+        let request_id = meta.request_id.clone();
         // A span costs a registry slot per request; open one only when someone listens.
         let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
             tracing::debug_span!(

@@ -1,5 +1,5 @@
 //! `RequestIdLayer`: keeps the caller's `x-request-id` (when it is a sane token) or makes one,
-//! and records it in the request extensions for the layers and logs below.
+//! and records it in the request's `RequestMeta` for the layers and logs below.
 
 use std::task::{Context, Poll};
 
@@ -7,11 +7,8 @@ use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
 use super::headers::X_REQUEST_ID;
+use super::meta::RequestMeta;
 use crate::ids;
-
-/// The request's id, as sent to the upstream and echoed to the client.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
 
 /// Longest caller-supplied request id that is kept.
 const MAX_LEN: usize = 128;
@@ -59,7 +56,7 @@ where
                 v
             }
         };
-        req.extensions_mut().insert(RequestId(id));
+        RequestMeta::of(&mut req).request_id = Some(id);
         self.inner.call(req)
     }
 }
