@@ -286,7 +286,7 @@ impl ModeCache {
     ) -> CachedMode {
         let entry = self.insert(project, app, mode, source).await;
         if let Some(shared) = &self.shared {
-            shared.put_mode(project, app, mode, self.ttl).await;
+            shared.put_modes(project, &[(app, mode)], self.ttl).await;
         }
         entry
     }
@@ -300,10 +300,34 @@ impl ModeCache {
         mode: ProcessingMode,
         authorization: Option<&HeaderValue>,
     ) {
-        if !valid_id(project) || !valid_id(app) {
+        self.learn_all(project, &[(app, mode)], authorization).await;
+    }
+
+    /// Learns the modes of several apps from one answer (a list of apps): cached here, then
+    /// shared in one round trip. Ids that are not plain ids are skipped.
+    pub async fn learn_all(
+        &self,
+        project: &str,
+        apps: &[(&str, ProcessingMode)],
+        authorization: Option<&HeaderValue>,
+    ) {
+        if !valid_id(project) {
             return;
         }
-        self.remember(project, app, mode, ModeSource::Learned).await;
+        let apps: Vec<(&str, ProcessingMode)> = apps
+            .iter()
+            .copied()
+            .filter(|(app, _)| valid_id(app))
+            .collect();
+        if apps.is_empty() {
+            return;
+        }
+        for (app, mode) in &apps {
+            self.insert(project, app, *mode, ModeSource::Learned).await;
+        }
+        if let Some(shared) = &self.shared {
+            shared.put_modes(project, &apps, self.ttl).await;
+        }
         self.mark_verified(project, authorization).await;
     }
 

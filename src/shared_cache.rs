@@ -274,23 +274,25 @@ impl SharedModes {
         }
     }
 
-    /// Shares a mode fresh for `fresh_for`.
-    pub async fn put_mode(
+    /// Shares the modes of a project's apps, each fresh for `fresh_for`: one pipeline, so a
+    /// list of apps costs one bounded round trip, not one per app.
+    pub async fn put_modes(
         &self,
         project: &str,
-        app: &str,
-        mode: ProcessingMode,
+        modes: &[(&str, ProcessingMode)],
         fresh_for: Duration,
     ) {
-        if fresh_for.is_zero() {
+        if fresh_for.is_zero() || modes.is_empty() {
             return;
         }
+        let mut pipe = redis::pipe();
+        for (app, mode) in modes {
+            pipe.pset_ex(mode_key(project, app), mode.as_str(), millis(fresh_for))
+                .ignore();
+        }
         let mut conn = self.connection.clone();
-        let key = mode_key(project, app);
         let _: Option<()> = self
-            .run(Op::Set, async {
-                conn.pset_ex(&key, mode.as_str(), millis(fresh_for)).await
-            })
+            .run(Op::Set, async { pipe.query_async(&mut conn).await })
             .await;
     }
 

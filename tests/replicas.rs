@@ -122,6 +122,37 @@ async fn two_replicas_make_one_lookup_per_app() {
 }
 
 #[tokio::test]
+async fn a_list_of_apps_through_one_replica_is_shared_with_the_other() {
+    let redis = RedisServer::start(None).await;
+    let (sim, a, b) = pair(&redis);
+    assert_eq!(a.get("/apps").await.status, StatusCode::OK);
+    let mut conn = redis.connection().await;
+    for (app, mode) in [("legacy-app", "CONVERSATION"), ("new-app", "DISPATCH")] {
+        let key = format!("modegate:mode:demo-project/{app}");
+        let shared: Option<String> = conn.get(&key).await.expect("get");
+        assert_eq!(shared.as_deref(), Some(mode), "{key}");
+        let pttl: i64 = conn.pttl(&key).await.expect("pttl");
+        assert!(pttl > 0 && pttl <= 300_000, "{key}: {pttl}");
+    }
+    // The other replica decides for both apps from Redis, without a lookup.
+    contact_send_rejected(&b).await;
+    let legacy = b.post("/messages:send", SEND_LEGACY).await;
+    assert_eq!(
+        legacy.status,
+        StatusCode::OK,
+        "a CONVERSATION app's send is forwarded"
+    );
+    assert_eq!(sim.calls(Op::GetApp), 0, "no replica looked an app up");
+    b.state.modes().sync().await;
+    assert_eq!(
+        source_of(&b, "legacy-app").as_deref(),
+        Some("CONVERSATION shared")
+    );
+    assert_eq!(source_of(&b, "new-app").as_deref(), Some("DISPATCH shared"));
+    assert_eq!(errors(&a, "set") + errors(&b, "get"), 0.0);
+}
+
+#[tokio::test]
 async fn an_app_change_through_one_replica_reaches_the_other_within_a_second() {
     let redis = RedisServer::start(None).await;
     let (sim, a, b) = pair(&redis);

@@ -142,18 +142,20 @@ async fn learn_apps(ctx: &RequestCtx, project: &str, op: Operation, value: &Valu
             .unwrap_or_default(),
         _ => vec![value],
     };
-    for app in apps {
-        let id = app
-            .get("id")
-            .and_then(Value::as_str)
-            .or(ctx.subject.app.as_deref());
-        if let (Some(id), Some(mode)) = (id, mode_of(app)) {
-            ctx.snapshot
-                .modes
-                .learn(project, id, mode, ctx.authorization.as_ref())
-                .await;
-        }
-    }
+    let learned: Vec<(&str, ProcessingMode)> = apps
+        .into_iter()
+        .filter_map(|app| {
+            let id = app
+                .get("id")
+                .and_then(Value::as_str)
+                .or(ctx.subject.app.as_deref())?;
+            Some((id, mode_of(app)?))
+        })
+        .collect();
+    ctx.snapshot
+        .modes
+        .learn_all(project, &learned, ctx.authorization.as_ref())
+        .await;
     if op == Operation::ListApps {
         ctx.snapshot.modes.mark_listed(project).await;
     }
