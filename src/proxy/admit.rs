@@ -63,8 +63,7 @@ pub fn check_head<B>(req: &Request<B>) -> Result<(), GatewayError> {
 /// framing flag records, per request, what hyper no longer shows once it has normalised the
 /// head.
 pub fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
-    let raised = RequestMeta::get(req)
-        .and_then(|m| m.connection.as_ref())
+    let raised = RequestMeta::connection_of(req.extensions())
         .is_some_and(|(c, index)| c.ambiguous_framing(*index));
     let h = req.headers();
     if raised

@@ -81,7 +81,7 @@ pub async fn forward(
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         state.api_origin.uri(&pq)
     };
-    let connection = RequestMeta::connection_of(&parts.extensions).cloned();
+    let connection = RequestMeta::connection_of(&parts.extensions).map(|(c, _)| c.clone());
     headers::to_upstream(
         &mut parts.headers,
         connection.as_deref().map(|c| (&c.forwarded_for, c.tls)),

@@ -37,12 +37,9 @@ impl RequestMeta {
         req.extensions().get()
     }
 
-    /// The client connection, if the request came through the connection layer.
-    pub fn connection_of(extensions: &http::Extensions) -> Option<&Arc<Connection>> {
-        extensions
-            .get::<RequestMeta>()?
-            .connection
-            .as_ref()
-            .map(|(c, _)| c)
+    /// The client connection and the request's number on it, if the request came through
+    /// the connection layer.
+    pub fn connection_of(extensions: &http::Extensions) -> Option<&(Arc<Connection>, u64)> {
+        extensions.get::<RequestMeta>()?.connection.as_ref()
     }
 }
