@@ -73,13 +73,13 @@ impl CredentialGate {
             return Ok(false);
         }
         let ran = AtomicBool::new(false);
-        let result = self
-            .verified
-            .try_get_with(key, async {
-                ran.store(true, Ordering::Relaxed);
-                check.await
-            })
-            .await;
+        // Boxed: moka's coalescing future is kilobytes, and inline it would be carried (and
+        // copied) by every request's future, not only by the rare one that checks.
+        let result = Box::pin(self.verified.try_get_with(key, async {
+            ran.store(true, Ordering::Relaxed);
+            check.await
+        }))
+        .await;
         match result {
             Ok(()) => Ok(ran.load(Ordering::Relaxed)),
             Err(e) => Err((*e).clone()),

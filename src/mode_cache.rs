@@ -478,16 +478,15 @@ impl ModeCache {
             }
         }
         let ran = AtomicBool::new(false);
-        let result = self
-            .inflight
-            .try_get_with(k.clone(), async {
-                if let Some(entry) = self.load_shared(project, app).await {
-                    return Ok(entry);
-                }
-                ran.store(true, Ordering::Relaxed);
-                self.load(project, app, authorization).await
-            })
-            .await;
+        // Boxed, as the credential check: only a miss pays for the coalescing future.
+        let result = Box::pin(self.inflight.try_get_with(k.clone(), async {
+            if let Some(entry) = self.load_shared(project, app).await {
+                return Ok(entry);
+            }
+            ran.store(true, Ordering::Relaxed);
+            self.load(project, app, authorization).await
+        }))
+        .await;
         match result {
             Ok(entry) => {
                 let r = if ran.load(Ordering::Relaxed) || loaded {

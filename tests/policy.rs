@@ -323,6 +323,8 @@ async fn max_ttl_days_enforce_and_rewrite() {
     let r = s.post("/apps", body).await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.json()["retention_policy"]["ttl_days"], 30);
+    // The rewrite edits the field and keeps the rest of the body, fields rules never read too.
+    assert_eq!(r.json()["display_name"], "x");
     assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
 }
 

@@ -8,6 +8,21 @@ use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 
+/// The top-level body fields rules read (by proto name): a policy route's body is parsed into
+/// these alone, so a rule that reads another field must add it here.
+pub const BODY_FIELDS: [&str; 10] = [
+    "app_id",
+    "processing_strategy",
+    "recipient",
+    "retention_policy",
+    "dispatch_retention_policy",
+    "contact_ids",
+    "messages_source",
+    "processing_mode",
+    "conversation_metadata",
+    "correlation_id",
+];
+
 /// Whether `key` is the lowerCamelCase JSON name of `proto` (`ttl_days` → `ttlDays`).
 pub fn is_json_name(key: &str, proto: &str) -> bool {
     let mut k = key.bytes();

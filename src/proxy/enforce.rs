@@ -8,6 +8,7 @@ use http::{header, HeaderValue};
 
 use super::ctx::RequestCtx;
 use super::forward::OutboundBody;
+use super::json;
 use super::{GatewayResponse, GatewayState};
 use crate::api_error::ApiError;
 use crate::contact_cache::ContactOutcome;
@@ -83,10 +84,13 @@ pub async fn act(
     if !additions.is_empty() {
         parts.uri = set_query_params(&parts.uri, &additions);
     }
-    let Some(original) = ctx.body.as_ref().filter(|_| ctx.decision.edits_body()) else {
-        return Ok(Act::Forward(body));
+    let whole = match &body {
+        OutboundBody::Bytes(bytes) if ctx.body.is_some() && ctx.decision.edits_body() => bytes,
+        _ => return Ok(Act::Forward(body)),
     };
-    let mut value = original.clone();
+    // The facts hold only the fields rules read; a rewrite reads the whole body (it has
+    // already been checked to have one meaning).
+    let mut value = json::parse_whole(whole)?;
     apply_body_edits(&mut value, &ctx.decision.edits);
     let resolve = Edit::ResolveContactRecipient;
     if ctx.decision.edits.contains(&resolve) {

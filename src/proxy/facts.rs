@@ -167,10 +167,10 @@ pub async fn read_body(body: GatewayBody, limit: usize) -> Result<Bytes, Gateway
     }
 }
 
-/// Parses a policy route's body with one meaning; an ambiguous one is refused (enforce) or, in
-/// shadow, read the lenient way and recorded.
+/// Reads the fields rules read from a policy route's body, which must have one meaning; an
+/// ambiguous one is refused (enforce) or, in shadow, read the lenient way and recorded.
 fn read_json(ctx: &mut RequestCtx, bytes: &[u8]) -> Result<Value, GatewayError> {
-    let problem = match json::parse_strict(bytes) {
+    let problem = match json::read_fields(bytes, true) {
         Ok(value) => return Ok(value),
         Err(problem) => problem,
     };
@@ -179,11 +179,7 @@ fn read_json(ctx: &mut RequestCtx, bytes: &[u8]) -> Result<Value, GatewayError> 
         JsonProblem::Ambiguous(message) => message,
     };
     ambiguous(ctx, message);
-    json::parse_lenient(bytes).map_err(|p| GatewayError::InvalidBody {
-        message: match p {
-            JsonProblem::Invalid(m) | JsonProblem::Ambiguous(m) => m,
-        },
-    })
+    Ok(json::read_fields(bytes, false)?)
 }
 
 /// Query parameters rules read (and the subject's `app_id`): each must have one value.

@@ -3,14 +3,20 @@
 //! field under its proto name and its JSON name alike; so an object holding a key twice, or a
 //! key and its alias (`app_id` and `appId`), anywhere in the body is refused — detected while
 //! parsing, not by scanning again.
+//!
+//! Rules read a handful of top-level fields ([`BODY_FIELDS`]); only those are built into a
+//! `Value`. The rest of the body (a message's text, media, templates) is walked once for
+//! syntax and duplicates and never copied: keys are borrowed from the input, strings are only
+//! validated. A rewrite reads the whole body again ([`parse_whole`]).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::policy::fields::{json_name, proto_spelling};
+use crate::policy::fields::{json_name, proto_spelling, BODY_FIELDS};
 
 /// Why a body was not accepted.
 #[derive(Debug)]
@@ -21,7 +27,15 @@ pub enum JsonProblem {
     Invalid(String),
 }
 
-/// Objects up to this size are checked for duplicates without allocating.
+impl From<JsonProblem> for crate::error::GatewayError {
+    /// A body refused outright: 400 with the problem's message.
+    fn from(problem: JsonProblem) -> Self {
+        let (JsonProblem::Ambiguous(message) | JsonProblem::Invalid(message)) = problem;
+        crate::error::GatewayError::InvalidBody { message }
+    }
+}
+
+/// Objects up to this size are checked for duplicates without hashing.
 const LINEAR_LIMIT: usize = 16;
 
 /// The bytes of a key in its proto spelling (`contactId` → `contact_id`), without allocating.
@@ -44,17 +58,131 @@ fn same_field(a: &str, b: &str) -> bool {
 /// Marks the visitor's own error among serde_json's.
 const DUPLICATE: &str = "\u{1}duplicate key\u{1}";
 
-struct Strict(Value);
+/// The keys of one object seen so far, for the duplicate check: compared in place while the
+/// object is small, hashed by proto spelling once it is large.
+struct Seen<'de> {
+    small: Vec<Cow<'de, str>>,
+    large: Option<HashSet<String>>,
+}
 
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(StrictVisitor).map(Strict)
+impl<'de> Seen<'de> {
+    fn new() -> Self {
+        Seen {
+            small: Vec::new(),
+            large: None,
+        }
+    }
+
+    /// Records `key`; false when the object already has it (or its alias).
+    fn insert(&mut self, key: Cow<'de, str>) -> bool {
+        if let Some(set) = &mut self.large {
+            return set.insert(proto_spelling(&key).into_owned());
+        }
+        if self.small.iter().any(|k| same_field(k, &key)) {
+            return false;
+        }
+        self.small.push(key);
+        if self.small.len() >= LINEAR_LIMIT {
+            self.large = Some(
+                self.small
+                    .drain(..)
+                    .map(|k| proto_spelling(&k).into_owned())
+                    .collect(),
+            );
+        }
+        true
     }
 }
 
-struct StrictVisitor;
+/// An object key, borrowed from the input unless it holds an escape.
+struct Key<'de>(Cow<'de, str>);
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+            fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v)))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// Where in the body a value is, which decides what is built of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// The body itself: an object of which only [`BODY_FIELDS`] are kept.
+    Top,
+    /// A field rules read, or inside one: built in full.
+    Kept,
+    /// Anything else: checked, not built (read as `Null`).
+    Skipped,
+}
+
+/// Reads one value: `strict` refuses duplicate keys, otherwise the last one wins.
+#[derive(Clone, Copy)]
+struct Read {
+    strict: bool,
+    part: Part,
+}
+
+impl Read {
+    fn child(self, key: &str) -> Read {
+        let keep = match self.part {
+            Part::Top => BODY_FIELDS.contains(&proto_spelling(key).as_ref()),
+            Part::Kept => true,
+            Part::Skipped => false,
+        };
+        Read {
+            strict: self.strict,
+            part: if keep { Part::Kept } else { Part::Skipped },
+        }
+    }
+
+    fn element(self) -> Read {
+        Read {
+            strict: self.strict,
+            part: if self.part == Part::Kept {
+                Part::Kept
+            } else {
+                Part::Skipped
+            },
+        }
+    }
+
+    fn kept(self) -> bool {
+        self.part == Part::Kept
+    }
+
+    fn scalar(self, value: impl FnOnce() -> Value) -> Value {
+        if self.kept() {
+            value()
+        } else {
+            Value::Null
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Read {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Read {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -62,27 +190,27 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
+        Ok(self.scalar(|| Value::Bool(v)))
     }
 
     fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
+        Ok(self.scalar(|| Value::from(v)))
     }
 
     fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
+        Ok(self.scalar(|| Value::from(v)))
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(Value::from(v))
+        Ok(self.scalar(|| Value::from(v)))
     }
 
     fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_string()))
+        Ok(self.scalar(|| Value::String(v.to_string())))
     }
 
     fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
+        Ok(self.scalar(|| Value::String(v)))
     }
 
     fn visit_unit<E>(self) -> Result<Value, E> {
@@ -94,52 +222,62 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let element = self.element();
         let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            items.push(v);
+        while let Some(v) = seq.next_element_seed(element)? {
+            if element.kept() {
+                items.push(v);
+            }
         }
-        Ok(Value::Array(items))
+        Ok(self.scalar(|| Value::Array(items)))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let builds = self.part != Part::Skipped;
         let mut map = Map::new();
-        // Small objects (nearly all of them) are checked by comparing spellings in place; a
-        // large one switches to a set.
-        let mut large: Option<HashSet<String>> = None;
-        while let Some(key) = access.next_key::<String>()? {
-            let duplicate = match &mut large {
-                Some(set) => !set.insert(proto_spelling(&key).into_owned()),
-                None => map.keys().any(|k| same_field(k, &key)),
-            };
-            if duplicate {
+        let mut seen = Seen::new();
+        while let Some(Key(key)) = access.next_key()? {
+            // Cloning a key borrowed from the input copies a pointer.
+            if self.strict && !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!("{DUPLICATE}{key}{DUPLICATE}")));
             }
-            let Strict(value) = access.next_value()?;
-            map.insert(key, value);
-            if large.is_none() && map.len() >= LINEAR_LIMIT {
-                large = Some(map.keys().map(|k| proto_spelling(k).into_owned()).collect());
+            let child = self.child(&key);
+            let value = access.next_value_seed(child)?;
+            if builds && child.kept() {
+                map.insert(key.into_owned(), value);
             }
         }
-        Ok(Value::Object(map))
+        Ok(if builds {
+            Value::Object(map)
+        } else {
+            Value::Null
+        })
     }
 }
 
-/// Parses a policy route's body: a JSON object with one meaning.
-pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonProblem> {
-    match serde_json::from_slice::<Strict>(bytes) {
-        Ok(Strict(value)) if value.is_object() => Ok(value),
-        Ok(_) => Err(JsonProblem::Invalid("body: expected a JSON object".into())),
-        Err(e) => Err(describe(&e)),
+/// Reads a policy route's body: a JSON object with one meaning (`strict`), or read the lenient
+/// way (the last of equal keys wins, for shadow mode). Returns the object with the fields rules
+/// read ([`BODY_FIELDS`]), under the keys the body gives them.
+pub fn read_fields(bytes: &[u8], strict: bool) -> Result<Value, JsonProblem> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let read = Read {
+        strict,
+        part: Part::Top,
+    };
+    let value = read
+        .deserialize(&mut de)
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| describe(&e))?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(JsonProblem::Invalid("body: expected a JSON object".into()))
     }
 }
 
-/// Parses a body the lenient way (the last of equal keys wins), for shadow mode.
-pub fn parse_lenient(bytes: &[u8]) -> Result<Value, JsonProblem> {
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(value) if value.is_object() => Ok(value),
-        Ok(_) => Err(JsonProblem::Invalid("body: expected a JSON object".into())),
-        Err(e) => Err(describe(&e)),
-    }
+/// Reads a whole body that [`read_fields`] accepted, for a rewrite.
+pub fn parse_whole(bytes: &[u8]) -> Result<Value, JsonProblem> {
+    serde_json::from_slice::<Value>(bytes).map_err(|e| describe(&e))
 }
 
 fn describe(e: &serde_json::Error) -> JsonProblem {
@@ -169,20 +307,35 @@ fn describe(e: &serde_json::Error) -> JsonProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn ambiguous(text: &str) -> String {
-        match parse_strict(text.as_bytes()) {
+        match read_fields(text.as_bytes(), true) {
             Err(JsonProblem::Ambiguous(m)) => m,
             other => panic!("{text}: {other:?}"),
         }
     }
 
+    /// What `read_fields` should give: serde_json's reading, with the fields rules read.
+    fn rule_fields(whole: &Value) -> Value {
+        let mut kept = whole.as_object().expect("object").clone();
+        kept.retain(|k, _| BODY_FIELDS.contains(&proto_spelling(k).as_ref()));
+        Value::Object(kept)
+    }
+
     #[test]
-    fn one_meaning_parses_to_the_same_value_as_serde_json() {
-        let text = r#"{"app_id":"a","recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},"n":1.5,"m":-3,"b":[true,null,"x"]}"#;
-        let strict = parse_strict(text.as_bytes()).expect("strict");
-        let plain: Value = serde_json::from_str(text).expect("plain");
-        assert_eq!(strict, plain);
+    fn the_fields_rules_read_are_serde_jsons_reading() {
+        let text = r#"{"appId":"a","recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]},"n":1.5,"m":-3,"b":[true,null,"x\u00e9"]},"message":{"text_message":{"text":"hi \"there\""}},"retentionPolicy":{"ttl_days":"30"},"processing_mode":7}"#;
+        let whole: Value = serde_json::from_str(text).expect("plain");
+        let fields = read_fields(text.as_bytes(), true).expect("strict");
+        assert_eq!(fields, rule_fields(&whole));
+        assert!(fields.get("message").is_none(), "{fields}");
+        assert_eq!(fields["recipient"], whole["recipient"]);
+        assert_eq!(parse_whole(text.as_bytes()).expect("whole"), whole);
+        assert_eq!(
+            read_fields(text.as_bytes(), false).expect("lenient"),
+            fields
+        );
     }
 
     #[test]
@@ -196,14 +349,14 @@ mod tests {
         );
         ambiguous(r#"{"x":[{"ttl_days":1,"ttlDays":2}]}"#);
         // Different keys, even similar ones, are fine.
-        assert!(parse_strict(br#"{"app_id":"a","app_idx":"b","appID":"c"}"#).is_ok());
+        assert!(read_fields(br#"{"app_id":"a","app_idx":"b","appID":"c"}"#, true).is_ok());
     }
 
     #[test]
     fn large_objects_are_checked_as_well_as_small_ones() {
         let mut fields: Vec<String> = (0..40).map(|i| format!("\"f{i}\":{i}")).collect();
         let ok = format!("{{{}}}", fields.join(","));
-        assert!(parse_strict(ok.as_bytes()).is_ok());
+        assert!(read_fields(ok.as_bytes(), true).is_ok());
         fields.push("\"f3\":0".into());
         ambiguous(&format!("{{{}}}", fields.join(",")));
         fields.pop();
@@ -213,17 +366,182 @@ mod tests {
 
     #[test]
     fn invalid_bodies_say_where_without_echoing_the_input() {
-        for text in [r#"{"a":"secret-value""#, "[1,2]", r#"{"a": secret}"#] {
-            match parse_strict(text.as_bytes()) {
+        let bodies: [&[u8]; 7] = [
+            br#"{"a":"secret-value""#,
+            b"[1,2]",
+            br#"{"a": secret}"#,
+            br#""secret""#,
+            b"null",
+            br#"{"a":1} {"secret":2}"#,
+            b"{\"message\":\"\xff secret\"}",
+        ];
+        for text in bodies {
+            match read_fields(text, true) {
                 Err(JsonProblem::Invalid(m)) => assert!(!m.contains("secret"), "{m}"),
-                other => panic!("{text}: {other:?}"),
+                other => panic!("{}: {other:?}", String::from_utf8_lossy(text)),
             }
         }
     }
 
     #[test]
     fn the_lenient_reader_keeps_the_last_duplicate() {
-        let v = parse_lenient(br#"{"a":1,"a":2}"#).expect("lenient");
-        assert_eq!(v["a"], 2);
+        let v = read_fields(br#"{"app_id":"a","app_id":"b","x":1,"x":2}"#, false).expect("lenient");
+        assert_eq!(v, serde_json::json!({"app_id": "b"}));
+        assert!(read_fields(br#"{"x":{"y":1,"y":2}}"#, false).is_ok());
+    }
+
+    /// Whether any object in `v` holds a key and its alias.
+    fn has_alias_pair(v: &Value) -> bool {
+        match v {
+            Value::Object(map) => {
+                let keys: Vec<_> = map.keys().collect();
+                keys.iter()
+                    .enumerate()
+                    .any(|(i, a)| keys[i + 1..].iter().any(|b| same_field(a, b)))
+                    || map.values().any(has_alias_pair)
+            }
+            Value::Array(items) => items.iter().any(has_alias_pair),
+            _ => false,
+        }
+    }
+
+    fn arbitrary_body() -> impl Strategy<Value = Value> {
+        const KEYS: [&str; 14] = [
+            "app_id",
+            "appId",
+            "recipient",
+            "contact_id",
+            "contactId",
+            "message",
+            "text",
+            "ttl_days",
+            "ttlDays",
+            "retention_policy",
+            "processingStrategy",
+            "x",
+            "caf\u{e9}",
+            "a\"b",
+        ];
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            "[a-z\u{e9}\\\"\n]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::vec((prop::sample::select(&KEYS[..]), inner), 0..6).prop_map(
+                    |pairs| Value::Object(
+                        pairs.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+                    )
+                ),
+            ]
+        })
+        .prop_map(|v| match v {
+            Value::Object(_) => v,
+            other => serde_json::json!({ "message": other, "app_id": "a" }),
+        })
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// Any object: the strict reading refuses it exactly when some object in it holds a
+        /// key and its alias, and otherwise gives serde_json's reading of the fields rules
+        /// read; the lenient reading always does.
+        #[test]
+        fn readings_agree_with_serde_json(body in arbitrary_body()) {
+            let text = serde_json::to_vec(&body).expect("serialise");
+            let whole: Value = serde_json::from_slice(&text).expect("reparse");
+            match read_fields(&text, true) {
+                Ok(fields) => {
+                    proptest::prop_assert!(!has_alias_pair(&whole));
+                    proptest::prop_assert_eq!(fields, rule_fields(&whole));
+                }
+                Err(JsonProblem::Ambiguous(_)) => proptest::prop_assert!(has_alias_pair(&whole)),
+                Err(JsonProblem::Invalid(m)) => proptest::prop_assert!(false, "{}", m),
+            }
+            proptest::prop_assert_eq!(read_fields(&text, false).expect("lenient"), rule_fields(&whole));
+        }
+
+        /// Cut anywhere, a body is refused (as invalid, or as ambiguous when a duplicate comes
+        /// before the cut), never read.
+        #[test]
+        fn truncated_bodies_are_invalid(body in arbitrary_body(), cut in 0.0f64..1.0) {
+            let text = serde_json::to_vec(&body).expect("serialise");
+            let at = ((text.len() as f64) * cut) as usize;
+            proptest::prop_assume!(at < text.len());
+            let truncated = &text[..at];
+            proptest::prop_assert!(read_fields(truncated, true).is_err());
+            proptest::prop_assert!(read_fields(truncated, false).is_err());
+        }
+    }
+
+    /// Every rule decides the same on the fields [`read_fields`] keeps as on the whole body:
+    /// a rule reading a field missing from `BODY_FIELDS` fails this.
+    #[test]
+    fn rules_decide_the_same_on_the_fields_as_on_the_whole_body() {
+        use crate::domain::{Operation, ProcessingMode};
+        use crate::policy::{
+            evaluate, Action, PolicyContext, Query, RequestFacts, RuleId, RuleSet,
+        };
+        let bodies = [
+            r#"{"app_id":"a","recipient":{"contact_id":"k"},"message":{"text_message":{"text":"x"}}}"#,
+            r#"{"appId":"a","recipient":{"contactId":"k"},"processingStrategy":"DISPATCH_ONLY","correlationId":"c","conversationMetadata":{"k":"v"}}"#,
+            r#"{"app_id":"a","recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},"processing_strategy":"DISPATCH_ONLY","correlation_id":"c"}"#,
+            r#"{"display_name":"x","retention_policy":{"retention_type":"PERSIST","ttl_days":5000},"dispatchRetentionPolicy":{"retentionType":"MESSAGE_EXPIRE","ttlDays":"9"}}"#,
+            r#"{"retentionPolicy":{"ttlDays":400},"processing_mode":"DISPATCH"}"#,
+            r#"{"dispatch_retention_policy":{"ttl_days":60}}"#,
+            r#"{"app_id":"a","contact_ids":["k"],"messages_source":"CONVERSATION_SOURCE"}"#,
+            r#"{"appId":"a","contactIds":["k"],"channel_identities":[{"identity":"+1"}]}"#,
+            r#"{"retention_policy":{"ttl_days":0},"processing_mode":2,"processing_strategy":1}"#,
+        ];
+        let pinned = [
+            None,
+            Some(ProcessingMode::Conversation),
+            Some(ProcessingMode::Dispatch),
+        ];
+        let query = Query::parse(None);
+        for text in bodies {
+            let whole: Value = serde_json::from_str(text).expect("json");
+            let fields = read_fields(text.as_bytes(), true).expect("fields");
+            for &op in Operation::ALL {
+                for mode in pinned {
+                    for &rule in RuleId::ALL {
+                        for action in [Action::Shadow, Action::Rewrite, Action::Enforce] {
+                            let mut rules = RuleSet::default();
+                            for &r in RuleId::ALL {
+                                rules.set(r, Action::Off);
+                            }
+                            rules.set(rule, action);
+                            let ctx = PolicyContext {
+                                rules: &rules,
+                                create_app_default_mode: mode,
+                                max_ttl_days: 30,
+                                allow_dispatch_only: false,
+                            };
+                            let decide = |body: &Value| {
+                                let facts = RequestFacts {
+                                    operation: op,
+                                    query: &query,
+                                    body: Some(body),
+                                    message_store: None,
+                                };
+                                evaluate(&facts, mode, &ctx)
+                            };
+                            assert_eq!(
+                                decide(&whole),
+                                decide(&fields),
+                                "{rule:?} {op:?} {mode:?} {text}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 }
