@@ -96,28 +96,50 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
     if let Some(NonCanonical(message)) = req.extensions().get::<NonCanonical>() {
         ambiguous(ctx, message.clone());
     }
+    // One pass over the names present (comparisons, no hashing) finds what to look at.
     let headers = req.headers();
-    for name in METHOD_OVERRIDES {
-        if headers.contains_key(name) {
-            ambiguous(
-                ctx,
-                format!("{name}: method overrides are not accepted; send the request with the method it means"),
-            );
+    let mut overrides = [false; METHOD_OVERRIDES.len()];
+    let (mut authorization, mut connection) = (false, false);
+    for name in headers.keys() {
+        if let Some(i) = METHOD_OVERRIDES.iter().position(|o| name == o) {
+            overrides[i] = true;
         }
+        authorization |= name == header::AUTHORIZATION;
+        connection |= name == header::CONNECTION;
     }
-    if headers.get_all(header::AUTHORIZATION).iter().count() > 1 {
+    for (name, _) in METHOD_OVERRIDES
+        .iter()
+        .zip(overrides)
+        .filter(|(_, here)| *here)
+    {
+        ambiguous(
+            ctx,
+            format!("{name}: method overrides are not accepted; send the request with the method it means"),
+        );
+    }
+    if authorization
+        && headers
+            .get_all(header::AUTHORIZATION)
+            .iter()
+            .nth(1)
+            .is_some()
+    {
         ambiguous(
             ctx,
             "authorization: more than one Authorization header; send exactly one credential".into(),
         );
     }
-    let listed = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .find(|t| RELIED_ON.contains(&t.as_str()));
+    let listed = connection
+        .then(|| {
+            headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .map(|t| t.trim().to_ascii_lowercase())
+                .find(|t| RELIED_ON.contains(&t.as_str()))
+        })
+        .flatten();
     if let Some(token) = listed {
         ambiguous(
             ctx,

@@ -23,8 +23,10 @@ pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-p
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
-/// Hop-by-hop headers that never cross a proxy, whether or not `Connection` lists them.
-pub const HOP_BY_HOP: [HeaderName; 8] = [
+const HOPS: usize = 9;
+/// Headers that never cross a proxy, whether or not `Connection` lists them: the hop-by-hop
+/// ones and `Upgrade`.
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     KEEP_ALIVE,
     PROXY_CONNECTION,
@@ -33,6 +35,7 @@ pub const HOP_BY_HOP: [HeaderName; 8] = [
     header::TE,
     header::TRAILER,
     header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
 
 /// End-to-end headers the gateway relies on (body framing, request correlation); a
@@ -41,38 +44,45 @@ fn protected(name: &HeaderName) -> bool {
     name == header::CONTENT_LENGTH || name == header::CONTENT_TYPE || name == X_REQUEST_ID
 }
 
-fn is_hop_by_hop(name: &HeaderName) -> bool {
-    name == header::UPGRADE || HOP_BY_HOP.iter().any(|h| h == name)
-}
-
 /// Removes hop-by-hop headers, including every header named in `Connection`, and `Upgrade`.
 ///
-/// The common message has none, so one pass over the names present (cheap comparisons, no
-/// hashing) decides whether there is anything to do.
+/// One pass over the names present (cheap comparisons, no hashing) finds which are there; the
+/// common request has none, and the common response only `Connection`, so only what is
+/// present is looked up and removed.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(is_hop_by_hop) {
+    let mut present = [false; HOPS];
+    let mut any = false;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+            any = true;
+        }
+    }
+    if !any {
         return;
     }
-    if headers.contains_key(header::CONNECTION) {
+    if present[0] {
         let listed: Vec<HeaderName> = headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+            .map(str::trim)
+            // `keep-alive` and the like are removed below anyway (and not parsed here).
+            .filter(|token| {
+                !HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+            })
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             .filter(|name| !protected(name))
             .collect();
         for name in listed {
             headers.remove(name);
         }
     }
-    for name in &HOP_BY_HOP {
-        if headers.contains_key(name) {
-            headers.remove(name);
-        }
-    }
-    if headers.contains_key(header::UPGRADE) {
-        headers.remove(header::UPGRADE);
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, here)| *here) {
+        headers.remove(name);
     }
 }
 
@@ -146,8 +156,29 @@ mod tests {
             ("x-keep", "yes"),
         ]);
         strip_hop_by_hop(&mut h);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        // Removal may reorder what is left (across different names order carries no meaning).
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
         assert_eq!(names, ["authorization", "x-keep"]);
+    }
+
+    #[test]
+    fn each_hop_by_hop_header_is_removed_alone_and_listed_names_in_any_case() {
+        for name in &HOP_BY_HOP {
+            let mut h = map(&[(name.as_str(), "v"), ("x-keep", "yes")]);
+            strip_hop_by_hop(&mut h);
+            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+            assert_eq!(names, ["x-keep"], "{name}");
+        }
+        let mut h = map(&[
+            ("connection", "Keep-Alive, X-Listed ,UPGRADE"),
+            ("keep-alive", "timeout=5"),
+            ("x-listed", "1"),
+            ("x-keep", "yes"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
     }
 
     #[test]
