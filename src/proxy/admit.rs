@@ -101,7 +101,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
     let mut overrides = [false; METHOD_OVERRIDES.len()];
     let (mut authorization, mut connection) = (false, false);
     for name in headers.keys() {
-        if let Some(i) = METHOD_OVERRIDES.iter().position(|o| name == o) {
+        if let Some(i) = METHOD_OVERRIDES.iter().position(|o| name.as_str() == *o) {
             overrides[i] = true;
         }
         authorization |= name == header::AUTHORIZATION;
@@ -150,7 +150,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         return;
     }
     let path = req.uri().path();
-    let allowed = allowed_methods(path);
+    let allowed = allowed_methods(path, req.method());
     if !allowed.is_empty() {
         ambiguous(
             ctx,

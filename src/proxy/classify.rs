@@ -251,8 +251,9 @@ pub fn classify(method: &Method, path: &str) -> Classification {
     }
 }
 
-/// The methods the API defines for `path` (empty when the path names no operation at all).
-pub fn allowed_methods(path: &str) -> Vec<&'static str> {
+/// The methods the API defines for `path` other than `tried`, which the caller has classified
+/// already (empty when the path names no other operation).
+pub fn allowed_methods(path: &str, tried: &Method) -> Vec<&'static str> {
     [
         (Method::GET, "GET"),
         (Method::POST, "POST"),
@@ -260,7 +261,7 @@ pub fn allowed_methods(path: &str) -> Vec<&'static str> {
         (Method::DELETE, "DELETE"),
     ]
     .into_iter()
-    .filter(|(m, _)| classify(m, path).operation != Operation::Other)
+    .filter(|(m, _)| m != tried && classify(m, path).operation != Operation::Other)
     .map(|(_, name)| name)
     .collect()
 }
