@@ -231,6 +231,34 @@ fn corpus() -> Vec<Case> {
             r#"{"app_id":"d-app","recipient":{"identified_by":{"channel_identities":[]},"contactId":"alice","contact_id":"x"},"message":{}}"#,
         ),
         c(
+            "key given with a unicode escape",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app\u005fid":"d-app","recipient":{"contact\u005fid":"alice"},"message":{}}"#,
+        ),
+        c(
+            "field names inside a string",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"message":{"text_message":{"text":"\",\"app_id\":\"c-app\"}"}},"app_id":"d-app","recipient":{"contact_id":"alice"}}"#,
+        ),
+        c(
+            "alias after a field no rule reads",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","message":{"text_message":{"text":"hi"}},"appId":"d-app","recipient":{"contact_id":"alice"}}"#,
+        ),
+        c(
+            "duplicate key inside a field no rule reads",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"d-app","recipient":{"contact_id":"alice"},"message":{"text_message":{"text":"a","text":"b"}}}"#,
+        ),
+        c(
             "duplicate query app_id",
             "GET",
             "/v1/projects/p/messages?app_id=c-app&app_id=d-app&contact_id=alice",
@@ -563,21 +591,26 @@ async fn unrecognized_routes_are_forwarded_by_default_and_refused_when_strict() 
     }
 }
 
+/// The corpus case of this class.
+fn case(class: &str) -> Case {
+    corpus()
+        .into_iter()
+        .find(|c| c.class == class)
+        .unwrap_or_else(|| panic!("no case {class}"))
+}
+
 #[tokio::test]
 async fn refusals_say_what_was_ambiguous_and_how_to_fix_it() {
     let up = upstream().await;
     let gw = spawn_before(&up.url(), "").await;
     for (case, needle) in [
-        (corpus().swap_remove(5), "%2F"),
-        (corpus().swap_remove(20), "give the enum by name"),
-        (corpus().swap_remove(23), "send it once"),
-        (corpus().swap_remove(25), "given more than once"),
-        (corpus().swap_remove(27), "the API takes GET"),
-        (
-            corpus().swap_remove(28),
-            "method overrides are not accepted",
-        ),
-        (corpus().swap_remove(30), "send exactly one credential"),
+        (case("encoded slash"), "%2F"),
+        (case("enum as a number"), "give the enum by name"),
+        (case("JSON key and its alias"), "send it once"),
+        (case("duplicate query app_id"), "given more than once"),
+        (case("form body to a GET-only route"), "the API takes GET"),
+        (case("method override"), "method overrides are not accepted"),
+        (case("two credentials"), "send exactly one credential"),
     ] {
         let mut b = Request::builder()
             .method(case.method)

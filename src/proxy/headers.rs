@@ -155,6 +155,14 @@ mod tests {
         h
     }
 
+    /// The names left, sorted: removal may reorder a map (across different names order carries
+    /// no meaning).
+    fn left(h: &HeaderMap) -> Vec<&str> {
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort_unstable();
+        names
+    }
+
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed() {
         let mut h = map(&[
@@ -173,10 +181,7 @@ mod tests {
             ("x-keep", "yes"),
         ]);
         strip_hop_by_hop(&mut h);
-        // Removal may reorder what is left (across different names order carries no meaning).
-        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        names.sort_unstable();
-        assert_eq!(names, ["authorization", "x-keep"]);
+        assert_eq!(left(&h), ["authorization", "x-keep"]);
     }
 
     #[test]
@@ -193,8 +198,7 @@ mod tests {
         for name in &HOP_BY_HOP {
             let mut h = map(&[(name.as_str(), "v"), ("x-keep", "yes")]);
             strip_hop_by_hop(&mut h);
-            let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-            assert_eq!(names, ["x-keep"], "{name}");
+            assert_eq!(left(&h), ["x-keep"], "{name}");
         }
         let mut h = map(&[
             ("connection", "Keep-Alive, X-Listed ,UPGRADE"),
@@ -203,8 +207,7 @@ mod tests {
             ("x-keep", "yes"),
         ]);
         strip_hop_by_hop(&mut h);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["x-keep"]);
+        assert_eq!(left(&h), ["x-keep"]);
     }
 
     #[test]
@@ -253,7 +256,6 @@ mod tests {
             ("transfer-encoding", "chunked"),
         ]);
         to_client(&mut h);
-        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
-        assert_eq!(names, ["content-type"]);
+        assert_eq!(left(&h), ["content-type"]);
     }
 }
