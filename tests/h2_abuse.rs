@@ -23,6 +23,19 @@ async fn still_serves(gw: &modegate::RunningApp) {
     assert_eq!(r.status, 200, "a well-behaved client is still served");
 }
 
+/// The verdict on a flood: the connection ended in GOAWAY(ENHANCE_YOUR_CALM), nothing of it
+/// reached the upstream, and the gateway still serves a new connection.
+async fn calmed(code: Option<u32>, up: &Upstream, gw: modegate::RunningApp) {
+    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
+    assert!(
+        up.seen().is_empty(),
+        "{} flood requests reached the upstream",
+        up.seen().len()
+    );
+    still_serves(&gw).await;
+    gw.shutdown().await;
+}
+
 #[tokio::test]
 async fn rapid_reset_ends_in_goaway_and_reset_streams_never_go_upstream() {
     let up = Upstream::ok().await;
@@ -37,14 +50,7 @@ async fn rapid_reset_ends_in_goaway_and_reset_streams_never_go_upstream() {
     }
     let _ = h2.send(&burst).await;
     let (_, code) = h2.read_goaway(Duration::from_secs(5)).await;
-    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
-    assert!(
-        up.seen().is_empty(),
-        "{} reset streams reached the upstream",
-        up.seen().len()
-    );
-    still_serves(&gw).await;
-    gw.shutdown().await;
+    calmed(code, &up, gw).await;
 }
 
 #[tokio::test]
@@ -62,10 +68,7 @@ async fn a_continuation_flood_ends_in_goaway_and_never_reaches_the_upstream() {
     let writer = h2.send_in_background(flood);
     let (_, code) = h2.read_goaway(Duration::from_secs(10)).await;
     writer.abort();
-    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
-    assert!(up.seen().is_empty(), "nothing reached the upstream");
-    still_serves(&gw).await;
-    gw.shutdown().await;
+    calmed(code, &up, gw).await;
 }
 
 #[tokio::test]
@@ -87,14 +90,11 @@ async fn an_hpack_bomb_ends_in_goaway_and_never_reaches_the_upstream() {
         .await
         .expect("send");
     let (frames, code) = h2.read_goaway(Duration::from_secs(5)).await;
-    assert_eq!(code, Some(ENHANCE_YOUR_CALM));
     assert!(
         frames.iter().all(|f| f.kind != HEADERS),
         "no response for the bomb's stream"
     );
-    assert!(up.seen().is_empty(), "nothing reached the upstream");
-    still_serves(&gw).await;
-    gw.shutdown().await;
+    calmed(code, &up, gw).await;
 }
 
 /// Opens `n` streams at once on one handshaken connection, against an upstream that never
