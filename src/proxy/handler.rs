@@ -115,7 +115,10 @@ async fn phases(
         }
     }
     admit::check_request(ctx, &req);
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    if admit::may_carry_stray_body(ctx, &body) {
+        body = admit::check_no_body(ctx, body, state.max_policy_body_bytes).await?;
+    }
 
     // Facts and decision, on routes the policy has something to say about (and only while
     // nothing has been refused).
