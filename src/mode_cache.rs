@@ -648,6 +648,86 @@ mod tests {
         HeaderValue::from_static("Bearer t")
     }
 
+    /// A lookup that answers CONVERSATION only once released.
+    struct Gated {
+        started: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl ModeLookup for Arc<Gated> {
+        fn app_mode(&self, _: &str, _: &str, _: Option<HeaderValue>) -> BoxFuture<LookupOutcome> {
+            let gate = self.clone();
+            Box::pin(async move {
+                gate.started.notify_one();
+                gate.release.notified().await;
+                LookupOutcome::Found(ProcessingMode::Conversation)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_sent_before_an_update_and_answered_after_it_is_not_cached() {
+        let gate = Arc::new(Gated {
+            started: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let settings = ModeCacheSettings {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(60),
+            max_apps: 1000,
+            max_messages: 0,
+            message_ttl: Duration::from_secs(60),
+            redis_url_env: None,
+        };
+        let c = Arc::new(ModeCache::new(
+            &settings,
+            Arc::new(gate.clone()),
+            Arc::new(Metrics::new()),
+            Clock::system(),
+        ));
+        // A request resolves the app: its lookup is in flight.
+        let racing = tokio::spawn({
+            let c = c.clone();
+            async move { c.resolve("p", "a", None, None, false).await }
+        });
+        gate.started.notified().await;
+        // Meanwhile an update to DISPATCH is seen and its answer learned.
+        c.forget("p", "a").await;
+        c.changed("p", "a");
+        c.learn_all("p", &[("a", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
+        // The old answer arrives: used for its own request, never cached.
+        gate.release.notify_one();
+        assert!(matches!(
+            racing.await.expect("join"),
+            Resolution::Known(ProcessingMode::Conversation, _)
+        ));
+        assert_eq!(
+            c.resolve("p", "a", None, None, false).await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        // A GET app answer whose request started before the update is not learned either.
+        let before = c.ticket();
+        c.forget("p", "a").await;
+        c.learn_all("p", &[("a", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
+        c.learn_all("p", &[("a", ProcessingMode::Conversation)], None, before)
+            .await;
+        assert_eq!(
+            c.resolve("p", "a", None, None, false).await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        // Project ids that are UUIDs are one project in any case.
+        let upper = "E2DF3A34-A71B-4448-9DB5-A8D2BAAD28E4";
+        c.learn_all(upper, &[("b", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
+        assert_eq!(
+            c.resolve(&upper.to_ascii_lowercase(), "b", None, None, false)
+                .await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_misses_coalesce_into_one_lookup() {
         let (c, lookup) = cache(60_000, LookupOutcome::Found(ProcessingMode::Dispatch));

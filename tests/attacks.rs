@@ -649,11 +649,26 @@ fn forwarded(up: &Upstream, before: usize) -> Vec<Seen> {
         .collect()
 }
 
+/// The configurations every attack is tried against: the default, rewrite, fail-closed and
+/// strict routes.
+const CONFIGURATIONS: [&str; 4] = [
+    "",
+    "[policy.rules]\n\"dispatch.send.contact_recipient\" = \"rewrite\"\n",
+    "[policy]\nunknown_mode = \"reject\"\n",
+    "[policy]\nunrecognized_route = \"reject\"\n",
+];
+
 async fn run(cases: Vec<Case>, must_forward: bool) {
+    for config in CONFIGURATIONS {
+        run_with(&cases, must_forward, config).await;
+    }
+}
+
+async fn run_with(cases: &[Case], must_forward: bool, config: &str) {
     let up = upstream().await;
-    let gw = spawn_before(&up.url(), "").await;
+    let gw = spawn_before(&up.url(), config).await;
     let mut refused = 0;
-    for case in &cases {
+    for case in cases {
         for (transport, h2) in [("HTTP/1.1", false), ("h2c", true)] {
             let before = up.seen().len();
             let answer = if h2 {
@@ -662,7 +677,7 @@ async fn run(cases: Vec<Case>, must_forward: bool) {
                 over_h1(gw.proxy_addr, case).await
             };
             let seen = forwarded(&up, before);
-            let what = format!("{} over {transport}", case.class);
+            let what = format!("{} over {transport} with {config:?}", case.class);
             if answer.decision == "rejected" {
                 refused += 1;
                 assert!(
