@@ -654,17 +654,20 @@ fn reload_judges_restart_only_changes_against_what_is_running() {
 
 /// Starts `demo` with ephemeral listeners; returns the child, its proxy and admin addresses
 /// and what it printed on stdout.
-fn demo(config: &std::path::Path) -> (std::process::Child, String, String, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(config)
+fn demo(config: Option<&Path>, dir: &Path) -> (std::process::Child, String, String, String) {
+    let mut command = Command::new(BIN);
+    command.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -709,7 +712,7 @@ fn demo(config: &std::path::Path) -> (std::process::Child, String, String, Strin
 #[test]
 fn the_demo_shows_the_migration_report_and_reloads_its_file() {
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
-    let (child, proxy, admin, printed) = demo(&config);
+    let (child, proxy, admin, printed) = demo(Some(&config), Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(printed.contains("/report/migration"), "{printed}");
     assert!(printed.contains("report --admin"), "{printed}");
     // The demo's own legacy-app command: forwarded, and a row in the report.
@@ -741,6 +744,95 @@ fn the_demo_shows_the_migration_report_and_reloads_its_file() {
     assert!(reloaded.contains(r#""needs_restart":[]"#), "{reloaded}");
     sigterm(&child);
     assert_eq!(wait_exit(child), Some(0));
+}
+
+#[test]
+fn the_demo_runs_from_any_directory_and_one_request_is_one_request_in_its_report() {
+    // An empty directory: the demo reads no file.
+    let dir = std::env::temp_dir().join(format!("modegate-demo-{}", modegate::ids::hex_id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (child, proxy, admin, printed) = demo(None, &dir);
+    let auth = "Authorization: Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
+    // Step 1 of the printed steps: the built-in seed's DISPATCH app, through the gateway.
+    assert!(printed.contains("/apps/new-app"), "{printed}");
+    let forwarded = http(
+        &proxy,
+        &format!("GET /v1/projects/demo-project/apps/new-app HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(forwarded.starts_with("HTTP/1.1 200"), "{forwarded}");
+    assert!(
+        forwarded.contains("x-modegate-decision: forwarded"),
+        "{forwarded}"
+    );
+    // Step 5: one legacy request that DISPATCH mode would both refuse (contact_id) and rewrite
+    // (messages_source) is one request in the report, a refused one.
+    let legacy = http(
+        &proxy,
+        &format!("GET /v1/projects/demo-project/messages?app_id=legacy-app&contact_id=alice HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(legacy.starts_with("HTTP/1.1 200"), "{legacy}");
+    let report = get(&admin, "/report/migration");
+    let body = report.split("\r\n\r\n").nth(1).expect("body");
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON report");
+    let app = &v["apps"][0];
+    assert_eq!(app["app_id"], "legacy-app", "{v}");
+    assert_eq!(app["requests"], 1, "{v}");
+    assert_eq!(app["would_refuse"], 1, "{v}");
+    assert_eq!(app["would_rewrite"], 0, "{v}");
+    let rules: Vec<(String, String, u64)> = app["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or_default().to_string(),
+                r["would"].as_str().unwrap_or_default().to_string(),
+                r["count"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "dispatch.list_messages.contact_filter".to_string(),
+                "refuse".to_string(),
+                1
+            ),
+            (
+                "dispatch.messages_source".to_string(),
+                "rewrite".to_string(),
+                1
+            )
+        ],
+        "{v}"
+    );
+    // Step 6 prints the counters that moved, not the hundreds exported at zero.
+    assert!(printed.contains("grep -v ' 0$'"), "{printed}");
+    let metrics = get(&admin, "/metrics");
+    let moved: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            [
+                "modegate_requests_total",
+                "modegate_policy_decisions_total",
+                "modegate_migration_blockers_total",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+                && !l.ends_with(" 0")
+        })
+        .collect();
+    assert!(!moved.is_empty() && moved.len() <= 10, "{moved:?}");
+    // With no file there is nothing to reload, and the answer says so.
+    let reload = post_reload(&admin);
+    assert!(
+        reload.contains("not started from a config file"),
+        "{reload}"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
