@@ -262,17 +262,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig { config } = &cli.command {
-        let checked = Config::load(config).and_then(|c| {
-            let problems = modegate::start_problems(&c);
-            if problems.is_empty() {
-                Ok(c)
-            } else {
-                Err(modegate::config::ConfigError {
-                    path: config.clone(),
-                    problems,
-                })
-            }
-        });
+        let checked = Config::check(config, modegate::start_problems);
         return match checked {
             Ok(c) => {
                 println!("{}: valid\n\n{}", config.display(), c.summary());

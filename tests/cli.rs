@@ -602,6 +602,50 @@ fn check_config_finds_what_serve_would_fail_on_at_start() {
 }
 
 #[test]
+fn check_config_reports_schema_and_start_time_problems_in_one_run() {
+    // Schema problems (a wrong type, an unknown key, a bad value) beside what `serve` would fail
+    // on at start (an unreadable seed, unset inject key variables, a TLS file that is not
+    // there): one run names them all.
+    let text = "[server]\nlisten = \"127.0.0.1:8080\"\nfast_mode = true\n\
+        tls_cert_file = \"/nonexistent/tls.crt\"\ntls_key_file = \"/nonexistent/tls.key\"\n\
+        [upstream]\nbase_url = \"embedded\"\nembedded_seed = \"/nonexistent/seed.toml\"\nconnect_timeout_ms = \"fast\"\n\
+        [auth]\nmode = \"inject\"\nkey_id_env = \"MODEGATE_TEST_UNSET_ID_2\"\nkey_secret_env = \"MODEGATE_TEST_UNSET_SECRET_2\"\n\
+        [policy]\nunknown_mode = \"maybe\"\n";
+    let (code, err) = check_config(text, &[]);
+    assert_eq!(code, Some(2));
+    for (key, needle) in [
+        ("server.fast_mode", "unknown key"),
+        ("server.tls_cert_file", "/nonexistent/tls.crt"),
+        ("upstream.connect_timeout_ms", "found the string \"fast\""),
+        ("policy.unknown_mode", "\"maybe\""),
+        ("upstream.embedded_seed", ""),
+        (
+            "auth.key_id_env",
+            "environment variable MODEGATE_TEST_UNSET_ID_2 is not set",
+        ),
+        (
+            "auth.key_secret_env",
+            "environment variable MODEGATE_TEST_UNSET_SECRET_2 is not set",
+        ),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("  - {key}: ")) && l.contains(needle)),
+            "{key} ({needle}) missing:\n{err}"
+        );
+    }
+    // Grouped by section, schema and start-time problems alike.
+    let keys: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .filter_map(|l| l.split(['.', ':']).next())
+        .collect();
+    let mut grouped = keys.clone();
+    grouped.dedup();
+    assert_eq!(grouped, ["server", "upstream", "auth", "policy"], "{err}");
+}
+
+#[test]
 fn check_config_summary_speaks_the_files_language() {
     let file = write_config(
         "[policy]\nunknown_mode = \"forward\"\n[[policy.app]]\nproject_id = \"p\"\napp_id = \"a\"\nrules = { \"dispatch.messages_source\" = \"shadow\" }\n[log]\naccess_log = true\n",

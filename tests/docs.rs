@@ -146,9 +146,7 @@ fn see_references(text: &str) -> Vec<String> {
             .unwrap_or(false);
         rest = &rest[at + 3..];
         if starts_word && boundary {
-            let end = rest
-                .find(|c: char| matches!(c, ')' | '.' | ',' | ';' | ':'))
-                .unwrap_or(rest.len());
+            let end = rest.find([')', '.', ',', ';', ':']).unwrap_or(rest.len());
             // A link's target may hold full stops: keep it whole.
             let target = if rest.starts_with('[') {
                 rest.find(')').map_or(rest, |e| &rest[..=e])
