@@ -19,8 +19,9 @@ if [ ! -x "$work/venv/bin/python" ]; then
 fi
 "$work/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
 mkdir -p "$work/node"
-cp "$here/package.json" "$work/node/package.json"
-(cd "$work/node" && npm install --silent --no-audit --no-fund >/dev/null)
+cp "$here/package.json" "$here/package-lock.json" "$work/node/"
+# npm ci: exactly the committed lockfile (transitive versions and integrity hashes), or fail.
+(cd "$work/node" && npm ci --silent --no-audit --no-fund >/dev/null)
 export NODE_PATH="$work/node/node_modules"
 
 pids=()
