@@ -2,42 +2,24 @@
 //! container or as an installed binary), and the ready-to-paste curl commands it prints.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use crate::config::{Config, ConfigError, UpstreamTarget};
-use crate::simulator::Seed;
+use crate::config::{Config, ConfigError};
+use crate::simulator::seed::BUILT_IN_DIR;
 
 /// The demo's config (`config/demo.toml`), built in: `modegate demo` reads no file unless
-/// `--config` names one.
+/// `--config` names one. Its `upstream.embedded_seed`, relative as in the file, resolves to the
+/// built-in copy of `config/demo-seed.toml` (see [`BUILT_IN_DIR`]).
 pub const CONFIG: &str = include_str!("../config/demo.toml");
-/// The demo's seed (`config/demo-seed.toml`, the built-in config's `upstream.embedded_seed`).
-pub const SEED: &str = include_str!("../config/demo-seed.toml");
-/// How messages name the built-in config.
-pub const BUILT_IN: &str = "<built-in config/demo.toml>";
 
-/// The built-in config, validated. Its one file reference, `upstream.embedded_seed`, is
-/// [`SEED`]: see [`built_in_seed`] and [`with_simulator`].
+/// The name the built-in config goes by (in messages, and for its relative paths).
+pub fn built_in_path() -> PathBuf {
+    Path::new(BUILT_IN_DIR).join("demo.toml")
+}
+
+/// The built-in config, validated.
 pub fn built_in_config() -> Result<Config, ConfigError> {
-    Config::parse(CONFIG, Path::new(BUILT_IN))
-}
-
-/// The built-in seed.
-pub fn built_in_seed() -> Result<Seed, String> {
-    Seed::parse(SEED)
-}
-
-/// `config` with its embedded simulator replaced by one already listening on `simulator` (the
-/// built-in seed's), so nothing is read from the working directory.
-pub fn with_simulator(mut config: Config, simulator: SocketAddr) -> Config {
-    config.upstream.target = UpstreamTarget::Url(
-        format!("http://{simulator}")
-            .parse()
-            .unwrap_or_else(|_| http::Uri::from_static("http://127.0.0.1")),
-    );
-    if config.auth.token_url.is_none() {
-        config.auth.token_url = format!("http://{simulator}/oauth2/token").parse().ok();
-    }
-    config
+    Config::parse(CONFIG, &built_in_path())
 }
 
 /// The demo project, app ids and key, as seeded by `config/demo-seed.toml`.
@@ -89,37 +71,25 @@ Press Ctrl-C to stop.
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UpstreamTarget;
+    use crate::simulator::Seed;
 
     #[test]
-    fn the_built_in_config_names_no_file_but_its_seed() {
+    fn the_built_in_config_reads_only_built_in_files() {
         let config = built_in_config().expect("the built-in config is valid");
-        match &config.upstream.target {
-            UpstreamTarget::Embedded { seed: Some(seed) } => {
-                assert_eq!(
-                    seed.file_name().and_then(|n| n.to_str()),
-                    Some("demo-seed.toml")
-                );
-            }
-            other => panic!("the demo runs the embedded simulator, not {other:?}"),
-        }
+        let UpstreamTarget::Embedded { seed: Some(seed) } = &config.upstream.target else {
+            panic!("the demo runs the embedded simulator with its seed");
+        };
+        assert_eq!(seed, &Path::new(BUILT_IN_DIR).join("demo-seed.toml"));
+        let seed = Seed::load(seed).expect("the built-in seed");
+        assert!(seed.projects.iter().any(|p| p.id == PROJECT), "{seed:?}");
         assert!(config.server.tls.is_none());
         assert!(config.upstream.ca_file.is_none());
-        let seed = built_in_seed().expect("the built-in seed is valid");
-        assert!(seed.projects.iter().any(|p| p.id == PROJECT), "{seed:?}");
-    }
-
-    #[test]
-    fn the_simulator_replaces_the_embedded_target() {
-        let addr: SocketAddr = "127.0.0.1:3999".parse().expect("addr");
-        let config = with_simulator(built_in_config().expect("config"), addr);
-        assert_eq!(
-            config.upstream.target,
-            UpstreamTarget::Url(http::Uri::from_static("http://127.0.0.1:3999"))
-        );
-        assert_eq!(
-            config.auth.token_url.map(|u| u.to_string()).as_deref(),
-            Some("http://127.0.0.1:3999/oauth2/token")
-        );
+        // Nothing else is built in, and a real file of that name is never read instead.
+        let other = Path::new(BUILT_IN_DIR).join("other.toml");
+        assert!(Seed::load(&other)
+            .expect_err("no such built-in")
+            .contains("no such built-in seed"));
     }
 
     #[test]

@@ -185,18 +185,6 @@ async fn demo(
     config.server.listen = listen.unwrap_or(config.server.listen);
     config.server.admin_listen = admin_listen.unwrap_or(config.server.admin_listen);
     logging::init(config.log.format, &config.log.level);
-    // The built-in config's simulator serves the built-in seed: no file is read.
-    let _simulator = if path.is_none() {
-        match built_in_simulator().await {
-            Ok((addr, trigger)) => {
-                config = modegate::demo::with_simulator(config, addr);
-                Some(trigger)
-            }
-            Err(code) => return code,
-        }
-    } else {
-        None
-    };
     let mut app = match App::bind(config).await {
         Ok(app) => app,
         Err(e) => return cannot_start(&e),
@@ -211,26 +199,6 @@ async fn demo(
     );
     app.run(signal_shutdown()).await;
     ExitCode::SUCCESS
-}
-
-/// Starts the simulator on the built-in seed, on an ephemeral loopback port; it serves until
-/// the returned trigger fires or is dropped with the process.
-async fn built_in_simulator() -> Result<(SocketAddr, modegate::server::ShutdownTrigger), ExitCode> {
-    let seed = modegate::demo::built_in_seed().map_err(|e| {
-        eprintln!("modegate: invalid built-in seed\n{e}");
-        ExitCode::from(2)
-    })?;
-    let (simulator, listener) =
-        match modegate::bind_simulator(seed, SocketAddr::from(([127, 0, 0, 1], 0))).await {
-            Ok(bound) => bound,
-            Err(e) => return Err(cannot_start(&e)),
-        };
-    let addr = listener
-        .local_addr()
-        .map_err(|e| cannot_start(&modegate::StartError::Upstream(format!("simulator: {e}"))))?;
-    let (trigger, shutdown) = shutdown_channel();
-    tokio::spawn(modegate::serve_simulator(simulator, listener, shutdown));
-    Ok((addr, trigger))
 }
 
 /// The runtime: one worker thread per CPU, or `TOKIO_WORKER_THREADS`. With one worker, a
