@@ -195,6 +195,22 @@ fn every_anchor_link_in_the_readme_names_a_heading() {
 }
 
 #[test]
+fn every_relative_link_in_the_readme_names_a_file_in_the_repository() {
+    let readme = read("README.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let missing: Vec<&str> = readme
+        .match_indices("](")
+        .map(|(i, _)| {
+            let rest = &readme[i + 2..];
+            &rest[..rest.find(')').unwrap_or(rest.len())]
+        })
+        .filter(|t| !t.starts_with('#') && !t.contains("://"))
+        .filter(|t| !root.join(t.split('#').next().unwrap_or(t)).exists())
+        .collect();
+    assert!(missing.is_empty(), "links to no file: {missing:?}");
+}
+
+#[test]
 fn the_reference_scanner_finds_what_it_should() {
     let text = "# Top\n## Deploying\nrun it (see Deploying), see [results](bench/a.md).\n\
                 See Running several\nreplicas. It sees nothing; foresee none.\n```\nsee Code\n```\n";
