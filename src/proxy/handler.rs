@@ -218,10 +218,19 @@ fn record(state: &GatewayState, ctx: &RequestCtx) {
             "policy decision"
         );
     }
-    for rule in &ctx.blockers {
-        state.metrics.migration_blocker(*rule);
-        state
-            .report
-            .record(project.unwrap_or("-"), app.unwrap_or("-"), *rule);
+    // What-if: what each DISPATCH rule would do with the app's actions; refusals are blockers.
+    let rules = ctx.policy_context().rules;
+    let findings: Vec<_> = ctx
+        .blockers
+        .iter()
+        .map(|r| (*r, crate::report::Would::from_action(rules.action(*r))))
+        .collect();
+    for (rule, would) in &findings {
+        if *would == crate::report::Would::Refuse {
+            state.metrics.migration_blocker(*rule);
+        }
     }
+    state
+        .report
+        .record(project.unwrap_or("-"), app.unwrap_or("-"), &findings);
 }
