@@ -72,6 +72,11 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, message)
     }
 
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
     /// Adds an `ErrorInfo` detail (used for the rule id of a gateway rejection).
     pub fn with_detail(mut self, value: impl Into<String>) -> Self {
         self.details.push(value.into());

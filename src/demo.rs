@@ -68,6 +68,30 @@ Press Ctrl-C to stop.
     )
 }
 
+/// The Batch API steps of the demo (they take the place of the closing line of
+/// [`instructions`], which they end with).
+pub fn batch_instructions(batch: SocketAddr, admin: SocketAddr) -> String {
+    let url = format!("http://{batch}/v1/projects/{PROJECT}/messages");
+    let ann = r#"{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}},"parameters":{"name":"Ann"}}"#;
+    format!(
+        r#"Batch API, on its own port (http://{batch}, forwarded to the simulator's Batch origin):
+
+8. Reject: a batch to the DISPATCH app whose recipients 1 and 2 are contact_ids (one 400 naming both)
+   curl -si -u {KEY} -H 'content-type: application/json' {url} \
+     -d '{{"app_id":"{NEW_APP}","message":{{"text_message":{{"text":"Hi ${{name}}"}}}},"recipient_and_params":[{ann},{{"recipient":{{"contact_id":"alice"}}}},{{"recipient":{{"contact_id":"bob"}}}}]}}'
+
+9. Rewrite: _batch_id is reserved (the API overwrites it); this demo sets batch.reserved_metadata = "rewrite",
+   so the gateway drops it and forwards (answer: {{"batch_id","send_after"}})
+   curl -si -u {KEY} -H 'content-type: application/json' {url} \
+     -d '{{"app_id":"{NEW_APP}","message":{{"text_message":{{"text":"Hi ${{name}}"}}}},"message_metadata":{{"campaign":"winter","_batch_id":"mine"}},"recipient_and_params":[{ann}]}}'
+
+10. Recipients by what the gateway did with them
+   curl -s http://{admin}/metrics | grep '^modegate_batch_recipients_total'
+
+Press Ctrl-C to stop."#
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

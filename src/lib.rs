@@ -15,6 +15,7 @@ pub mod contact_cache;
 pub mod credentials;
 pub mod demo;
 pub mod domain;
+mod embedded;
 pub mod error;
 pub mod generations;
 pub mod ids;
@@ -42,6 +43,8 @@ use tokio::net::TcpListener;
 use admin::{AdminState, Readiness};
 pub use config::Config;
 use config::UpstreamTarget;
+use embedded::EmbeddedSimulator;
+pub use embedded::{bind_batch_simulator, bind_simulator, serve_batch_simulator, serve_simulator};
 use metrics::Metrics;
 pub use proxy::Deps;
 use proxy::GatewayState;
@@ -213,23 +216,35 @@ pub fn build(config: &Config, mut deps: Deps) -> Result<Arc<GatewayState>, Start
             (base, token)
         }
     };
+    let batch = match (&config.upstream.batch_base_url, &config.upstream.target) {
+        (Some(url), _) => Some(url.clone()),
+        (None, UpstreamTarget::Embedded { .. }) => {
+            Some(Uri::from_static("http://batch.simulator.embedded"))
+        }
+        (None, UpstreamTarget::Url(_)) => None,
+    };
     with_production_deps(config, &mut deps)?;
     let secrets = inject_secrets(config)?;
     GatewayState::new(config, &api, token, secrets, deps)
+        .and_then(|state| with_batch(state, batch.as_ref()))
         .map(Arc::new)
         .ok_or_else(|| StartError::Upstream(format!("upstream {api} is not usable")))
 }
 
-/// A simulator bound to a listener, not yet serving.
-struct EmbeddedSimulator {
-    simulator: Arc<Simulator>,
-    listener: TcpListener,
+/// The state with its Batch origin, when there is one.
+fn with_batch(state: GatewayState, batch: Option<&Uri>) -> Option<GatewayState> {
+    match batch {
+        Some(uri) => state.with_batch_origin(uri),
+        None => Some(state),
+    }
 }
 
 /// A gateway with its listeners bound, ready to [`run`](App::run).
 pub struct App {
     config: Config,
     proxy: TcpListener,
+    /// The Batch API listener (`server.batch_listen`).
+    batch: Option<TcpListener>,
     admin: TcpListener,
     state: Arc<GatewayState>,
     readiness: Readiness,
@@ -245,32 +260,6 @@ async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, Start
         .map_err(|source| StartError::Bind { addr, source })
 }
 
-/// Binds a simulator on `addr` (logged as `listening on ADDR`).
-pub async fn bind_simulator(
-    seed: Seed,
-    addr: SocketAddr,
-) -> Result<(Arc<Simulator>, TcpListener), StartError> {
-    let listener = bind("simulator", addr).await?;
-    Ok((Simulator::new(seed), listener))
-}
-
-/// Serves a simulator until `shutdown`.
-pub async fn serve_simulator(simulator: Arc<Simulator>, listener: TcpListener, shutdown: Shutdown) {
-    let settings = ConnectionSettings {
-        shutdown_grace: std::time::Duration::from_secs(5),
-        ..ConnectionSettings::default()
-    };
-    let service = simulator.service();
-    server::serve(
-        "simulator",
-        listener,
-        move |_: server::ConnectionInfo| service.clone(),
-        settings,
-        shutdown,
-    )
-    .await;
-}
-
 impl App {
     /// Binds every listener for `config`. Nothing is served until [`App::run`].
     pub async fn bind(config: Config) -> Result<App, StartError> {
@@ -280,31 +269,14 @@ impl App {
     /// [`App::bind`] with the request path's seams replaced (see [`Deps`]).
     pub async fn bind_with(config: Config, mut deps: Deps) -> Result<App, StartError> {
         with_production_deps(&config, &mut deps)?;
+        let mut batch_uri = config.upstream.batch_base_url.clone();
         let (embedded, upstream_uri, token_uri) = match &config.upstream.target {
             UpstreamTarget::Embedded { seed } => {
-                let seed = match seed {
-                    Some(path) => Seed::load(path).map_err(StartError::Seed)?,
-                    None => Seed::default(),
-                };
-                let (simulator, listener) =
-                    bind_simulator(seed, SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-                let addr = listener.local_addr().map_err(|source| StartError::Bind {
-                    addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-                    source,
-                })?;
-                let base: Uri = format!("http://{addr}").parse().unwrap_or_default();
-                let token: Uri = format!("http://{addr}/oauth2/token")
-                    .parse()
-                    .unwrap_or_default();
+                let (embedded, base, token, batch) =
+                    EmbeddedSimulator::bind(seed.as_deref()).await?;
+                batch_uri = batch_uri.or(Some(batch));
                 let token = config.auth.token_url.clone().unwrap_or(token);
-                (
-                    Some(EmbeddedSimulator {
-                        simulator,
-                        listener,
-                    }),
-                    base,
-                    token,
-                )
+                (Some(embedded), base, token)
             }
             UpstreamTarget::Url(uri) => {
                 let token = config
@@ -318,6 +290,7 @@ impl App {
         let secrets = inject_secrets(&config)?;
         // The validated config guarantees an absolute http(s) URL here.
         let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
+            .and_then(|state| with_batch(state, batch_uri.as_ref()))
             .ok_or_else(|| {
                 StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
             })?;
@@ -329,10 +302,15 @@ impl App {
             .transpose()
             .map_err(StartError::ListenerTls)?;
         let proxy = bind("proxy", config.server.listen).await?;
+        let batch = match config.server.batch_listen {
+            Some(addr) => Some(bind("batch", addr).await?),
+            None => None,
+        };
         let admin = bind("admin", config.server.admin_listen).await?;
         Ok(App {
             config,
             proxy,
+            batch,
             admin,
             state: Arc::new(state),
             readiness: Readiness::default(),
@@ -376,6 +354,11 @@ impl App {
         self.proxy.local_addr().unwrap_or(self.config.server.listen)
     }
 
+    /// The Batch API listener's address, when `server.batch_listen` is set.
+    pub fn batch_addr(&self) -> Option<SocketAddr> {
+        self.batch.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// The admin listener's address.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin
@@ -409,6 +392,7 @@ impl App {
         let App {
             config,
             proxy,
+            batch,
             admin,
             state,
             readiness,
@@ -470,8 +454,14 @@ impl App {
             ))),
             _ => None,
         };
-        let simulator_task =
-            embedded.map(|e| tokio::spawn(serve_simulator(e.simulator, e.listener, aux.clone())));
+        let simulator_task = embedded.map(|e| {
+            tokio::spawn(serve_batch_simulator(
+                e.simulator.clone(),
+                e.batch_listener,
+                aux.clone(),
+            ));
+            tokio::spawn(serve_simulator(e.simulator, e.listener, aux.clone()))
+        });
         readiness.set_ready();
         let drain = {
             let readiness = readiness.clone();
@@ -482,6 +472,23 @@ impl App {
                 inner_trigger.trigger();
             }
         };
+        // The Batch listener: the same stack and state; its connections classify and forward
+        // as the Batch API.
+        let serve_batch = batch.map(|listener| {
+            let state = state.clone();
+            server::serve(
+                "batch",
+                listener,
+                move |info: server::ConnectionInfo| {
+                    proxy::stack(
+                        state.clone(),
+                        proxy::Connection::for_api(info, schema::Api::Batch),
+                    )
+                },
+                proxy_settings.clone(),
+                inner.clone(),
+            )
+        });
         let serve = server::serve(
             "proxy",
             proxy,
@@ -491,7 +498,12 @@ impl App {
             proxy_settings,
             inner,
         );
-        tokio::join!(drain, serve);
+        let serve_batch = async move {
+            if let Some(serve_batch) = serve_batch {
+                serve_batch.await;
+            }
+        };
+        tokio::join!(drain, serve, serve_batch);
         if let Some(watch) = certificate_watch {
             watch.abort();
         }
@@ -506,6 +518,7 @@ impl App {
     /// Runs in a background task; the handle stops it.
     pub fn spawn(self) -> RunningApp {
         let proxy_addr = self.proxy_addr();
+        let batch_addr = self.batch_addr();
         let admin_addr = self.admin_addr();
         let simulator = self.simulator();
         let metrics = self.metrics();
@@ -514,6 +527,7 @@ impl App {
         let task = tokio::spawn(self.run(shutdown));
         RunningApp {
             proxy_addr,
+            batch_addr,
             admin_addr,
             simulator,
             metrics,
@@ -528,6 +542,8 @@ impl App {
 pub struct RunningApp {
     /// Proxy address.
     pub proxy_addr: SocketAddr,
+    /// Batch API listener address, when `server.batch_listen` is set.
+    pub batch_addr: Option<SocketAddr>,
     /// Admin address.
     pub admin_addr: SocketAddr,
     /// The embedded simulator, if any.

@@ -49,6 +49,9 @@ enum Command {
         /// Seed file (projects, apps, contacts, credentials, faults).
         #[arg(long)]
         seed: Option<PathBuf>,
+        /// Also serve the Batch API (its own origin) on this address.
+        #[arg(long)]
+        batch_listen: Option<SocketAddr>,
     },
     /// Print the migration report of a running gateway as a table.
     Report {
@@ -148,7 +151,11 @@ async fn serve(path: PathBuf) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn simulate(listen: SocketAddr, seed: Option<PathBuf>) -> ExitCode {
+async fn simulate(
+    listen: SocketAddr,
+    seed: Option<PathBuf>,
+    batch_listen: Option<SocketAddr>,
+) -> ExitCode {
     logging::init(LogFormat::Text, "info");
     let seed = match seed.map(|p| Seed::load(&p)).transpose() {
         Ok(s) => s.unwrap_or_default(),
@@ -157,13 +164,30 @@ async fn simulate(listen: SocketAddr, seed: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match modegate::bind_simulator(seed, listen).await {
-        Ok((sim, listener)) => {
-            modegate::serve_simulator(sim, listener, signal_shutdown()).await;
-            ExitCode::SUCCESS
-        }
-        Err(e) => cannot_start(&e),
+    let (sim, listener) = match modegate::bind_simulator(seed, listen).await {
+        Ok(bound) => bound,
+        Err(e) => return cannot_start(&e),
+    };
+    let batch = match batch_listen {
+        Some(addr) => match modegate::bind_batch_simulator(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => return cannot_start(&e),
+        },
+        None => None,
+    };
+    let shutdown = signal_shutdown();
+    let batch_task = batch.map(|l| {
+        tokio::spawn(modegate::serve_batch_simulator(
+            sim.clone(),
+            l,
+            shutdown.clone(),
+        ))
+    });
+    modegate::serve_simulator(sim, listener, shutdown).await;
+    if let Some(task) = batch_task {
+        let _ = task.await;
     }
+    ExitCode::SUCCESS
 }
 
 async fn demo(
@@ -184,6 +208,12 @@ async fn demo(
     };
     config.server.listen = listen.unwrap_or(config.server.listen);
     config.server.admin_listen = admin_listen.unwrap_or(config.server.admin_listen);
+    // `--listen` on port 0: every demo listener takes an ephemeral port.
+    if let (Some(l), Some(batch)) = (listen, config.server.batch_listen.as_mut()) {
+        if l.port() == 0 {
+            *batch = SocketAddr::new(l.ip(), 0);
+        }
+    }
     logging::init(config.log.format, &config.log.level);
     let mut app = match App::bind(config).await {
         Ok(app) => app,
@@ -193,10 +223,15 @@ async fn demo(
         reload_on_hangup(app.enable_reload_with(path, listen, admin_listen));
     }
     let program = std::env::args().next().unwrap_or_else(|| "modegate".into());
-    println!(
-        "{}",
-        modegate::demo::instructions(app.proxy_addr(), app.admin_addr(), &program)
-    );
+    let mut text = modegate::demo::instructions(app.proxy_addr(), app.admin_addr(), &program);
+    if let Some(batch) = app.batch_addr() {
+        text = text.replacen(
+            "Press Ctrl-C to stop.",
+            &modegate::demo::batch_instructions(batch, app.admin_addr()),
+            1,
+        );
+    }
+    println!("{text}");
     app.run(signal_shutdown()).await;
     ExitCode::SUCCESS
 }
@@ -253,7 +288,11 @@ fn main() -> ExitCode {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => serve(config).await,
-            Command::Simulate { listen, seed } => simulate(listen, seed).await,
+            Command::Simulate {
+                listen,
+                seed,
+                batch_listen,
+            } => simulate(listen, seed, batch_listen).await,
             Command::Demo {
                 config,
                 listen,

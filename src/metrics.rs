@@ -75,6 +75,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     body_idle_timeouts: IntCounterVec,
     shared_cache_errors: IntCounterVec,
+    batch_recipients: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -218,6 +219,15 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let batch_recipients = counter_vec(
+            &registry,
+            "modegate_batch_recipients_total",
+            "Recipients of Batch API sends, by what the gateway did with each: forwarded, rewritten, rejected.",
+            &["outcome"],
+        );
+        for outcome in ["forwarded", "rewritten", "rejected"] {
+            batch_recipients.with_label_values(&[outcome]);
+        }
         let build_info = IntGaugeVec::new(
             Opts::new("modegate_build_info", "Build information; always 1."),
             &["version"],
@@ -238,6 +248,17 @@ impl Metrics {
             config_reloads,
             body_idle_timeouts,
             shared_cache_errors,
+            batch_recipients,
+        }
+    }
+
+    /// Counts `n` recipients of a batch send with `outcome` (`forwarded`, `rewritten`,
+    /// `rejected`).
+    pub fn batch_recipients(&self, outcome: &str, n: usize) {
+        if n > 0 {
+            self.batch_recipients
+                .with_label_values(&[outcome])
+                .inc_by(n as u64);
         }
     }
 

@@ -66,6 +66,9 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.server.admin_listen != new.server.admin_listen {
         changed.push("server.admin_listen");
     }
+    if old.server.batch_listen != new.server.batch_listen {
+        changed.push("server.batch_listen");
+    }
     // The certificate files are re-read on reload; only turning TLS on or off needs a restart.
     if old.server.tls.is_some() != new.server.tls.is_some() {
         changed.push("server.tls_cert_file");
@@ -77,6 +80,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         listen: new.server.listen,
         admin_listen: new.server.admin_listen,
         tls: new.server.tls.clone(),
+        batch_listen: new.server.batch_listen,
         ..old.server.clone()
     } != new.server;
     for (section, differs) in [

@@ -166,7 +166,7 @@ proptest! {
     ) {
         let q = Query::parse(Some(&query));
         let facts = RequestFacts { operation: op, query: &q, body: Some(&body), message_store: None };
-        let ctx = PolicyContext { rules: &rules, create_app_default_mode: pin, max_ttl_days: cap, allow_dispatch_only: allow };
+        let ctx = PolicyContext { rules: &rules, create_app_default_mode: pin, max_ttl_days: cap, allow_dispatch_only: allow, now: std::time::UNIX_EPOCH };
         let d = evaluate(&facts, mode, &ctx);
         if let Some(r) = &d.reject {
             prop_assert!(d.edits.is_empty());
@@ -193,7 +193,7 @@ proptest! {
         let body = json!({"retention_policy": {"ttl_days": ttl, "retention_type": "MESSAGE_EXPIRE_POLICY"}});
         let q = Query::default();
         let facts = RequestFacts { operation: Operation::CreateApp, query: &q, body: Some(&body), message_store: None };
-        let ctx = PolicyContext { rules: &rules, create_app_default_mode: None, max_ttl_days: cap, allow_dispatch_only: false };
+        let ctx = PolicyContext { rules: &rules, create_app_default_mode: None, max_ttl_days: cap, allow_dispatch_only: false, now: std::time::UNIX_EPOCH };
         let mut out = body.clone();
         apply_body_edits(&mut out, &evaluate(&facts, None, &ctx).edits);
         let got = out["retention_policy"]["ttl_days"].as_i64().expect("ttl");

@@ -12,6 +12,7 @@
 
 pub use crate::tls::TlsRoots;
 
+mod batch;
 mod raw;
 mod summary;
 pub mod transport;
@@ -70,6 +71,10 @@ pub struct ServerSettings {
     pub http2_max_concurrent_streams: u32,
     /// TLS on the proxy listener.
     pub tls: Option<ListenerTls>,
+    /// Batch API listener (`None`: off).
+    pub batch_listen: Option<SocketAddr>,
+    /// Body buffering limit on the Batch listener.
+    pub max_batch_body_bytes: usize,
 }
 
 /// The proxy listener's certificate files (re-read on every reload).
@@ -121,6 +126,9 @@ pub struct UpstreamSettings {
     pub ca_file: Option<PathBuf>,
     /// Egress proxy.
     pub proxy: ProxySetting,
+    /// The Batch API origin: explicit, or the Batch origin of the base URL's region; `None`
+    /// when neither (with `base_url = "embedded"`: the embedded simulator's).
+    pub batch_base_url: Option<Uri>,
 }
 
 /// How the gateway authenticates upstream.

@@ -38,6 +38,11 @@ pub(super) struct RawServer {
     pub(super) tls_cert_file: Option<PathBuf>,
     /// PEM private key of `tls_cert_file`.
     pub(super) tls_key_file: Option<PathBuf>,
+    /// Batch API listener (off unless set).
+    pub(super) batch_listen: Option<String>,
+    /// Largest batch body buffered for policy; above it, 413.
+    #[serde(default = "default_max_batch_body")]
+    pub(super) max_batch_body_bytes: u64,
 }
 
 /// `[upstream]`.
@@ -49,6 +54,8 @@ pub(super) struct RawUpstream {
     pub(super) base_url: String,
     /// Seed file for the embedded simulator (only with base_url = "embedded").
     pub(super) embedded_seed: Option<PathBuf>,
+    /// The Batch API origin (default: the Batch origin of base_url's region).
+    pub(super) batch_base_url: Option<String>,
     /// TCP (and TLS) connect timeout.
     #[serde(default = "default_connect_timeout")]
     pub(super) connect_timeout_ms: u64,
@@ -180,6 +187,9 @@ pub(super) fn default_grace() -> u64 {
 }
 pub(super) fn default_max_body() -> u64 {
     1_048_576
+}
+pub(super) fn default_max_batch_body() -> u64 {
+    8_388_608
 }
 pub(super) fn default_header_read_timeout() -> u64 {
     10

@@ -34,6 +34,20 @@ impl Config {
         ));
         line(format!("upstream        {upstream}"));
         line(format!(
+            "batch listen    {}",
+            self.server.batch_listen.map_or_else(
+                || "off".to_string(),
+                |a| format!(
+                    "{a} → {} (bodies up to {} bytes)",
+                    self.upstream
+                        .batch_base_url
+                        .as_ref()
+                        .map_or_else(|| "embedded simulator".to_string(), ToString::to_string),
+                    self.server.max_batch_body_bytes
+                )
+            )
+        ));
+        line(format!(
             "upstream trust  {}{}",
             match self.upstream.tls_roots {
                 TlsRoots::Webpki => "webpki (bundled roots)",

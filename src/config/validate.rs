@@ -79,7 +79,7 @@ fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<Socket
     }
 }
 
-fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
+pub(super) fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
     let uri = match value.parse::<Uri>() {
         Ok(u) => u,
         Err(_) => {
@@ -262,6 +262,17 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
             10_000,
             &mut problems,
         ) as u32,
+        batch_listen: s
+            .batch_listen
+            .as_deref()
+            .and_then(|a| socket_addr("server.batch_listen", a, &mut problems)),
+        max_batch_body_bytes: range(
+            "server.max_batch_body_bytes",
+            s.max_batch_body_bytes,
+            1_024,
+            256 * 1_048_576,
+            &mut problems,
+        ) as usize,
     });
     if let Some(s) = &server {
         if s.listen == s.admin_listen && s.listen.port() != 0 {
@@ -291,6 +302,8 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
             }
             UpstreamTarget::Url(http_url("upstream.base_url", &u.base_url, &mut problems)?)
         };
+        let batch_base_url =
+            super::batch::base_url(u.batch_base_url.as_deref(), &target, &mut problems);
         Some(UpstreamSettings {
             target,
             connect_timeout: Duration::from_millis(range(
@@ -317,8 +330,12 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
             tls_roots,
             ca_file,
             proxy,
+            batch_base_url,
         })
     });
+    if let (Some(s), Some(u)) = (&server, &upstream) {
+        super::batch::check(s, u, &mut problems);
+    }
 
     let auth = auth.map(|a| {
         let mode = match one_of(

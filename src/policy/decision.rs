@@ -46,8 +46,16 @@ pub enum Edit {
         /// Field path from the body root.
         path: &'static [&'static str],
     },
-    /// Replace `recipient.contact_id` with the contact's channel identities (needs a lookup).
+    /// Replace `recipient.contact_id` with the contact's channel identities (needs a lookup);
+    /// on a batch, every recipient's.
     ResolveContactRecipient,
+    /// Remove a field from every recipient of a batch (`recipient_and_params[*]`).
+    RemoveInRecipients {
+        /// The recipient's field.
+        field: &'static str,
+    },
+    /// Drop the reserved `_batch_id` from a batch's metadata maps, everywhere it is set.
+    DropReservedMetadata,
     /// A message read the upstream answered 404 was retried once in this `messages_source`.
     RetryInStore(&'static str),
 }
@@ -137,7 +145,11 @@ impl Decision {
         self.edits.iter().any(|e| {
             matches!(
                 e,
-                Edit::SetField { .. } | Edit::RemoveField { .. } | Edit::ResolveContactRecipient
+                Edit::SetField { .. }
+                    | Edit::RemoveField { .. }
+                    | Edit::ResolveContactRecipient
+                    | Edit::RemoveInRecipients { .. }
+                    | Edit::DropReservedMetadata
             )
         })
     }
@@ -194,6 +206,8 @@ pub fn apply_body_edits(body: &mut Value, edits: &[Edit]) {
                     }
                 }
             }
+            Edit::RemoveInRecipients { field } => super::batch::remove_in_recipients(body, field),
+            Edit::DropReservedMetadata => super::batch::drop_reserved(body),
             Edit::SetQuery { .. } | Edit::ResolveContactRecipient | Edit::RetryInStore(_) => {}
         }
     }

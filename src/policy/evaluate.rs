@@ -89,6 +89,8 @@ pub struct PolicyContext<'a> {
     pub max_ttl_days: u32,
     /// The app may use `processing_strategy = DISPATCH_ONLY`.
     pub allow_dispatch_only: bool,
+    /// When the request arrived (`batch.send_after.range` measures from it).
+    pub now: std::time::SystemTime,
 }
 
 /// The `messages_source` that holds a mode's messages.
@@ -145,8 +147,10 @@ pub fn json_text<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
 }
 
 fn dispatch_only(facts: &RequestFacts<'_>) -> bool {
-    facts.operation == Operation::SendMessage
-        && facts.body.and_then(|b| json_text(b, "processing_strategy")) == Some("DISPATCH_ONLY")
+    matches!(
+        facts.operation,
+        Operation::SendMessage | Operation::BatchSend
+    ) && facts.body.and_then(|b| json_text(b, "processing_strategy")) == Some("DISPATCH_ONLY")
 }
 
 /// The mode this request is processed in: the app's, or DISPATCH for a DISPATCH_ONLY send.
@@ -231,6 +235,23 @@ fn check(
     match rule {
         // Request rules judge the request itself, in the admit and facts phases.
         RuleId::Canonical | RuleId::UnrecognizedRoute => None,
+        RuleId::SendContactRecipient if facts.operation == Operation::BatchSend => {
+            let contacts = body.map(super::batch::contact_recipients).unwrap_or_default();
+            (dispatch && !contacts.is_empty()).then(|| {
+                let why = if mode != Some(ProcessingMode::Dispatch) {
+                    "batches sent with processing_strategy DISPATCH_ONLY"
+                } else {
+                    "apps in DISPATCH processing mode"
+                };
+                Finding::rewrite(
+                    format!("{}: not supported for {why}; use recipient.identified_by.channel_identities", super::batch::paths(&contacts, "recipient.contact_id")),
+                    vec![Edit::ResolveContactRecipient],
+                )
+            })
+        }
+        RuleId::BatchRecipientsRange => super::batch::recipients_range(body).map(Finding::reject),
+        RuleId::BatchSendAfterRange => super::batch::send_after_range(body, ctx.now).map(Finding::reject),
+        RuleId::BatchReservedMetadata => super::batch::reserved_metadata(body).map(|(m, e)| Finding::rewrite(m, e)),
         RuleId::SendContactRecipient => {
             let contact = body
                 .and_then(|b| fields::get(b, "recipient"))
@@ -356,10 +377,19 @@ fn check(
                 .iter()
                 .filter(|(f, _)| fields::present(b, f))
                 .collect();
-            let (first, _) = found.first()?;
+            let per_recipient = super::batch::recipients_with(b, "conversation_metadata");
+            let first = match (found.first(), per_recipient.is_empty()) {
+                (Some((first, _)), _) => (*first).to_string(),
+                (None, false) => super::batch::paths(&per_recipient, "conversation_metadata"),
+                (None, true) => return None,
+            };
+            let mut edits: Vec<Edit> = found.iter().map(|(_, path)| Edit::RemoveField { path }).collect();
+            if !per_recipient.is_empty() {
+                edits.push(Edit::RemoveInRecipients { field: "conversation_metadata" });
+            }
             Some(Finding::rewrite(
                 format!("{first}: not supported with processing_strategy DISPATCH_ONLY on an app in CONVERSATION processing mode; remove it or send with processing_strategy DEFAULT"),
-                found.iter().map(|(_, path)| Edit::RemoveField { path }).collect(),
+                edits,
             ))
         }
     }
@@ -439,6 +469,7 @@ mod tests {
             create_app_default_mode: None,
             max_ttl_days: 3650,
             allow_dispatch_only: false,
+            now: std::time::UNIX_EPOCH,
         }
     }
 

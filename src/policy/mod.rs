@@ -5,6 +5,7 @@ pub mod rules;
 pub use crate::domain::{mode_label, Disposition, ProcessingMode};
 pub use rules::{Action, Family, RuleId, RuleSet};
 
+pub mod batch;
 pub mod decision;
 pub mod evaluate;
 pub mod fields;

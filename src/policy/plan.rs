@@ -167,6 +167,7 @@ mod tests {
             create_app_default_mode: None,
             max_ttl_days: 3650,
             allow_dispatch_only: false,
+            now: std::time::UNIX_EPOCH,
         }
     }
 

@@ -70,6 +70,8 @@ pub enum Family {
     /// What DISPATCH processing mode refuses or needs; the migration report asks which of them
     /// a CONVERSATION app's traffic would trip.
     Dispatch,
+    /// A Batch API send's own limits.
+    Batch,
 }
 
 macro_rules! rules {
@@ -145,12 +147,18 @@ rules! {
         reads: ["retention_policy.retention_type", "retention_policy.ttl_days", "dispatch_retention_policy.retention_type", "dispatch_retention_policy.ttl_days"], enforce: true, rewrite: false, default: Enforce;
     MaxTtlDays => "compliance.max_ttl_days", Compliance, [CreateApp, UpdateApp], body: true,
         reads: ["retention_policy.ttl_days", "dispatch_retention_policy.ttl_days"], enforce: true, rewrite: true, default: Enforce;
-    DispatchOnlyOverride => "send.dispatch_only_override", Send, [SendMessage], body: true,
+    BatchRecipientsRange => "batch.recipients.range", Batch, [BatchSend], body: true,
+        reads: ["recipient_and_params"], enforce: true, rewrite: false, default: Enforce;
+    BatchSendAfterRange => "batch.send_after.range", Batch, [BatchSend], body: true,
+        reads: ["send_after"], enforce: true, rewrite: false, default: Enforce;
+    BatchReservedMetadata => "batch.reserved_metadata", Batch, [BatchSend], body: true,
+        reads: ["message_metadata", "conversation_metadata", "recipient_and_params.message_metadata", "recipient_and_params.conversation_metadata"], enforce: true, rewrite: true, default: Shadow;
+    DispatchOnlyOverride => "send.dispatch_only_override", Send, [SendMessage, BatchSend], body: true,
         reads: ["processing_strategy"], enforce: true, rewrite: false, default: Off;
-    DispatchOnlyMetadata => "send.dispatch_only_metadata", Send, [SendMessage], body: true,
-        reads: ["processing_strategy", "conversation_metadata", "correlation_id"], enforce: true, rewrite: true, default: Enforce;
-    SendContactRecipient => "dispatch.send.contact_recipient", Dispatch, [SendMessage, SendEvent], body: true,
-        reads: ["recipient.contact_id", "recipient.identified_by", "channel_priority_order", "processing_strategy"], enforce: true, rewrite: true, default: Enforce;
+    DispatchOnlyMetadata => "send.dispatch_only_metadata", Send, [SendMessage, BatchSend], body: true,
+        reads: ["processing_strategy", "conversation_metadata", "correlation_id", "recipient_and_params.conversation_metadata"], enforce: true, rewrite: true, default: Enforce;
+    SendContactRecipient => "dispatch.send.contact_recipient", Dispatch, [SendMessage, SendEvent, BatchSend], body: true,
+        reads: ["recipient.contact_id", "recipient.identified_by", "channel_priority_order", "processing_strategy", "recipient_and_params.recipient.contact_id", "recipient_and_params.recipient.identified_by"], enforce: true, rewrite: true, default: Enforce;
     ListMessagesContactFilter => "dispatch.list_messages.contact_filter", Dispatch, [ListMessages, ListEvents], body: false,
         reads: ["contact_id", "conversation_id"], enforce: true, rewrite: false, default: Enforce;
     FetchLastMessageContactIds => "dispatch.fetch_last_message.contact_ids", Dispatch, [FetchLastMessage], body: true,
@@ -283,6 +291,9 @@ mod tests {
         assert_eq!(set.action(RuleId::CreatePinMode), Action::Rewrite);
         assert_eq!(set.action(RuleId::DispatchOnlyOverride), Action::Off);
         assert_eq!(set.action(RuleId::MaxTtlDays), Action::Enforce);
+        assert_eq!(set.action(RuleId::BatchRecipientsRange), Action::Enforce);
+        assert_eq!(set.action(RuleId::BatchSendAfterRange), Action::Enforce);
+        assert_eq!(set.action(RuleId::BatchReservedMetadata), Action::Shadow);
         for rule in RuleId::ALL {
             assert!(rule.supports(rule.default_action()), "{rule}");
         }

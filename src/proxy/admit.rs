@@ -176,7 +176,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         return;
     }
     let path = req.uri().path();
-    let allowed: Vec<String> = allowed_methods(Api::Conversation, path, req.method())
+    let allowed: Vec<String> = allowed_methods(ctx.api, path, req.method())
         .iter()
         .map(ToString::to_string)
         .collect();
@@ -193,8 +193,11 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         record_request_rule(
             ctx,
             RuleId::UnrecognizedRoute,
-            "path: no Conversation API operation has this path; check it against the API reference"
-                .into(),
+            match ctx.api {
+                Api::Conversation => "path: no Conversation API operation has this path; check it against the API reference",
+                Api::Batch => "path: no Batch API operation has this path; check it against the Batch API reference",
+            }
+            .into(),
         );
     }
 }

@@ -13,6 +13,7 @@ use tower::{Layer, Service};
 
 use super::headers;
 use super::meta::RequestMeta;
+use crate::schema::Api;
 use crate::server::framing::FramingFlag;
 use crate::server::ConnectionInfo;
 
@@ -27,6 +28,9 @@ pub struct Connection {
     pub framing: FramingFlag,
     /// Whether the client connected over TLS (forwarded as `x-forwarded-proto: https`).
     pub tls: bool,
+    /// The API the listener serves: it classifies the connection's requests and chooses their
+    /// origin (never a header).
+    pub api: Api,
     /// Requests seen so far (HTTP/1 serves them in order, so this numbers them as the framing
     /// sniffer does).
     requests: AtomicU64,
@@ -35,7 +39,13 @@ pub struct Connection {
 impl Connection {
     /// From the server's connection info.
     pub fn new(info: ConnectionInfo) -> Arc<Connection> {
+        Connection::for_api(info, Api::Conversation)
+    }
+
+    /// From the server's connection info, on a listener serving `api`.
+    pub fn for_api(info: ConnectionInfo, api: Api) -> Arc<Connection> {
         Arc::new(Connection {
+            api,
             peer: info.peer,
             forwarded_for: headers::forwarded_for(info.peer.ip()),
             framing: info.framing,
@@ -51,11 +61,19 @@ impl Connection {
 
     /// A connection from `peer` that no socket stands behind (in-process callers, tests).
     pub fn in_process(peer: SocketAddr) -> Arc<Connection> {
-        Connection::new(ConnectionInfo {
-            peer,
-            framing: FramingFlag::default(),
-            tls: false,
-        })
+        Connection::in_process_for(peer, Api::Conversation)
+    }
+
+    /// [`Connection::in_process`] on a listener serving `api`.
+    pub fn in_process_for(peer: SocketAddr, api: Api) -> Arc<Connection> {
+        Connection::for_api(
+            ConnectionInfo {
+                peer,
+                framing: FramingFlag::default(),
+                tls: false,
+            },
+            api,
+        )
     }
 }
 

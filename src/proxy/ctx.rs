@@ -11,6 +11,7 @@ use super::meta::TraceId;
 use super::snapshot::{AppPolicy, Snapshot};
 use crate::domain::{Disposition, Operation, ProcessingMode};
 use crate::policy::{Decision, PolicyContext, Query, RequestFacts, RuleId};
+use crate::schema::Api;
 
 /// The ids a request names, owned so the request can be rebuilt around them.
 #[derive(Debug, Clone, Default)]
@@ -110,6 +111,8 @@ pub struct RetryBudget {
 pub struct RequestCtx {
     /// Policy and mode cache as of the request's arrival.
     pub snapshot: Snapshot,
+    /// The API of the listener the request came in on.
+    pub api: Api,
     /// The operation and where its ids are.
     pub class: Classification,
     /// The caller's (or generated) request id.
@@ -150,6 +153,10 @@ pub struct RequestCtx {
     pub request_body_stalled: Arc<std::sync::atomic::AtomicBool>,
     /// How the request ended.
     pub outcome: Outcome,
+    /// When the request arrived (wall clock).
+    pub received: std::time::SystemTime,
+    /// Recipients of a batch send the gateway changed (the contact rewrite).
+    pub batch_rewritten: usize,
 }
 
 impl RequestCtx {
@@ -165,6 +172,7 @@ impl RequestCtx {
         let ticket = snapshot.modes.ticket();
         RequestCtx {
             snapshot,
+            api: Api::Conversation,
             class,
             request_id,
             trace_id,
@@ -184,6 +192,8 @@ impl RequestCtx {
             retries: RetryBudget::default(),
             request_body_stalled: Arc::default(),
             outcome: Outcome::default(),
+            received: std::time::SystemTime::now(),
+            batch_rewritten: 0,
         }
     }
 
@@ -205,6 +215,7 @@ impl RequestCtx {
             create_app_default_mode: settings.create_app_default_mode,
             max_ttl_days: settings.max_ttl_days,
             allow_dispatch_only: self.app.allow_dispatch_only,
+            now: self.received,
         }
     }
 

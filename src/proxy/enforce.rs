@@ -94,7 +94,12 @@ pub async fn act(
     apply_body_edits(&mut value, &ctx.decision.edits);
     let resolve = Edit::ResolveContactRecipient;
     if ctx.decision.edits.contains(&resolve) {
-        match resolve_contact(state, ctx, &mut value).await? {
+        let rewrite = if ctx.operation() == crate::domain::Operation::BatchSend {
+            super::batch::resolve_contacts(state, ctx, &mut value).await?
+        } else {
+            resolve_contact(state, ctx, &mut value).await?
+        };
+        match rewrite {
             ContactRewrite::Done => {}
             ContactRewrite::Reject(message) => {
                 // A rewrite that cannot be made rejects: in the answer, the decision log and
@@ -117,6 +122,9 @@ pub async fn act(
             }
         }
     }
+    if ctx.operation() == crate::domain::Operation::BatchSend {
+        ctx.batch_rewritten = super::batch::changed_recipients(ctx.body.as_ref(), &value);
+    }
     let bytes = Bytes::from(
         serde_json::to_vec(&value).map_err(|e| GatewayError::InvalidBody {
             message: format!("body: cannot be rewritten: {e}"),
@@ -129,7 +137,7 @@ pub async fn act(
 }
 
 /// What the contact rewrite did.
-enum ContactRewrite {
+pub(super) enum ContactRewrite {
     Done,
     Reject(String),
     Untouched,

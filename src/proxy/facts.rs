@@ -40,7 +40,7 @@ pub async fn read(
                 message: "content-type: this operation takes application/json".into(),
             });
         }
-        let bytes = read_body(body, state.max_policy_body_bytes)
+        let bytes = read_body(body, state.body_limit(ctx.api))
             .await
             .map_err(|e| stalled_or(ctx, e))?;
         let message = ctx.class.definition().and_then(|d| d.body_message());
@@ -61,7 +61,7 @@ pub async fn read(
     } else if op.is_message_by_id() {
         // A call by message id may be sent again in the other store: hold its (small) body.
         OutboundBody::Bytes(
-            read_body(body, state.max_policy_body_bytes)
+            read_body(body, state.body_limit(ctx.api))
                 .await
                 .map_err(|e| stalled_or(ctx, e))?,
         )

@@ -79,7 +79,7 @@ pub async fn forward(
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        state.api_origin.uri(&pq)
+        state.origin(ctx.api).uri(&pq)
     };
     let connection = RequestMeta::connection_of(&parts.extensions).map(|(c, _)| c.clone());
     headers::to_upstream(

@@ -22,7 +22,7 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::Service;
 
-use super::classify::classify;
+use super::classify::classify_for;
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::Act;
 use super::forward::OutboundBody;
@@ -71,13 +71,15 @@ pub async fn handle(
     req: Request<GatewayBody>,
 ) -> Result<GatewayResponse, GatewayError> {
     let meta = RequestMeta::get(&req);
+    let api = RequestMeta::api_of(req.extensions());
     let class = meta
         .and_then(|m| m.class)
-        .unwrap_or_else(|| classify(req.method(), req.uri().path()));
+        .unwrap_or_else(|| classify_for(api, req.method(), req.uri().path()));
     let request_id = meta.and_then(|m| m.request_id.clone());
     let trace_id = meta.and_then(|m| m.trace_id.clone());
     // Snapshot: the policy and mode cache this request is decided under.
     let mut ctx = RequestCtx::new(state.snapshot(), class, request_id, trace_id);
+    ctx.api = api;
     // A request body that stalls is abandoned after the body idle timeout.
     let req = if http_body::Body::is_end_stream(req.body()) {
         req
@@ -103,7 +105,7 @@ async fn phases(
     req: Request<GatewayBody>,
 ) -> Result<GatewayResponse, GatewayError> {
     // Admit.
-    admit::check_target(&state.api_origin, &req)?;
+    admit::check_target(state.origin(ctx.api), &req)?;
     admit::check_framing(&req)?;
     admit::check_head(&req)?;
     if let Some(inject) = &state.inject {
@@ -117,7 +119,7 @@ async fn phases(
     admit::check_request(ctx, &req);
     let (mut parts, mut body) = req.into_parts();
     if admit::may_carry_stray_body(ctx, &body) {
-        body = admit::check_no_body(ctx, body, state.max_policy_body_bytes).await?;
+        body = admit::check_no_body(ctx, body, state.body_limit(ctx.api)).await?;
     }
 
     // Facts and decision, on routes the policy has something to say about (and only while
@@ -201,6 +203,17 @@ fn record(state: &GatewayState, ctx: &RequestCtx) {
     };
     let project = ctx.subject.project.as_deref();
     let app = ctx.subject.app.as_deref();
+    if ctx.operation() == Operation::BatchSend {
+        // Each recipient once: all rejected when the batch was refused (or failed here).
+        let n = crate::policy::batch::recipient_count(ctx.body.as_ref());
+        if ctx.outcome.disposition == crate::domain::Disposition::Rejected || ctx.outcome.error {
+            state.metrics.batch_recipients("rejected", n);
+        } else {
+            let rewritten = ctx.batch_rewritten.min(n);
+            state.metrics.batch_recipients("rewritten", rewritten);
+            state.metrics.batch_recipients("forwarded", n - rewritten);
+        }
+    }
     for m in &ctx.decision.matches {
         state.metrics.policy_decision(m.rule, m.action, mode);
         tracing::info!(

@@ -750,6 +750,7 @@ mod tests {
                                 create_app_default_mode: mode,
                                 max_ttl_days: 30,
                                 allow_dispatch_only: false,
+                                now: std::time::UNIX_EPOCH,
                             };
                             let decide = |body: &Value| {
                                 let facts = RequestFacts {

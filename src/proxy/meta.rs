@@ -37,6 +37,13 @@ impl RequestMeta {
         req.extensions().get()
     }
 
+    /// The API of the listener the request came in on (the Conversation API for requests that
+    /// did not come through the connection layer).
+    pub fn api_of(extensions: &http::Extensions) -> crate::schema::Api {
+        RequestMeta::connection_of(extensions)
+            .map_or(crate::schema::Api::Conversation, |(c, _)| c.api)
+    }
+
     /// The client connection and the request's number on it, if the request came through
     /// the connection layer.
     pub fn connection_of(extensions: &http::Extensions) -> Option<&(Arc<Connection>, u64)> {

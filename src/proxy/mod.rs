@@ -12,6 +12,7 @@
 //! upstream service, the mode and contact lookups and the clock.
 
 pub mod admit;
+pub mod batch;
 pub mod canonical;
 pub mod classify;
 pub mod connection;
@@ -110,6 +111,8 @@ pub struct Inject {
 pub struct GatewayState {
     upstream: Upstream,
     api_origin: Origin,
+    /// The Batch API origin (`upstream.batch_base_url`), when a batch listener forwards there.
+    batch_origin: Option<Origin>,
     token_uri: Uri,
     metrics: Arc<Metrics>,
     clock: Clock,
@@ -121,6 +124,8 @@ pub struct GatewayState {
     contacts: ContactCache,
     report: Arc<MigrationReport>,
     max_policy_body_bytes: usize,
+    /// `server.max_batch_body_bytes`.
+    max_batch_body_bytes: usize,
     /// `server.body_idle_timeout_secs`.
     body_idle_timeout: std::time::Duration,
     /// Passthrough auth: a caller's credential must be seen to work before mode-based decisions.
@@ -219,6 +224,7 @@ impl GatewayState {
         Some(Self {
             upstream,
             api_origin,
+            batch_origin: None,
             token_uri,
             metrics,
             clock,
@@ -233,11 +239,36 @@ impl GatewayState {
             contacts,
             report: Arc::default(),
             max_policy_body_bytes: config.server.max_policy_body_bytes,
+            max_batch_body_bytes: config.server.max_batch_body_bytes,
             body_idle_timeout: config.server.body_idle_timeout,
             verify_credentials: config.auth.mode == AuthMode::Passthrough,
             inject,
             access_log: config.log.access_log,
         })
+    }
+
+    /// Sends the Batch listener's requests to `batch` (`None` when `batch` is not an absolute
+    /// URL). App and contact lookups stay on the Conversation origin.
+    pub fn with_batch_origin(mut self, batch: &Uri) -> Option<Self> {
+        self.batch_origin = Some(Origin::from_uri(batch)?);
+        Some(self)
+    }
+
+    /// The origin requests of a listener serving `api` go to (the Conversation origin when no
+    /// Batch origin is set).
+    pub(crate) fn origin(&self, api: crate::schema::Api) -> &Origin {
+        match (api, &self.batch_origin) {
+            (crate::schema::Api::Batch, Some(batch)) => batch,
+            _ => &self.api_origin,
+        }
+    }
+
+    /// The largest body buffered for policy on a listener serving `api`.
+    pub(crate) fn body_limit(&self, api: crate::schema::Api) -> usize {
+        match api {
+            crate::schema::Api::Batch => self.max_batch_body_bytes,
+            crate::schema::Api::Conversation => self.max_policy_body_bytes,
+        }
     }
 
     /// The metrics registry the gateway records into.

@@ -11,7 +11,7 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::classify::classify;
+use super::classify::classify_for;
 use super::ctx::Outcome;
 use super::headers::{X_MODEGATE_DECISION, X_MODEGATE_RULE, X_MODEGATE_SHADOW, X_REQUEST_ID};
 use super::meta::{RequestMeta, TraceId};
@@ -87,7 +87,8 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let class = classify(req.method(), req.uri().path());
+        let api = RequestMeta::api_of(req.extensions());
+        let class = classify_for(api, req.method(), req.uri().path());
         let trace = trace_id(req.headers());
         let method = req.method().clone();
         let access_log = self.access_log;

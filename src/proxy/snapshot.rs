@@ -203,7 +203,8 @@ mod tests {
                 "send_message",
                 "fetch_last_message",
                 "send_event",
-                "create_conversation"
+                "create_conversation",
+                "batch_send"
             ]
         );
     }

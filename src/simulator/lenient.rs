@@ -201,12 +201,14 @@ pub(crate) fn query(pairs: Vec<(String, String)>) -> Vec<(String, String)> {
 }
 
 /// Fields whose values are free-form maps: their keys are the caller's, never renamed.
-const FREE_FORM: [&str; 5] = [
+const FREE_FORM: [&str; 7] = [
     "conversation_metadata",
     "metadata",
     "message_metadata",
     "event_metadata",
     "channel_properties",
+    "parameters",
+    "batch_metadata",
 ];
 
 /// The name of an enum value given as a number, a numeric string or a variant of its name, for

@@ -1,5 +1,6 @@
 //! The built-in Conversation API simulator: an in-memory stand-in for
-//! `https://{region}.conversation.api.sinch.com` plus its OAuth2 token endpoint, on one port.
+//! `https://{region}.conversation.api.sinch.com` plus its OAuth2 token endpoint, on one port,
+//! and for the Batch API's origin on another ([`batch`]).
 //!
 //! It is its own service, never part of the gateway's request path. Besides the API it answers
 //! two control endpoints for tests and benchmarks: `GET /_simulator/calls` (per-operation call
@@ -7,6 +8,7 @@
 
 mod api;
 mod auth;
+mod batch;
 mod lenient;
 pub mod seed;
 mod store;
@@ -25,6 +27,7 @@ use serde_json::Value;
 
 use crate::api_error::ApiError;
 use crate::domain::Operation;
+pub use batch::IN_PROCESS_BATCH_HOST;
 pub use seed::Seed;
 pub use store::{default_mode, DISPATCH_DEFAULT_SINCE_UNIX};
 
@@ -135,8 +138,13 @@ impl Simulator {
             move |req: Request<crate::proxy::GatewayBody>| {
                 let sim = self.clone();
                 async move {
+                    let answer = if req.uri().host() == Some(IN_PROCESS_BATCH_HOST) {
+                        sim.handle_batch(req).await
+                    } else {
+                        sim.handle(req).await
+                    };
                     Ok::<_, crate::upstream::UpstreamFailure>(
-                        sim.handle(req).await.map(crate::upstream::full_body),
+                        answer.map(crate::upstream::full_body),
                     )
                 }
             },

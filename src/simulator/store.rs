@@ -96,6 +96,10 @@ pub(crate) struct Project {
     pub(crate) webhooks: BTreeMap<String, Map<String, Value>>,
     /// Project settings.
     pub(crate) settings: Map<String, Value>,
+    /// Batches (Batch API) by id: their status objects.
+    pub(crate) batches: BTreeMap<String, Map<String, Value>>,
+    /// The messages of scheduled batches, stored when their `send_after` comes.
+    pub(crate) scheduled: BTreeMap<String, (SystemTime, Vec<Message>)>,
 }
 
 /// Default retention policies (U5).

@@ -12,6 +12,7 @@ use tower::ServiceExt;
 use modegate::clock::{Clock, ManualClock};
 use modegate::domain::Operation;
 use modegate::proxy::{Connection, GatewayState};
+use modegate::schema::Api;
 use modegate::simulator::{Seed, Simulator};
 use modegate::Deps;
 
@@ -38,7 +39,8 @@ impl InProc {
     /// through the Redis at `redis_url` when given. Inside a Tokio runtime.
     pub fn replica(sim: Arc<Simulator>, extra: &str, redis_url: Option<&str>) -> InProc {
         let config = config_toml(&format!(
-            "[upstream]\nbase_url = \"http://api.test\"\n{extra}"
+            "[upstream]\nbase_url = \"http://api.test\"\nbatch_base_url = \"http://{}\"\n{extra}",
+            modegate::simulator::IN_PROCESS_BATCH_HOST
         ));
         let (clock, time) = Clock::manual();
         let deps = Deps {
@@ -56,6 +58,31 @@ impl InProc {
     /// unless it starts with `/v1/` or `/oauth2/`.
     pub async fn send(
         &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        self.send_on(Api::Conversation, method, path, headers, body)
+            .await
+    }
+
+    /// A request with the demo credentials on the Batch listener (JSON body when non-empty).
+    pub async fn batch(&self, method: Method, path: &str, body: &str) -> Reply {
+        self.send_on(
+            Api::Batch,
+            method,
+            path,
+            &[("authorization", DEMO_AUTH)],
+            body,
+        )
+        .await
+    }
+
+    /// [`InProc::send`] on a listener serving `api`.
+    pub async fn send_on(
+        &self,
+        api: Api,
         method: Method,
         path: &str,
         headers: &[(&str, &str)],
@@ -82,7 +109,7 @@ impl InProc {
             .expect("request");
         let stack = modegate::proxy::stack(
             self.state.clone(),
-            Connection::in_process("127.0.0.1:40000".parse().expect("addr")),
+            Connection::in_process_for("127.0.0.1:40000".parse().expect("addr"), api),
         );
         let Ok(resp) = stack.oneshot(req).await;
         let (parts, body) = resp.into_parts();

@@ -151,7 +151,7 @@ pub(super) fn send_message(project: &mut Project, body: &Value) -> Answer {
 
 /// Who a send addresses: channel, identity and contact, and the conversation it joins (none in
 /// DISPATCH mode).
-fn addressed(
+pub(super) fn addressed(
     project: &mut Project,
     app_id: &str,
     body: &Value,

@@ -1,5 +1,6 @@
 //! The simulator's Conversation API handlers, one module per resource family: [`apps`],
-//! [`messages`] (and events), [`conversations`], [`contacts`], [`webhooks`].
+//! [`messages`] (and events), [`conversations`], [`contacts`], [`webhooks`]; and the Batch
+//! API's ([`batch`]), served on its own origin.
 //!
 //! Behaviour follows the API reference; where the docs are silent it follows the "simulator
 //! should" column of §11 (U1–U14) of the API facts.
@@ -8,6 +9,7 @@ use http::StatusCode;
 use serde_json::{json, Map, Value};
 
 mod apps;
+pub(crate) mod batch;
 mod contacts;
 mod conversations;
 mod messages;
@@ -173,7 +175,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
             })
         }
         Op::Settings => settings(project, call),
-        // The Batch API is served on its own origin.
+        // The Batch API is served on its own origin (`batch`).
         Op::BatchSend
         | Op::BatchCancel
         | Op::BatchGet

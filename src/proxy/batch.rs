@@ -1,0 +1,130 @@
+//! The contact rewrite of a Batch API send (`dispatch.send.contact_recipient` under rewrite):
+//! every `recipient_and_params[i].recipient.contact_id` becomes that contact's
+//! `identified_by`. Each distinct contact is looked up once, through the shared contact cache
+//! (cached, coalesced with concurrent requests), in waves of at most [`LOOKUP_CONCURRENCY`];
+//! one recipient that cannot be rewritten stops the whole batch, with the status a single send
+//! would get (400, or 503 when a lookup failed).
+
+use std::collections::HashMap;
+
+use futures_util::future::join_all;
+use serde_json::Value;
+
+use super::ctx::RequestCtx;
+use super::enforce::ContactRewrite;
+use super::GatewayState;
+use crate::contact_cache::ContactOutcome;
+use crate::domain::valid_id;
+use crate::error::GatewayError;
+use crate::policy::recipient::{identified_recipient, Contact};
+use crate::policy::{batch, fields};
+
+/// Contact lookups one batch runs at once.
+pub const LOOKUP_CONCURRENCY: usize = 16;
+
+/// The contact id of recipient `r`, if it is addressed by one.
+fn contact_of(r: &Value) -> Option<&str> {
+    fields::get(r, "recipient").and_then(|to| fields::text(to, "contact_id"))
+}
+
+/// How many recipients of the batch as read (`before`) the rewritten body changed.
+pub(super) fn changed_recipients(before: Option<&Value>, after: &Value) -> usize {
+    let empty = Vec::new();
+    let before = before.and_then(batch::recipients).unwrap_or(&empty);
+    let after = batch::recipients(after).unwrap_or(&empty);
+    before.iter().zip(after).filter(|(b, a)| b != a).count()
+}
+
+/// Rewrites every contact recipient of the batch `body`.
+pub(super) async fn resolve_contacts(
+    state: &GatewayState,
+    ctx: &RequestCtx,
+    body: &mut Value,
+) -> Result<ContactRewrite, GatewayError> {
+    let Some(project) = &ctx.subject.project else {
+        return Ok(ContactRewrite::Untouched);
+    };
+    let Some(list) = batch::recipients(body) else {
+        return Ok(ContactRewrite::Untouched);
+    };
+    let mut wanted: Vec<&str> = Vec::new();
+    let mut problems = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        match contact_of(r) {
+            Some(id) if !valid_id(id) => problems.push(format!(
+                "recipient_and_params[{i}].recipient.contact_id: not a valid contact id"
+            )),
+            Some(id) if !wanted.contains(&id) => wanted.push(id),
+            _ => {}
+        }
+    }
+    if wanted.is_empty() && problems.is_empty() {
+        return Ok(ContactRewrite::Untouched);
+    }
+    if !problems.is_empty() {
+        return Ok(ContactRewrite::Reject(fix(problems)));
+    }
+    let authorization = ctx.authorization.as_ref();
+    let mut found: HashMap<String, ContactOutcome> = HashMap::with_capacity(wanted.len());
+    for wave in wanted.chunks(LOOKUP_CONCURRENCY) {
+        let mut lookups = Vec::with_capacity(wave.len());
+        for id in wave {
+            lookups.push(state.contacts.identities(project, id, authorization));
+        }
+        for (id, outcome) in wave.iter().zip(join_all(lookups).await) {
+            found.insert((*id).to_string(), outcome);
+        }
+    }
+    let priority: Option<Vec<String>> = fields::get(body, "channel_priority_order")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        });
+    let mut replacements = Vec::new();
+    for (i, r) in list.iter().enumerate() {
+        let Some(id) = contact_of(r) else { continue };
+        let contact = match found.get(id) {
+            Some(ContactOutcome::Found(ids)) => Contact::Found(ids),
+            Some(ContactOutcome::NotFound) | None => Contact::NotFound,
+            Some(ContactOutcome::Denied) => {
+                problems.push(format!("recipient_and_params[{i}].recipient.contact_id: the gateway could not read contact {id} (its lookup was refused) to rewrite it"));
+                continue;
+            }
+            Some(ContactOutcome::Failed(failure)) => {
+                return Err(GatewayError::RewriteUnavailable {
+                    detail: format!("contact lookup for the batch recipient rewrite: {failure:?}"),
+                })
+            }
+        };
+        match identified_recipient(id, project, contact, priority.as_deref()) {
+            Ok(recipient) => replacements.push((i, recipient)),
+            Err(message) => problems.push(format!("recipient_and_params[{i}].{message}")),
+        }
+    }
+    if !problems.is_empty() {
+        return Ok(ContactRewrite::Reject(fix(problems)));
+    }
+    if let Some(list) = fields::get_mut(body, "recipient_and_params").and_then(Value::as_array_mut)
+    {
+        for (i, recipient) in replacements {
+            if let Some(slot) = list
+                .get_mut(i)
+                .and_then(|r| fields::get_mut(r, "recipient"))
+            {
+                *slot = recipient;
+            }
+        }
+    }
+    Ok(ContactRewrite::Done)
+}
+
+/// One message for every recipient that cannot be rewritten, and the fix.
+fn fix(problems: Vec<String>) -> String {
+    format!(
+        "{}; the batch was not sent: send these recipients with recipient.identified_by.channel_identities",
+        problems.join("; ")
+    )
+}
