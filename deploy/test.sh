@@ -142,6 +142,16 @@ else
   check "without kustomize: every file the kustomizations name exists; sidecar native and read-only; shared-cache sets redis_url_env (sources only)"
 fi
 
+# Every layout serves the Batch API on its second port, and exposes it.
+for layout in sidecar egress egress/shared-cache; do
+  grep -q '^batch_listen = "[0-9.]*:8081"' "$root/deploy/kubernetes/$layout/modegate.toml"
+done
+for layout in sidecar egress; do
+  grep -A1 'name: batch' "$root/deploy/kubernetes/$layout/deployment.yaml" | grep -q 'containerPort: 8081'
+done
+grep -A2 'name: batch' "$root/deploy/kubernetes/egress/service.yaml" | grep -q 'targetPort: batch'
+check "every layout sets server.batch_listen on 8081 and exposes it (container port; the egress Service)"
+
 echo "== Kubernetes claims against the code and the measurements"
 # A preStop sleep action needs Kubernetes 1.30 (the image has no shell for an exec sleep), so a
 # layout that uses one must not claim an older version.

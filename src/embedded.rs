@@ -17,43 +17,54 @@ use crate::simulator::{Seed, Simulator};
 pub(crate) struct EmbeddedSimulator {
     pub(crate) simulator: Arc<Simulator>,
     pub(crate) listener: TcpListener,
-    /// Its Batch API origin.
-    pub(crate) batch_listener: TcpListener,
+    /// Its Batch API origin (bound after the gateway's own listeners).
+    pub(crate) batch_listener: Option<TcpListener>,
 }
 
 impl EmbeddedSimulator {
-    /// Binds the simulator (with `seed`) on two ephemeral loopback ports; returns it with its
-    /// Conversation origin, token URL and Batch origin.
+    /// Binds the simulator (with `seed`) on an ephemeral loopback port; returns it with its
+    /// Conversation origin and token URL.
     pub(crate) async fn bind(
         seed: Option<&Path>,
-    ) -> Result<(EmbeddedSimulator, Uri, Uri, Uri), StartError> {
+    ) -> Result<(EmbeddedSimulator, Uri, Uri), StartError> {
         let seed = match seed {
             Some(path) => Seed::load(path).map_err(StartError::Seed)?,
             None => Seed::default(),
         };
-        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-        let local = |l: &TcpListener| {
-            l.local_addr().map_err(|source| StartError::Bind {
-                addr: loopback,
-                source,
-            })
-        };
-        let (simulator, listener) = bind_simulator(seed, loopback).await?;
+        let (simulator, listener) = bind_simulator(seed, LOOPBACK).await?;
         let addr = local(&listener)?;
-        let batch_listener = bind_batch_simulator(loopback).await?;
-        let batch_addr = local(&batch_listener)?;
-        let uri = |text: String| text.parse::<Uri>().unwrap_or_default();
         Ok((
             EmbeddedSimulator {
                 simulator,
                 listener,
-                batch_listener,
+                batch_listener: None,
             },
             uri(format!("http://{addr}")),
             uri(format!("http://{addr}/oauth2/token")),
-            uri(format!("http://{batch_addr}")),
         ))
     }
+
+    /// Binds its Batch origin on another ephemeral loopback port; returns that origin.
+    pub(crate) async fn bind_batch(&mut self) -> Result<Uri, StartError> {
+        let listener = bind_batch_simulator(LOOPBACK).await?;
+        let addr = local(&listener)?;
+        self.batch_listener = Some(listener);
+        Ok(uri(format!("http://{addr}")))
+    }
+}
+
+const LOOPBACK: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+fn local(listener: &TcpListener) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: LOOPBACK,
+        source,
+    })
+}
+
+fn uri(text: String) -> Uri {
+    text.parse().unwrap_or_default()
 }
 
 /// Binds a simulator on `addr` (logged as `listening on ADDR`).

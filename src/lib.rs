@@ -270,11 +270,9 @@ impl App {
     pub async fn bind_with(config: Config, mut deps: Deps) -> Result<App, StartError> {
         with_production_deps(&config, &mut deps)?;
         let mut batch_uri = config.upstream.batch_base_url.clone();
-        let (embedded, upstream_uri, token_uri) = match &config.upstream.target {
+        let (mut embedded, upstream_uri, token_uri) = match &config.upstream.target {
             UpstreamTarget::Embedded { seed } => {
-                let (embedded, base, token, batch) =
-                    EmbeddedSimulator::bind(seed.as_deref()).await?;
-                batch_uri = batch_uri.or(Some(batch));
+                let (embedded, base, token) = EmbeddedSimulator::bind(seed.as_deref()).await?;
                 let token = config.auth.token_url.clone().unwrap_or(token);
                 (Some(embedded), base, token)
             }
@@ -288,12 +286,6 @@ impl App {
             }
         };
         let secrets = inject_secrets(&config)?;
-        // The validated config guarantees an absolute http(s) URL here.
-        let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
-            .and_then(|state| with_batch(state, batch_uri.as_ref()))
-            .ok_or_else(|| {
-                StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
-            })?;
         let listener_tls = config
             .server
             .tls
@@ -301,12 +293,23 @@ impl App {
             .map(|f| tls::ServerTls::load(&f.cert_file, &f.key_file))
             .transpose()
             .map_err(StartError::ListenerTls)?;
+        // Logged in this order: (simulator,) proxy, admin, then the Batch listeners.
         let proxy = bind("proxy", config.server.listen).await?;
+        let admin = bind("admin", config.server.admin_listen).await?;
         let batch = match config.server.batch_listen {
             Some(addr) => Some(bind("batch", addr).await?),
             None => None,
         };
-        let admin = bind("admin", config.server.admin_listen).await?;
+        if let Some(embedded) = embedded.as_mut() {
+            let origin = embedded.bind_batch().await?;
+            batch_uri = batch_uri.or(Some(origin));
+        }
+        // The validated config guarantees an absolute http(s) URL here.
+        let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
+            .and_then(|state| with_batch(state, batch_uri.as_ref()))
+            .ok_or_else(|| {
+                StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
+            })?;
         Ok(App {
             config,
             proxy,
@@ -455,11 +458,13 @@ impl App {
             _ => None,
         };
         let simulator_task = embedded.map(|e| {
-            tokio::spawn(serve_batch_simulator(
-                e.simulator.clone(),
-                e.batch_listener,
-                aux.clone(),
-            ));
+            if let Some(listener) = e.batch_listener {
+                tokio::spawn(serve_batch_simulator(
+                    e.simulator.clone(),
+                    listener,
+                    aux.clone(),
+                ));
+            }
             tokio::spawn(serve_simulator(e.simulator, e.listener, aux.clone()))
         });
         readiness.set_ready();

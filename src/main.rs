@@ -206,14 +206,8 @@ async fn demo(
         Ok(c) => c,
         Err(code) => return code,
     };
-    config.server.listen = listen.unwrap_or(config.server.listen);
-    config.server.admin_listen = admin_listen.unwrap_or(config.server.admin_listen);
     // `--listen` on port 0: every demo listener takes an ephemeral port.
-    if let (Some(l), Some(batch)) = (listen, config.server.batch_listen.as_mut()) {
-        if l.port() == 0 {
-            *batch = SocketAddr::new(l.ip(), 0);
-        }
-    }
+    modegate::reload::apply_listen_overrides(&mut config, listen, admin_listen);
     logging::init(config.log.format, &config.log.level);
     let mut app = match App::bind(config).await {
         Ok(app) => app,

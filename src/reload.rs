@@ -96,6 +96,22 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
+/// Applies command-line listen addresses over the file's: `listen` and `admin_listen` replace
+/// theirs, and a `listen` on port 0 gives the Batch listener (when set) an ephemeral port too.
+pub fn apply_listen_overrides(
+    config: &mut Config,
+    listen: Option<SocketAddr>,
+    admin_listen: Option<SocketAddr>,
+) {
+    config.server.listen = listen.unwrap_or(config.server.listen);
+    config.server.admin_listen = admin_listen.unwrap_or(config.server.admin_listen);
+    if let (Some(l), Some(batch)) = (listen, config.server.batch_listen.as_mut()) {
+        if l.port() == 0 {
+            *batch = SocketAddr::new(l.ip(), 0);
+        }
+    }
+}
+
 impl Reloader {
     /// A reloader for the gateway started from `config`, read from `path`.
     pub fn new(
@@ -136,8 +152,7 @@ impl Reloader {
         let new = match Config::load(&self.path) {
             Ok(mut c) => {
                 let (listen, admin) = self.listen_overrides;
-                c.server.listen = listen.unwrap_or(c.server.listen);
-                c.server.admin_listen = admin.unwrap_or(c.server.admin_listen);
+                apply_listen_overrides(&mut c, listen, admin);
                 c
             }
             Err(e) => {

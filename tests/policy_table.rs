@@ -14,6 +14,7 @@ use http::{HeaderValue, Method, StatusCode};
 use modegate::clock::Clock;
 use modegate::domain::{LookupFailure, Operation as Op, ProcessingMode, UpstreamErrorKind};
 use modegate::mode_cache::{BoxFuture, LookupOutcome, ModeLookup};
+use modegate::schema::Api;
 use modegate::simulator::Simulator;
 use modegate::Deps;
 use support::inproc::{verdict, InProc};
@@ -38,6 +39,13 @@ const SEND_LEGACY_DISPATCH_ONLY: &str = r#"{"app_id":"legacy-app","recipient":{"
 const SEND_LEGACY_TO_ALICE: &str = r#"{"app_id":"legacy-app","recipient":{"contact_id":"alice"},"message":{"text_message":{"text":"hi"}}}"#;
 const CREATE_LONG_TTL: &str = r#"{"display_name":"x","retention_policy":{"retention_type":"MESSAGE_EXPIRE_POLICY","ttl_days":100}}"#;
 const CREATE_OUT_OF_RANGE: &str = r#"{"display_name":"x","retention_policy":{"retention_type":"MESSAGE_EXPIRE_POLICY","ttl_days":5000}}"#;
+
+const BATCH_CONTACTS: &str = r#"{"app_id":"new-app","message":{"text_message":{"text":"hi"}},"recipient_and_params":[{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}}},{"recipient":{"contact_id":"alice"}}]}"#;
+const BATCH_EMPTY: &str =
+    r#"{"app_id":"new-app","message":{"text_message":{"text":"hi"}},"recipient_and_params":[]}"#;
+const BATCH_LATE: &str = r#"{"app_id":"new-app","message":{"text_message":{"text":"hi"}},"send_after":"2999-01-01T00:00:00Z","recipient_and_params":[{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}}}]}"#;
+const BATCH_RESERVED: &str = r#"{"app_id":"new-app","message":{"text_message":{"text":"hi"}},"message_metadata":{"_batch_id":"mine"},"recipient_and_params":[{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}}}]}"#;
+const BATCH_LEGACY_DISPATCH_ONLY_META: &str = r#"{"app_id":"legacy-app","processing_strategy":"DISPATCH_ONLY","message":{"text_message":{"text":"hi"}},"recipient_and_params":[{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}},"conversation_metadata":{"k":"v"}}]}"#;
 
 fn cases() -> Vec<Case> {
     use Method as M;
@@ -98,6 +106,19 @@ fn cases() -> Vec<Case> {
         c("dispatch-only override: an allowed app", "[policy.rules]\n\"send.dispatch_only_override\" = \"enforce\"\n[[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"legacy-app\"\nallow_dispatch_only = true\n", M::POST, "/messages:send", SEND_LEGACY_DISPATCH_ONLY, 200, "forwarded", None, None, (Op::SendMessage, 1)),
         c("dispatch-only metadata: enforce", "", M::POST, "/messages:send", SEND_LEGACY_DISPATCH_ONLY_META, 400, "rejected", Some("send.dispatch_only_metadata"), None, (Op::SendMessage, 0)),
         c("dispatch-only metadata: rewrite drops the fields", "[policy.rules]\n\"send.dispatch_only_metadata\" = \"rewrite\"\n", M::POST, "/messages:send", SEND_LEGACY_DISPATCH_ONLY_META, 200, "rewritten", Some("send.dispatch_only_metadata"), None, (Op::SendMessage, 1)),
+        // The Batch listener ("batch:" paths): the same rules per recipient, and the batch rules.
+        c("batch contact recipient: enforce rejects before the Batch origin", "", M::POST, "batch:/messages", BATCH_CONTACTS, 400, "rejected", scr, None, (Op::BatchSend, 0)),
+        c("batch contact recipient: rewrite resolves every contact", "[policy.rules]\n\"dispatch.send.contact_recipient\" = \"rewrite\"\n", M::POST, "batch:/messages", BATCH_CONTACTS, 200, "rewritten", scr, None, (Op::BatchSend, 1)),
+        c("batch contact recipient: shadow forwards unchanged", "[policy.rules]\n\"dispatch.send.contact_recipient\" = \"shadow\"\n", M::POST, "batch:/messages", BATCH_CONTACTS, 400, "shadow", None, scr, (Op::BatchSend, 1)),
+        c("batch recipients range: enforce", "", M::POST, "batch:/messages", BATCH_EMPTY, 400, "rejected", Some("batch.recipients.range"), None, (Op::BatchSend, 0)),
+        c("batch recipients range: shadow", "[policy.rules]\n\"batch.recipients.range\" = \"shadow\"\n", M::POST, "batch:/messages", BATCH_EMPTY, 400, "shadow", None, Some("batch.recipients.range"), (Op::BatchSend, 1)),
+        c("batch send_after range: enforce", "", M::POST, "batch:/messages", BATCH_LATE, 400, "rejected", Some("batch.send_after.range"), None, (Op::BatchSend, 0)),
+        c("batch reserved metadata: shadow by default", "", M::POST, "batch:/messages", BATCH_RESERVED, 200, "shadow", None, Some("batch.reserved_metadata"), (Op::BatchSend, 1)),
+        c("batch reserved metadata: enforce", "[policy.rules]\n\"batch.reserved_metadata\" = \"enforce\"\n", M::POST, "batch:/messages", BATCH_RESERVED, 400, "rejected", Some("batch.reserved_metadata"), None, (Op::BatchSend, 0)),
+        c("batch reserved metadata: rewrite drops it", "[policy.rules]\n\"batch.reserved_metadata\" = \"rewrite\"\n", M::POST, "batch:/messages", BATCH_RESERVED, 200, "rewritten", Some("batch.reserved_metadata"), None, (Op::BatchSend, 1)),
+        c("batch dispatch-only override: enforce", "[policy.rules]\n\"send.dispatch_only_override\" = \"enforce\"\n", M::POST, "batch:/messages", BATCH_LEGACY_DISPATCH_ONLY_META, 400, "rejected", Some("send.dispatch_only_override"), None, (Op::BatchSend, 0)),
+        c("batch dispatch-only metadata: enforce per recipient", "", M::POST, "batch:/messages", BATCH_LEGACY_DISPATCH_ONLY_META, 400, "rejected", Some("send.dispatch_only_metadata"), None, (Op::BatchSend, 0)),
+        c("batch dispatch-only metadata: rewrite", "[policy.rules]\n\"send.dispatch_only_metadata\" = \"rewrite\"\n", M::POST, "batch:/messages", BATCH_LEGACY_DISPATCH_ONLY_META, 200, "rewritten", Some("send.dispatch_only_metadata"), None, (Op::BatchSend, 1)),
         c("per-app override beats the global action", "[[policy.app]]\nproject_id = \"demo-project\"\napp_id = \"new-app\"\nrules = { \"dispatch.send.contact_recipient\" = \"shadow\" }\n", M::POST, "/messages:send", SEND_TO_ALICE, 400, "shadow", None, scr, (Op::SendMessage, 1)),
     ]
 }
@@ -106,10 +127,15 @@ fn cases() -> Vec<Case> {
 async fn every_rule_and_action_behaves_as_the_table_says() {
     for case in cases() {
         let g = InProc::start(case.config);
+        let (api, path) = match case.path.strip_prefix("batch:") {
+            Some(path) => (Api::Batch, path),
+            None => (Api::Conversation, case.path),
+        };
         let r = g
-            .send(
+            .send_on(
+                api,
                 case.method.clone(),
-                case.path,
+                path,
                 &[("authorization", DEMO_AUTH)],
                 case.body,
             )

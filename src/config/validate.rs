@@ -384,11 +384,13 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
             );
         }
         // A key-holding gateway must not be an open door to the key.
-        let loopback_only = server.as_ref().is_some_and(|s| s.listen.ip().is_loopback());
+        let loopback_only = server.as_ref().is_some_and(|s| {
+            s.listen.ip().is_loopback() && s.batch_listen.is_none_or(|b| b.ip().is_loopback())
+        });
         if a.mode == AuthMode::Inject && a.inbound_token_env.is_none() && !loopback_only {
             problems.add(
                     "auth.mode",
-                    "\"inject\" makes the gateway hold an API key: bind server.listen to a loopback address, or set auth.inbound_token_env so callers must present a shared secret",
+                    "\"inject\" makes the gateway hold an API key: bind server.listen (and server.batch_listen) to a loopback address, or set auth.inbound_token_env so callers must present a shared secret",
                 );
         }
     }
