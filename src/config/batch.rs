@@ -32,6 +32,11 @@ pub(super) fn base_url(
     }
 }
 
+/// Whether every proxy listener (Conversation and Batch) is bound to loopback.
+pub(super) fn loopback_only(s: &ServerSettings) -> bool {
+    s.listen.ip().is_loopback() && s.batch_listen.is_none_or(|b| b.ip().is_loopback())
+}
+
 /// A batch listener needs an origin, and a port of its own.
 pub(super) fn check(s: &ServerSettings, u: &UpstreamSettings, problems: &mut Problems) {
     let Some(batch) = s.batch_listen else {

@@ -384,9 +384,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
             );
         }
         // A key-holding gateway must not be an open door to the key.
-        let loopback_only = server.as_ref().is_some_and(|s| {
-            s.listen.ip().is_loopback() && s.batch_listen.is_none_or(|b| b.ip().is_loopback())
-        });
+        let loopback_only = server.as_ref().is_some_and(super::batch::loopback_only);
         if a.mode == AuthMode::Inject && a.inbound_token_env.is_none() && !loopback_only {
             problems.add(
                     "auth.mode",
