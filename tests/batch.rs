@@ -428,8 +428,22 @@ async fn reserved_metadata_shadow_enforce_rewrite() {
         metadata.iter().all(|m| m["_batch_id"] != "mine"),
         "{metadata:?}"
     );
+    // The top-level map every recipient inherits changed: every recipient counts rewritten.
     let m = g.metrics();
-    assert_eq!(batch_recipients(&m, "rewritten"), 1.0);
+    assert_eq!(batch_recipients(&m, "rewritten"), 2.0);
+    assert_eq!(batch_recipients(&m, "forwarded"), 0.0);
+    // Only one recipient's own map: that one.
+    let mut own = identified("+15550199", "Ann");
+    own["message_metadata"] = json!({"_batch_id": "mine"});
+    let body = batch(
+        "new-app",
+        vec![identified("+15550198", "Bo"), own],
+        json!({"message_metadata": {"k": "v"}}),
+    );
+    let r = g.batch(Method::POST, MESSAGES, &body).await;
+    assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
+    let m = g.metrics();
+    assert_eq!(batch_recipients(&m, "rewritten"), 3.0);
     assert_eq!(batch_recipients(&m, "forwarded"), 1.0);
 }
 

@@ -27,12 +27,23 @@ fn contact_of(r: &Value) -> Option<&str> {
     fields::get(r, "recipient").and_then(|to| fields::text(to, "contact_id"))
 }
 
-/// How many recipients of the batch as read (`before`) the rewritten body changed.
+/// How many recipients of the batch as read (`before`: the fields rules read) the rewritten
+/// body changed: each whose own entry changed, or every one when a batch-wide field they all
+/// inherit (metadata, `processing_strategy`, …) changed.
 pub(super) fn changed_recipients(before: Option<&Value>, after: &Value) -> usize {
     let empty = Vec::new();
-    let before = before.and_then(batch::recipients).unwrap_or(&empty);
+    let list = before.and_then(batch::recipients).unwrap_or(&empty);
+    let shared_changed = before.and_then(Value::as_object).is_some_and(|fields| {
+        fields.iter().any(|(key, value)| {
+            !fields::names(key, "recipient_and_params")
+                && after.as_object().and_then(|a| a.get(key)) != Some(value)
+        })
+    });
+    if shared_changed {
+        return list.len();
+    }
     let after = batch::recipients(after).unwrap_or(&empty);
-    before.iter().zip(after).filter(|(b, a)| b != a).count()
+    list.iter().zip(after).filter(|(b, a)| b != a).count()
 }
 
 /// Rewrites every contact recipient of the batch `body`.
