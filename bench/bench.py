@@ -443,8 +443,14 @@ def main():
     out_dir = work if smoke else HERE
     with open(os.path.join(out_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    with open(os.path.join(out_dir, "results.md"), "w") as f:
-        f.write(markdown(results))
+    # The Batch API section (bench/batch.py) is its own run: kept across this one.
+    path, kept = os.path.join(out_dir, "results.md"), ""
+    if os.path.exists(path):
+        old = open(path).read()
+        if "<!-- batch:start -->" in old and "<!-- batch:end -->" in old:
+            kept = old[old.index("<!-- batch:start -->"):old.index("<!-- batch:end -->") + len("<!-- batch:end -->")]
+    with open(path, "w") as f:
+        f.write(markdown(results) + ("\n" + kept + "\n" if kept else ""))
     print(markdown(results))
     print(f"results written to {out_dir}/results.md and results.json")
 
