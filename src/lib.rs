@@ -293,6 +293,11 @@ impl App {
             .map(|f| tls::ServerTls::load(&f.cert_file, &f.key_file))
             .transpose()
             .map_err(StartError::ListenerTls)?;
+        // The validated config guarantees an absolute http(s) URL here.
+        let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
+            .ok_or_else(|| {
+                StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
+            })?;
         // Logged in this order: (simulator,) proxy, admin, then the Batch listeners.
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
@@ -304,12 +309,13 @@ impl App {
             let origin = embedded.bind_batch().await?;
             batch_uri = batch_uri.or(Some(origin));
         }
-        // The validated config guarantees an absolute http(s) URL here.
-        let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
-            .and_then(|state| with_batch(state, batch_uri.as_ref()))
-            .ok_or_else(|| {
-                StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
-            })?;
+        let state = with_batch(state, batch_uri.as_ref()).ok_or_else(|| {
+            let uri = batch_uri.as_ref().map(ToString::to_string);
+            StartError::Upstream(format!(
+                "upstream.batch_base_url {} is not usable",
+                uri.unwrap_or_default()
+            ))
+        })?;
         Ok(App {
             config,
             proxy,
