@@ -765,3 +765,41 @@ async fn certificate_files_rotated_on_disk_are_picked_up_without_a_signal() {
     watcher.abort();
     server.abort();
 }
+
+#[tokio::test]
+async fn the_batch_listener_serves_tls_with_the_same_files_to_its_own_origin() {
+    let (ca, dir) = (Ca::new("listener CA"), TempDir::new());
+    ca.localhost().write(&dir, "listener");
+    let (api, batch) = (Upstream::ok().await, Upstream::ok().await);
+    let config_file = dir.write(
+        "modegate.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nbatch_listen = \"127.0.0.1:0\"\ntls_cert_file = \"listener.crt\"\ntls_key_file = \"listener.key\"\n[upstream]\nbase_url = \"{}\"\nbatch_base_url = \"{}\"\n",
+            api.url(),
+            batch.url()
+        ),
+    );
+    let config = modegate::Config::load(&config_file).expect("config");
+    let gw = modegate::App::bind(config).await.expect("bind").spawn();
+    let (mut stream, _) = tls_connect(&ca, gw.batch_addr.expect("batch listener"), H1).await;
+    let answer = h1_over(&mut stream, "/v1/projects/p/messages/01BATCH").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("x-modegate-decision: forwarded"),
+        "{answer}"
+    );
+    let seen = batch.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].uri.path(), "/v1/projects/p/messages/01BATCH");
+    assert_eq!(seen[0].headers["x-forwarded-proto"], "https");
+    assert!(
+        api.seen().is_empty(),
+        "the Conversation origin saw a batch call"
+    );
+    let m = metrics(gw.admin_addr).await;
+    assert_eq!(
+        sample(&m, "modegate_requests_total", &[("operation", "batch_get")]),
+        1.0
+    );
+    gw.shutdown().await;
+}
