@@ -27,7 +27,7 @@ fn contact_of(r: &Value) -> Option<&str> {
     fields::get(r, "recipient").and_then(|to| fields::text(to, "contact_id"))
 }
 
-/// How many recipients of the batch as read (`before`: the fields rules read) the rewritten
+/// How many recipients of the batch as read (`before`: the facts rules read) the rewritten
 /// body changed: each whose own entry changed, or every one when a batch-wide field they all
 /// inherit (metadata, `processing_strategy`, …) changed.
 pub(super) fn changed_recipients(before: Option<&Value>, after: &Value) -> usize {
@@ -43,7 +43,21 @@ pub(super) fn changed_recipients(before: Option<&Value>, after: &Value) -> usize
         return list.len();
     }
     let after = batch::recipients(after).unwrap_or(&empty);
-    list.iter().zip(after).filter(|(b, a)| b != a).count()
+    list.iter()
+        .zip(after)
+        .filter(|(b, a)| differs(b, a))
+        .count()
+}
+
+/// Whether `after` differs from `before` in what `before` holds: the facts of a recipient hold
+/// only the fields rules read, so fields they left out are not compared.
+fn differs(before: &Value, after: &Value) -> bool {
+    match (before, after) {
+        (Value::Object(b), Value::Object(a)) => b
+            .iter()
+            .any(|(key, value)| a.get(key).is_none_or(|other| differs(value, other))),
+        _ => before != after,
+    }
 }
 
 /// Rewrites every contact recipient of the batch `body`.

@@ -141,6 +141,9 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
+/// The top-level field read as compact per-element facts rather than in full.
+const FACTS_ONLY: &str = "recipient_and_params";
+
 /// Where in the body a value is, which decides what is built of it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -148,6 +151,10 @@ enum Part {
     Top,
     /// A field rules read, or inside one: built in full.
     Kept,
+    /// Inside a batch's recipients ([`FACTS_ONLY`]): of each message only the fields a rule
+    /// reads are built (their maps and Structs in full), so a thousand recipients' parameters
+    /// and identities are walked, never copied.
+    Facts,
     /// Anything else: checked, not built (read as `Null`).
     Skipped,
 }
@@ -219,7 +226,11 @@ impl Read {
                 match message.field(key) {
                     Some((index, f)) => {
                         let read = fields::is_read(m, index);
-                        let kept = self.part == Part::Top && fields::kept(&f.proto);
+                        let kept = match self.part {
+                            Part::Top => fields::kept(&f.proto),
+                            Part::Facts => read,
+                            Part::Kept | Part::Skipped => false,
+                        };
                         (Ty::of(f.kind, f.shape), f.proto.as_str(), read, kept)
                     }
                     None => {
@@ -246,7 +257,12 @@ impl Read {
         };
         let part = match self.part {
             Part::Kept => Part::Kept,
+            Part::Top if kept && field == FACTS_ONLY => Part::Facts,
             Part::Top if kept => Part::Kept,
+            Part::Facts if kept => match ty {
+                Ty::Message(_) | Ty::List(Kind::Message(_)) => Part::Facts,
+                _ => Part::Kept,
+            },
             _ => Part::Skipped,
         };
         Ok(Read {
@@ -260,10 +276,9 @@ impl Read {
 
     fn element(self) -> Read {
         Read {
-            part: if self.part == Part::Kept {
-                Part::Kept
-            } else {
-                Part::Skipped
+            part: match self.part {
+                Part::Kept | Part::Facts => self.part,
+                Part::Top | Part::Skipped => Part::Skipped,
             },
             ty: match self.ty {
                 Ty::List(kind) => Ty::one(kind),
@@ -275,7 +290,7 @@ impl Read {
     }
 
     fn kept(self) -> bool {
-        self.part == Part::Kept
+        matches!(self.part, Part::Kept | Part::Facts)
     }
 
     fn scalar(self, value: impl FnOnce() -> Value) -> Value {
@@ -480,6 +495,29 @@ mod tests {
     fn send(text: &str) -> Result<Value, JsonProblem> {
         let m = schema().message_named("SendMessageRequest");
         super::read_fields(text.as_bytes(), true, m)
+    }
+
+    #[test]
+    fn a_batch_keeps_compact_facts_of_each_recipient() {
+        let m = schema().message_named("BatchSendRequest");
+        let body = r#"{"app_id":"a","message":{"text_message":{"text":"Hi ${n}"}},"send_after":"x",
+            "recipient_and_params":[
+              {"recipient":{"contact_id":"c1"},"parameters":{"n":"Ann"},"message_metadata":{"_batch_id":"m","k":1}},
+              {"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},"conversation_metadata":{"x":[1]}}]}"#;
+        let facts = super::read_fields(body.as_bytes(), true, m).expect("read");
+        assert_eq!(
+            facts["recipient_and_params"],
+            serde_json::json!([
+                {"recipient":{"contact_id":"c1"},"message_metadata":{"_batch_id":"m","k":1}},
+                {"recipient":{"identified_by":{}},"conversation_metadata":{"x":[1]}}
+            ]),
+            "parameters and identities are walked, not built"
+        );
+        assert!(facts.get("message").is_none());
+        assert_eq!(facts["send_after"], "x");
+        // Duplicates are still refused inside what is not built.
+        let dup = r#"{"recipient_and_params":[{"parameters":{"n":"a","n":"b"}}]}"#;
+        assert!(super::read_fields(dup.as_bytes(), true, m).is_err());
     }
 
     #[test]
