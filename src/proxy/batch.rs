@@ -5,7 +5,7 @@
 //! one recipient that cannot be rewritten stops the whole batch, with the status a single send
 //! would get (400, or 503 when a lookup failed).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -73,13 +73,14 @@ pub(super) async fn resolve_contacts(
         return Ok(ContactRewrite::Untouched);
     };
     let mut wanted: Vec<&str> = Vec::new();
+    let mut distinct = HashSet::new();
     let mut problems = Vec::new();
     for (i, r) in list.iter().enumerate() {
         match contact_of(r) {
             Some(id) if !valid_id(id) => problems.push(format!(
                 "recipient_and_params[{i}].recipient.contact_id: not a valid contact id"
             )),
-            Some(id) if !wanted.contains(&id) => wanted.push(id),
+            Some(id) if distinct.insert(id) => wanted.push(id),
             _ => {}
         }
     }
