@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod mode_cache;
 pub mod policy;
 pub mod proxy;
+pub mod pseudo_ids;
 pub mod reload;
 pub mod report;
 pub mod server;
