@@ -90,6 +90,7 @@ operations! {
     DeleteWebhook => "delete_webhook", None;
     Settings => "settings", None;
     OauthToken => "oauth_token", None;
+    Callback => "callback", None;
     Other => "other", None;
 }
 

@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod auth;
+pub mod callbacks;
 pub mod clock;
 pub mod config;
 pub mod contact_cache;
@@ -146,6 +147,9 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
             message,
         });
     }
+    for (key, message) in callbacks::start_problems(&config.callbacks) {
+        problems.push(config::Problem { key, message });
+    }
     if config.auth.mode == config::AuthMode::Inject {
         let vars = [
             ("auth.key_id_env", Some(&config.auth.key_id_env)),
@@ -236,6 +240,7 @@ pub struct App {
     upstream_uri: Uri,
     reloader: Option<Arc<reload::Reloader>>,
     listener_tls: Option<tls::ServerTls>,
+    callbacks: Option<callbacks::Listener>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -315,6 +320,7 @@ impl App {
             }
         };
         let secrets = inject_secrets(&config)?;
+        let redis = deps.shared_cache.clone();
         // The validated config guarantees an absolute http(s) URL here.
         let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
             .ok_or_else(|| {
@@ -327,8 +333,14 @@ impl App {
             .map(|f| tls::ServerTls::load(&f.cert_file, &f.key_file))
             .transpose()
             .map_err(StartError::ListenerTls)?;
+        let callbacks = callbacks::Callbacks::new(&config, redis.as_ref(), state.metrics().clone())
+            .map_err(StartError::Secret)?;
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
+        let callbacks = match (callbacks, config.callbacks.listen) {
+            (Some(c), Some(addr)) => Some(c.listener(bind("callbacks", addr).await?)),
+            _ => None,
+        };
         Ok(App {
             config,
             proxy,
@@ -339,6 +351,7 @@ impl App {
             upstream_uri,
             reloader: None,
             listener_tls,
+            callbacks,
         })
     }
 
@@ -382,6 +395,11 @@ impl App {
             .unwrap_or(self.config.server.admin_listen)
     }
 
+    /// The callback listener's address, when `callbacks.listen` is set.
+    pub fn callbacks_addr(&self) -> Option<SocketAddr> {
+        self.callbacks.as_ref().and_then(callbacks::Listener::addr)
+    }
+
     /// The upstream origin requests go to (the embedded simulator's address when embedded).
     pub fn upstream_uri(&self) -> &Uri {
         &self.upstream_uri
@@ -414,6 +432,7 @@ impl App {
             embedded,
             reloader,
             listener_tls,
+            callbacks,
             ..
         } = self;
         let (inner_trigger, inner) = server::shutdown_channel();
@@ -481,6 +500,8 @@ impl App {
                 inner_trigger.trigger();
             }
         };
+        // The callback listener shares the proxy's slow-peer limits, TLS and drain.
+        let callbacks_serve = callbacks::serve(callbacks, proxy_settings.clone(), inner.clone());
         let serve = server::serve(
             "proxy",
             proxy,
@@ -490,7 +511,7 @@ impl App {
             proxy_settings,
             inner,
         );
-        tokio::join!(drain, serve);
+        tokio::join!(drain, serve, callbacks_serve);
         if let Some(watch) = certificate_watch {
             watch.abort();
         }
@@ -506,6 +527,7 @@ impl App {
     pub fn spawn(self) -> RunningApp {
         let proxy_addr = self.proxy_addr();
         let admin_addr = self.admin_addr();
+        let callbacks_addr = self.callbacks_addr();
         let simulator = self.simulator();
         let metrics = self.metrics();
         let state = self.state();
@@ -514,6 +536,7 @@ impl App {
         RunningApp {
             proxy_addr,
             admin_addr,
+            callbacks_addr,
             simulator,
             metrics,
             state,
@@ -529,6 +552,8 @@ pub struct RunningApp {
     pub proxy_addr: SocketAddr,
     /// Admin address.
     pub admin_addr: SocketAddr,
+    /// Callback listener address, when one is configured.
+    pub callbacks_addr: Option<SocketAddr>,
     /// The embedded simulator, if any.
     pub simulator: Option<Arc<Simulator>>,
     /// Metrics.

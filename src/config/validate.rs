@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::de::DeserializeOwned;
 
+use super::callbacks;
 use super::raw::*;
 use super::transport;
 use super::typed::typed;
@@ -64,7 +65,7 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+pub(super) fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -79,7 +80,7 @@ fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<Socket
     }
 }
 
-fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
+pub(super) fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
     let uri = match value.parse::<Uri>() {
         Ok(u) => u,
         Err(_) => {
@@ -108,7 +109,7 @@ fn http_url(key: &str, value: &str, problems: &mut Problems) -> Option<Uri> {
     Some(uri)
 }
 
-fn range(key: &str, value: u64, lo: u64, hi: u64, problems: &mut Problems) -> u64 {
+pub(super) fn range(key: &str, value: u64, lo: u64, hi: u64, problems: &mut Problems) -> u64 {
     if value < lo || value > hi {
         problems.add(key, format!("{value} is out of range ({lo}..={hi})"));
     }
@@ -181,7 +182,15 @@ fn apply_rules(
 }
 
 /// The sections in file-documentation order, which problems are listed in.
-const SECTIONS: [&str; 6] = ["server", "upstream", "auth", "mode_cache", "policy", "log"];
+const SECTIONS: [&str; 7] = [
+    "server",
+    "upstream",
+    "auth",
+    "mode_cache",
+    "policy",
+    "log",
+    "callbacks",
+];
 
 /// Validates TOML text; `path` is only used in messages (and to resolve relative seed paths).
 pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
@@ -203,10 +212,11 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
     let cache: Option<RawModeCache> = section(&mut doc, "mode_cache", &mut problems);
     let policy: Option<RawPolicy> = section(&mut doc, "policy", &mut problems);
     let log: Option<RawLog> = section(&mut doc, "log", &mut problems);
+    let callbacks: Option<callbacks::RawCallbacks> = section(&mut doc, "callbacks", &mut problems);
     for unknown in doc.keys() {
         problems.add(
             unknown.clone(),
-            "unknown section (expected server, upstream, auth, mode_cache, policy, log)",
+            "unknown section (expected server, upstream, auth, mode_cache, policy, log, callbacks)",
         );
     }
 
@@ -548,19 +558,26 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         access_log: l.access_log,
     });
 
-    match (server, upstream, auth, mode_cache, policy, log) {
-        (Some(server), Some(upstream), Some(auth), Some(mode_cache), Some(policy), Some(log))
-            if problems.0.is_empty() =>
-        {
-            Ok(Config {
-                server,
-                upstream,
-                auth,
-                mode_cache,
-                policy,
-                log,
-            })
-        }
+    let callbacks = callbacks.map(|c| callbacks::callbacks(c, &mut problems));
+
+    match (server, upstream, auth, mode_cache, policy, log, callbacks) {
+        (
+            Some(server),
+            Some(upstream),
+            Some(auth),
+            Some(mode_cache),
+            Some(policy),
+            Some(log),
+            Some(callbacks),
+        ) if problems.0.is_empty() => Ok(Config {
+            server,
+            upstream,
+            auth,
+            mode_cache,
+            policy,
+            log,
+            callbacks,
+        }),
         _ => {
             // Grouped by section, in the order the sections are documented (stable within one).
             let mut list = problems.0;

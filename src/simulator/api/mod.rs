@@ -173,7 +173,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
             })
         }
         Op::Settings => settings(project, call),
-        Op::OauthToken | Op::Other => Err(not_found("no such endpoint")),
+        Op::OauthToken | Op::Callback | Op::Other => Err(not_found("no such endpoint")),
     }
 }
 
