@@ -19,6 +19,8 @@ use conversations::*;
 use messages::*;
 use webhooks::*;
 
+pub(crate) use messages::inbound;
+
 use super::store::Project;
 use crate::api_error::ApiError;
 use crate::domain::Operation;
