@@ -414,3 +414,30 @@ fn the_dotnet_test_vector_verifies() {
         "6bpJoRmFoXVjfJIVglMoJzYXxnoxRujzR4k2GOXewOE="
     );
 }
+
+#[tokio::test]
+async fn a_stalled_callback_body_is_abandoned_with_408() {
+    let target = Upstream::ok().await;
+    let gw = gateway(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nbody_idle_timeout_secs = 1\n{}",
+        webhook(&target.url(), &signed(SECRET))
+    ))
+    .await;
+    let answer = raw_exchange(
+        gw.callbacks_addr.expect("listener"),
+        b"POST /sinch/events HTTP/1.1\r\nhost: gw\r\ncontent-length: 100\r\n\r\n{\"a\":",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(target.seen().is_empty());
+    assert_eq!(
+        sample(
+            &gw.metrics.render(),
+            "modegate_body_idle_timeouts_total",
+            &[("direction", "request")]
+        ),
+        1.0
+    );
+    gw.shutdown().await;
+}

@@ -57,6 +57,7 @@ pub struct Callbacks {
     client: Upstream,
     metrics: Arc<Metrics>,
     max_body: usize,
+    body_idle: Duration,
     pseudo_ids: Option<PseudoIds>,
 }
 
@@ -195,6 +196,7 @@ impl Callbacks {
             client: forward::client(&config.upstream, longest)?,
             metrics,
             max_body: config.server.max_policy_body_bytes,
+            body_idle: config.server.body_idle_timeout,
             pseudo_ids: pseudo_ids(settings).map_err(|(k, m)| format!("{k}: {m}"))?,
         })))
     }
@@ -327,16 +329,13 @@ impl Callbacks {
             };
             return (Some(outcome), response);
         }
-        let bytes = match Limited::new(body, self.max_body).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-                return (None, too_large(self.max_body))
-            }
-            Err(_) => {
-                return (
-                    None,
-                    error(ApiError::invalid_argument("the callback body was cut off")),
-                )
+        let bytes = match read_whole(body, self.max_body, self.body_idle).await {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if e.status == StatusCode::REQUEST_TIMEOUT {
+                    self.metrics.body_idle_timeout("request");
+                }
+                return (None, error(e));
             }
         };
         let mut reservation = None;
@@ -482,15 +481,50 @@ impl Callbacks {
     }
 }
 
+/// Reads a body whole: at most `limit` bytes (413), each frame within `idle` (408).
+async fn read_whole<B>(body: B, limit: usize, idle: Duration) -> Result<Bytes, ApiError>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the callback body made no progress for the body idle timeout",
+                ))
+            }
+            Ok(None) => return Ok(out.freeze()),
+            Ok(Some(Err(_))) => {
+                return Err(ApiError::invalid_argument("the callback body was cut off"))
+            }
+            Ok(Some(Ok(frame))) => frame,
+        };
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > limit {
+                return Err(too_large_error(limit));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+}
+
 fn error(e: ApiError) -> Response<GatewayBody> {
     e.into_response().map(upstream::full_body)
 }
 
-fn too_large(limit: usize) -> Response<GatewayBody> {
-    error(ApiError::new(
+fn too_large_error(limit: usize) -> ApiError {
+    ApiError::new(
         StatusCode::PAYLOAD_TOO_LARGE,
         format!("the callback body is larger than {limit} bytes (server.max_policy_body_bytes)"),
-    ))
+    )
+}
+
+fn too_large(limit: usize) -> Response<GatewayBody> {
+    error(too_large_error(limit))
 }
 
 fn unauthenticated(
