@@ -92,10 +92,7 @@ fn main() {
             ("verify + nonce + re-sign (fill_ids off)", false),
         ] {
             let (n, rate) = run(seconds, with_fill).await;
-            println!(
-                "| {name} | {n} | {rate:.0} | {:.1} |",
-                1e6 / rate
-            );
+            println!("| {name} | {n} | {rate:.0} | {:.1} |", 1e6 / rate);
         }
     });
 }

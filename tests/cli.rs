@@ -857,6 +857,8 @@ fn every_shipped_config_is_valid() {
             .env("SINCH_KEY_ID", "key-id")
             .env("SINCH_KEY_SECRET", "key-secret")
             .env("MODEGATE_REDIS_URL", "redis://:pw@modegate-redis:6379/0")
+            .env("SINCH_WEBHOOK_SECRET", "webhook-secret")
+            .env("MODEGATE_ID_KEY", "ab".repeat(32))
             .output()
             .expect("run");
         assert_eq!(
@@ -866,4 +868,41 @@ fn every_shipped_config_is_valid() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+#[test]
+fn check_config_reads_the_callback_secrets_and_summarises_the_webhooks() {
+    let text = "[callbacks]\nlisten = \"127.0.0.1:8082\"\nid_key_env = \"MODEGATE_TEST_ID_KEY\"\n\
+                [[callbacks.webhook]]\npath = \"/sinch/events\"\ntarget = \"http://127.0.0.1:3000/e\"\n\
+                secret_env = \"MODEGATE_TEST_WEBHOOK_SECRET\"\nfill_ids = \"pseudo\"\n";
+    let (code, err) = check_config(text, &[("MODEGATE_TEST_ID_KEY", "not-hex-but-secret")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("- callbacks.webhook[0].secret_env: environment variable MODEGATE_TEST_WEBHOOK_SECRET is not set"),
+        "{err}"
+    );
+    assert!(err.contains("- callbacks.id_key_env: environment variable MODEGATE_TEST_ID_KEY: key 1 of 1 is not 64 hex characters"), "{err}");
+    assert!(!err.contains("not-hex-but-secret"), "{err}");
+    let file = write_config(text);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file.path())
+        .env("MODEGATE_TEST_ID_KEY", "cd".repeat(32))
+        .env("MODEGATE_TEST_WEBHOOK_SECRET", "hunter2-webhook")
+        .output()
+        .expect("run");
+    let all = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("callbacks       listen 127.0.0.1:8082, 1 webhook(s)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("/sinch/events -> http://127.0.0.1:3000/e (verified and re-signed with $MODEGATE_TEST_WEBHOOK_SECRET, max skew 300s, fill ids pseudo, timeout 10s)"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("hunter2") && !all.contains(&"cd".repeat(32)),
+        "{all}"
+    );
 }
