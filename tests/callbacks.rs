@@ -441,3 +441,38 @@ async fn a_stalled_callback_body_is_abandoned_with_408() {
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn the_callback_listener_serves_tls_with_the_server_certificate() {
+    use support::tls::{tls_connect, Ca, TempDir};
+    let (ca, dir) = (Ca::new("listener CA"), TempDir::new());
+    let (cert, key) = ca.localhost().write(&dir, "listener");
+    let target = Upstream::ok().await;
+    let gw = gateway(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ntls_cert_file = {:?}\ntls_key_file = {:?}\n{}",
+        cert.display(),
+        key.display(),
+        webhook(&target.url(), &signed(SECRET))
+    ))
+    .await;
+    let (stream, _) = tls_connect(&ca, gw.callbacks_addr.expect("listener"), &[b"http/1.1"]).await;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(conn);
+    let mut request = http::Request::post("/sinch/events")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::from_static(CONVERSATION_DR.as_bytes())))
+        .expect("request");
+    for (k, v) in sign_with(SECRET, CONVERSATION_DR, "n-tls", signature::unix_now()) {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    let response = sender.send_request(request).await.expect("response");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(verifies(&target.seen()[0], SECRET));
+    gw.shutdown().await;
+}
