@@ -155,6 +155,18 @@ impl PseudoIds {
         Ok(PseudoIds { keys })
     }
 
+    /// The keys in the environment variable `name` (`callbacks.id_key_env`); the message
+    /// names the variable, never a key.
+    pub fn from_env(name: &str) -> Result<PseudoIds, String> {
+        match std::env::var(name) {
+            Ok(v) if !v.trim().is_empty() => {
+                PseudoIds::from_keys(&v).map_err(|e| format!("environment variable {name}: {e}"))
+            }
+            Ok(_) => Err(format!("environment variable {name} is empty")),
+            Err(_) => Err(format!("environment variable {name} is not set")),
+        }
+    }
+
     /// Keys given as bytes, the minting key first (at least one).
     pub fn from_key_bytes(keys: Vec<[u8; KEY_BYTES]>) -> Result<PseudoIds, PseudoIdError> {
         if keys.is_empty() {

@@ -84,10 +84,7 @@ fn pseudo_ids(settings: &CallbackSettings) -> Result<Option<PseudoIds>, (String,
         .iter()
         .any(|w| w.fill_ids == FillIds::Pseudo);
     match (&settings.id_key_env, wanted) {
-        (Some(name), true) => env(name)
-            .and_then(|keys| {
-                PseudoIds::from_keys(&keys).map_err(|e| format!("environment variable {name}: {e}"))
-            })
+        (Some(name), true) => PseudoIds::from_env(name)
             .map(Some)
             .map_err(|m| ("callbacks.id_key_env".to_string(), m)),
         _ => Ok(None),
