@@ -16,7 +16,7 @@ rows="$("${pin[@]}" "$bin" "$seconds")"
   echo
   echo "- Machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) cores, $(uname -sr)"
   echo "- Method: one thread${pin:+ pinned to CPU 1}, release build; ${seconds} s of work per case over signed DISPATCH MO"
-  echo "  callbacks (about 560 bytes) with distinct nonces, signed before the clock starts. Each: HMAC-SHA256"
+  echo "  callbacks (613 bytes) with distinct nonces, signed before the clock starts. Each: HMAC-SHA256"
   echo "  check over the raw bytes, timestamp window, nonce reserved and confirmed in the in-process"
   echo "  cache (no Redis), both empty ids filled with AES-SIV pseudo ids (JSON parsed and written"
   echo "  again), new signature over the bytes forwarded. HTTP is not included."
