@@ -476,3 +476,50 @@ async fn the_callback_listener_serves_tls_with_the_server_certificate() {
     assert!(verifies(&target.seen()[0], SECRET));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_nonce_in_flight_is_reserved() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let target = {
+        let release = release.clone();
+        Upstream::start(Arc::new(move |_| {
+            let release = release.clone();
+            Box::pin(async move {
+                release.notified().await;
+                Response::builder()
+                    .status(200)
+                    .body(Full::new(Bytes::from_static(b"{}")))
+                    .expect("response")
+            })
+        }))
+        .await
+    };
+    let gw = gateway(&webhook(&target.url(), &signed(SECRET))).await;
+    let headers = sign_with(
+        SECRET,
+        CONVERSATION_DR,
+        "n-in-flight",
+        signature::unix_now(),
+    );
+    let first = {
+        let (url, headers) = (url(&gw), headers.clone());
+        tokio::spawn(async move {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            send(Method::POST, &url, &h, CONVERSATION_DR).await
+        })
+    };
+    assert_eventually(
+        || target.seen().len() == 1,
+        Duration::from_secs(10),
+        "the first delivery reached the target",
+    )
+    .await;
+    assert_unauthenticated(&deliver(&gw, &headers, CONVERSATION_DR).await);
+    release.notify_one();
+    assert_eq!(first.await.expect("first").status, StatusCode::OK);
+    assert_eq!(target.seen().len(), 1);
+    gw.shutdown().await;
+}
