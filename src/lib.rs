@@ -152,6 +152,17 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
     for (key, message) in callbacks::start_problems(&config.callbacks) {
         problems.push(config::Problem { key, message });
     }
+    // The proxy opens pseudo ids (rule dispatch.pseudo_ids) whenever the keys are named.
+    if let Some(name) = &config.callbacks.id_key_env {
+        if !problems.iter().any(|p| p.key == "callbacks.id_key_env") {
+            if let Err(message) = pseudo_ids::PseudoIds::from_env(name) {
+                problems.push(config::Problem {
+                    key: "callbacks.id_key_env".into(),
+                    message,
+                });
+            }
+        }
+    }
     if config.auth.mode == config::AuthMode::Inject {
         let vars = [
             ("auth.key_id_env", Some(&config.auth.key_id_env)),
@@ -184,6 +195,12 @@ fn with_production_deps(config: &Config, deps: &mut Deps) -> Result<(), StartErr
     if deps.shared_cache.is_none() {
         deps.shared_cache = shared_cache_target(config)
             .map_err(|e| StartError::Secret(format!("mode_cache.redis_url_env: {e}")))?;
+    }
+    if let (None, Some(name)) = (&deps.pseudo_ids, &config.callbacks.id_key_env) {
+        deps.pseudo_ids = Some(
+            pseudo_ids::PseudoIds::from_env(name)
+                .map_err(|e| StartError::Secret(format!("callbacks.id_key_env: {e}")))?,
+        );
     }
     Ok(())
 }

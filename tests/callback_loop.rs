@@ -39,6 +39,11 @@ impl Drop for Loop {
 
 /// The built-in consumer on a socket, behind a gateway whose webhook verifies and fills ids.
 async fn consumer_behind_gateway() -> Loop {
+    consumer_behind_gateway_to("http://127.0.0.1:9").await
+}
+
+/// The same, with the gateway's proxy in front of `upstream`.
+async fn consumer_behind_gateway_to(upstream: &str) -> Loop {
     let consumer = Consumer::new(Some(Secrets::parse(SECRET).expect("secret")));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -64,7 +69,7 @@ async fn consumer_behind_gateway() -> Loop {
     std::env::set_var(&secret_env, SECRET);
     std::env::set_var(&key_env, ID_KEY);
     let gateway = spawn(config_toml(&format!(
-        "[upstream]\nbase_url = \"http://127.0.0.1:9\"\n[callbacks]\nlisten = \"127.0.0.1:0\"\n\
+        "[upstream]\nbase_url = \"{upstream}\"\n[callbacks]\nlisten = \"127.0.0.1:0\"\n\
          id_key_env = \"{key_env}\"\n[[callbacks.webhook]]\npath = \"/sinch\"\n\
          target = \"http://{addr}/events\"\nsecret_env = \"{secret_env}\"\nfill_ids = \"pseudo\"\n"
     )))
@@ -303,5 +308,103 @@ async fn a_webhook_that_never_answers_does_not_hold_up_the_send() {
     .await;
     let stats = sim.simulator.callback_stats();
     assert_eq!(stats.delivered.load(Ordering::SeqCst), 0);
+    sim.stop().await;
+}
+
+/// The whole legacy loop on a DISPATCH app, through the gateway in both directions: an MO
+/// reaches a CONVERSATION-era consumer with a pseudo contact id; the reply it sends with that
+/// `contact_id` goes out addressed by identity (no contact lookup); listing messages by that
+/// `contact_id` returns the thread; a tampered pseudo id is refused.
+#[tokio::test]
+async fn a_legacy_client_replies_and_lists_by_the_pseudo_contact_id() {
+    let sim = spawn_simulator(seed("http://127.0.0.1:9/unused", "")).await;
+    let l = consumer_behind_gateway_to(&sim.url()).await;
+    let base = format!("{}/v1/projects/{PROJECT}", sim.url());
+    let hook = format!(
+        "http://{}/sinch",
+        l.gateway.callbacks_addr.expect("listener")
+    );
+    let created = send(
+        Method::POST,
+        &format!("{base}/webhooks"),
+        &[("authorization", BASIC)],
+        &format!(
+            r#"{{"app_id":"{DISPATCH_APP}","target":"{hook}","target_type":"HTTP","secret":"{SECRET}","triggers":["MESSAGE_INBOUND"]}}"#
+        ),
+    )
+    .await;
+    assert_eq!(created.status, StatusCode::OK, "{created:?}");
+    let mo = send(
+        Method::POST,
+        &format!("{}/_simulator/inbound", sim.url()),
+        &[],
+        &format!(
+            r#"{{"project_id":"{PROJECT}","app_id":"{DISPATCH_APP}","channel":"SMS","identity":"46700000009","text":"hi there"}}"#
+        ),
+    )
+    .await;
+    assert_eq!(mo.status, StatusCode::OK, "{mo:?}");
+    let inbound = received(&l.consumer, 1)
+        .await
+        .into_iter()
+        .find(|r| trigger(r) == "MESSAGE_INBOUND")
+        .expect("MO");
+    let contact = inbound.json()["message"]["contact_id"]
+        .as_str()
+        .expect("contact_id")
+        .to_string();
+    assert!(is_pseudo(&contact), "{contact}");
+
+    // The consumer replies the CONVERSATION way, through the gateway.
+    let gw = format!("http://{}/v1/projects/{PROJECT}", l.gateway.proxy_addr);
+    let reply = format!(
+        r#"{{"app_id":"{DISPATCH_APP}","recipient":{{"contact_id":"{contact}"}},"message":{{"text_message":{{"text":"answer"}}}}}}"#
+    );
+    let r = send(
+        Method::POST,
+        &format!("{gw}/messages:send"),
+        &[
+            ("authorization", BASIC),
+            ("content-type", "application/json"),
+        ],
+        &reply,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
+    assert_eq!(r.header("x-modegate-rule"), Some("dispatch.pseudo_ids"));
+
+    // Listing by that contact_id returns the thread: the MO and the reply.
+    let list = send(
+        Method::GET,
+        &format!("{gw}/messages?app_id={DISPATCH_APP}&contact_id={contact}"),
+        &[("authorization", BASIC)],
+        "",
+    )
+    .await;
+    assert_eq!(list.status, StatusCode::OK, "{list:?}");
+    let messages = list.json()["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(messages.len(), 2, "{:?}", list.json());
+    assert!(messages.iter().all(|m| m["processing_mode"] == "DISPATCH"));
+
+    // A pseudo id changed by one character is refused, and nothing is sent.
+    let mut tampered = contact.clone();
+    let last = tampered.pop().expect("char");
+    tampered.push(if last == 'A' { 'B' } else { 'A' });
+    let r = send(
+        Method::POST,
+        &format!("{gw}/messages:send"),
+        &[
+            ("authorization", BASIC),
+            ("content-type", "application/json"),
+        ],
+        &reply.replace(&contact, &tampered),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.header("x-modegate-rule"), Some("dispatch.pseudo_ids"));
     sim.stop().await;
 }
