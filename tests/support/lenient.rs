@@ -47,7 +47,8 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn snake(k: &str) -> String {
+/// A key in its proto spelling (`contactId` → `contact_id`).
+pub fn snake(k: &str) -> String {
     let mut o = String::new();
     for c in k.chars() {
         if c.is_ascii_uppercase() {
