@@ -424,8 +424,8 @@ async fn a_stalled_h2_stream_is_reset_at_once_while_its_connection_serves_on() {
         .any(|f| f.stream == 3 && f.flags & h2raw::END_STREAM != 0);
     assert!(ended, "stream 3 completed: {frames:?}");
     assert!(
-        opened.elapsed() < Duration::from_secs(1),
-        "stream 3 completed before the idle timeout"
+        !frames.iter().any(|f| f.kind == h2raw::RST_STREAM),
+        "stream 3 completed while stream 1 was stalled, before its reset"
     );
     // The stalled stream is reset (CANCEL) within the body idle timeout + 1 s, without the
     // client opening its window.
