@@ -1,8 +1,7 @@
 # syntax=docker/dockerfile:1
 # Build:  docker build -t modegate .
 # Run:    docker run --rm -p 8080:8080 -p 9090:9090 -v "$PWD/my.toml:/etc/modegate/modegate.toml:ro" modegate
-# Demo:   docker run --rm -p 8080:8080 -p 9090:9090 modegate \
-#           demo --config /etc/modegate/demo.toml --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9090
+# Demo:   docker run --rm -p 8080:8080 -p 9090:9090 modegate demo --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9090
 
 # A static (musl) build: the runtime image needs no libc.
 FROM rust:1-alpine AS build
@@ -14,6 +13,8 @@ RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo build --release --locked \
     && rm -rf src
 COPY src ./src
+# The demo's config and seed are compiled in (include_str!).
+COPY config ./config
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked \
     && strip target/release/modegate
 

@@ -98,6 +98,17 @@ impl CredentialGate {
     }
 }
 
+/// Whether a caller's credential may see mode-based decisions for a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CredentialCheck {
+    /// Seen to succeed for the project.
+    Verified,
+    /// Upstream refused it (or does not know the app it was checked with).
+    Refused,
+    /// The check could not be made (upstream failing).
+    Unverifiable,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

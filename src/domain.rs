@@ -89,6 +89,13 @@ operations! {
     UpdateWebhook => "update_webhook", None;
     DeleteWebhook => "delete_webhook", None;
     Settings => "settings", None;
+    BatchSend => "batch_send", Body;
+    BatchCancel => "batch_cancel", None;
+    BatchGet => "batch_get", None;
+    BatchList => "batch_list", None;
+    BatchContactsCreate => "batch_contacts_create", None;
+    BatchContactsDelete => "batch_contacts_delete", None;
+    BatchConsents => "batch_consents", Body;
     OauthToken => "oauth_token", None;
     Other => "other", None;
 }
@@ -376,9 +383,50 @@ pub fn valid_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
+/// One entry of `GET /apps`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KnownApp {
+    /// Project id.
+    pub project_id: String,
+    /// App id.
+    pub app_id: String,
+    /// Mode.
+    pub mode: ProcessingMode,
+    /// `lookup`, `learned` or `static`.
+    pub source: &'static str,
+    /// Seconds since learned (0 for static).
+    pub age_secs: u64,
+    /// Whether the entry is still within `ttl_secs`.
+    pub fresh: bool,
+}
+
+/// The key a project id is known by: a UUID in any letter case is one project (lower-cased);
+/// any other id is kept as it is.
+pub fn project_key(project: &str) -> std::borrow::Cow<'_, str> {
+    let b = project.as_bytes();
+    let uuid = b.len() == 36
+        && b.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    if uuid && b.iter().any(u8::is_ascii_uppercase) {
+        std::borrow::Cow::Owned(project.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(project)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn uuid_project_ids_are_one_project_in_any_case() {
+        let lower = "e2df3a34-a71b-4448-9db5-a8d2baad28e4";
+        assert_eq!(project_key("E2DF3A34-A71B-4448-9DB5-A8D2BAAD28E4"), lower);
+        assert_eq!(project_key(lower), lower);
+        assert_eq!(project_key("My-Project"), "My-Project");
+    }
 
     #[test]
     fn operations_index_their_own_table() {

@@ -64,14 +64,13 @@ pub enum GatewayError {
         /// Internal detail for the log only.
         detail: String,
     },
-    /// One of the gateway's own lookups (the contact for a recipient rewrite) was answered with
-    /// a status that is neither an answer nor a refusal (429, 400, …).
-    #[error("lookup answered {status}")]
-    LookupAnswered {
-        /// The upstream's status.
-        status: StatusCode,
-        /// What the gateway had decided before the lookup failed.
-        attempted: Disposition,
+    /// A rewrite the policy requires could not be made because its lookup (the contact of a
+    /// recipient rewrite) failed (timeout, 5xx, 429, a broken answer): the request is not
+    /// forwarded unrewritten; the caller may retry.
+    #[error("rewrite lookup failed: {detail}")]
+    RewriteUnavailable {
+        /// Internal detail for the log only.
+        detail: String,
     },
     /// The upstream could not be reached or broke off.
     #[error("upstream {kind:?}: {detail}")]
@@ -137,16 +136,10 @@ impl GatewayError {
                     "the gateway could not obtain an access token for the Conversation API",
                 ),
             },
-            GatewayError::LookupAnswered { status, .. } => match *status {
-                StatusCode::TOO_MANY_REQUESTS => ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "the Conversation API rate-limited the gateway's contact lookup for this request; retry later",
-                ),
-                _ => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "the Conversation API refused the gateway's contact lookup for this request",
-                ),
-            },
+            GatewayError::RewriteUnavailable { .. } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "recipient.contact_id: the gateway must rewrite this recipient to recipient.identified_by, and its contact lookup failed; the request was not sent — retry later",
+            ),
             GatewayError::Upstream { kind, .. } => match kind {
                 UpstreamErrorKind::Timeout => ApiError::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -167,8 +160,7 @@ impl GatewayError {
     /// The `x-modegate-decision` to report.
     pub fn disposition(&self) -> Disposition {
         match self {
-            GatewayError::Upstream { attempted, .. }
-            | GatewayError::LookupAnswered { attempted, .. } => *attempted,
+            GatewayError::Upstream { attempted, .. } => *attempted,
             GatewayError::ConnectMethod
             | GatewayError::ForeignTarget
             | GatewayError::AmbiguousFraming
@@ -178,6 +170,7 @@ impl GatewayError {
             | GatewayError::ClientBody(_)
             | GatewayError::InvalidBody { .. }
             | GatewayError::ModeUnavailable
+            | GatewayError::RewriteUnavailable { .. }
             | GatewayError::InboundUnauthenticated => Disposition::Rejected,
             GatewayError::Token { .. } => Disposition::Forwarded,
         }
@@ -205,9 +198,7 @@ impl GatewayError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"modegate\""),
             )),
-            GatewayError::LookupAnswered { status, .. }
-                if *status == StatusCode::TOO_MANY_REQUESTS =>
-            {
+            GatewayError::RewriteUnavailable { .. } => {
                 out.push((header::RETRY_AFTER, HeaderValue::from_static("1")))
             }
             _ => {}
@@ -224,7 +215,7 @@ impl GatewayError {
             self,
             GatewayError::Upstream { .. }
                 | GatewayError::Token { .. }
-                | GatewayError::LookupAnswered { .. }
+                | GatewayError::RewriteUnavailable { .. }
         )
     }
 }

@@ -58,9 +58,9 @@ enum Command {
     },
     /// Offline quick start: simulator + gateway on 127.0.0.1:8080, admin on 127.0.0.1:9090.
     Demo {
-        /// Demo config file.
-        #[arg(long, default_value = "config/demo.toml")]
-        config: PathBuf,
+        /// Demo config file (default: the built-in copy of config/demo.toml and its seed).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Proxy listen address, overriding the config (e.g. 0.0.0.0:8080 in a container).
         #[arg(long)]
         listen: Option<SocketAddr>,
@@ -167,11 +167,18 @@ async fn simulate(listen: SocketAddr, seed: Option<PathBuf>) -> ExitCode {
 }
 
 async fn demo(
-    path: PathBuf,
+    path: Option<PathBuf>,
     listen: Option<SocketAddr>,
     admin_listen: Option<SocketAddr>,
 ) -> ExitCode {
-    let mut config = match load(&path) {
+    let loaded = match &path {
+        Some(path) => load(path),
+        None => modegate::demo::built_in_config().map_err(|e| {
+            eprintln!("modegate: invalid configuration\n{e}");
+            ExitCode::from(2)
+        }),
+    };
+    let mut config = match loaded {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -182,10 +189,13 @@ async fn demo(
         Ok(app) => app,
         Err(e) => return cannot_start(&e),
     };
-    reload_on_hangup(app.enable_reload_with(path, listen, admin_listen));
+    if let Some(path) = path {
+        reload_on_hangup(app.enable_reload_with(path, listen, admin_listen));
+    }
+    let program = std::env::args().next().unwrap_or_else(|| "modegate".into());
     println!(
         "{}",
-        modegate::demo::instructions(app.proxy_addr(), app.admin_addr())
+        modegate::demo::instructions(app.proxy_addr(), app.admin_addr(), &program)
     );
     app.run(signal_shutdown()).await;
     ExitCode::SUCCESS
@@ -220,17 +230,7 @@ fn main() -> ExitCode {
         }
     };
     if let Command::CheckConfig { config } = &cli.command {
-        let checked = Config::load(config).and_then(|c| {
-            let problems = modegate::start_problems(&c);
-            if problems.is_empty() {
-                Ok(c)
-            } else {
-                Err(modegate::config::ConfigError {
-                    path: config.clone(),
-                    problems,
-                })
-            }
-        });
+        let checked = Config::check(config, modegate::start_problems);
         return match checked {
             Ok(c) => {
                 println!("{}: valid\n\n{}", config.display(), c.summary());

@@ -34,9 +34,12 @@ use moka::future::Cache;
 
 use crate::clock::Clock;
 use crate::config::ModeCacheSettings;
+pub use crate::credentials::CredentialCheck;
 use crate::credentials::{fingerprint, CredentialGate};
+pub use crate::domain::KnownApp;
 pub use crate::domain::{valid_id, ModeSource, Resolution};
 use crate::domain::{CacheResult, LookupFailure, ProcessingMode};
+use crate::generations::Generations;
 use crate::metrics::Metrics;
 use crate::shared_cache::{Invalidation, SharedModes};
 
@@ -76,34 +79,6 @@ pub trait ModeLookup: Send + Sync + 'static {
     ) -> BoxFuture<LookupOutcome>;
 }
 
-/// Whether a caller's credential may see mode-based decisions for a project.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CredentialCheck {
-    /// Seen to succeed for the project.
-    Verified,
-    /// Upstream refused it (or does not know the app it was checked with).
-    Refused,
-    /// The check could not be made (upstream failing).
-    Unverifiable,
-}
-
-/// One entry of `GET /apps`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct KnownApp {
-    /// Project id.
-    pub project_id: String,
-    /// App id.
-    pub app_id: String,
-    /// Mode.
-    pub mode: ProcessingMode,
-    /// `lookup`, `learned` or `static`.
-    pub source: &'static str,
-    /// Seconds since learned (0 for static).
-    pub age_secs: u64,
-    /// Whether the entry is still within `ttl_secs`.
-    pub fresh: bool,
-}
-
 #[derive(Debug, Default, Clone)]
 struct Tally {
     counts: [u32; 2],
@@ -120,8 +95,9 @@ fn mode_index(m: ProcessingMode) -> usize {
 }
 
 fn key(project: &str, app: &str) -> String {
+    let project = crate::domain::project_key(project);
     let mut k = String::with_capacity(project.len() + app.len() + 1);
-    k.push_str(project);
+    k.push_str(&project);
     k.push('/');
     k.push_str(app);
     k
@@ -145,6 +121,8 @@ pub struct ModeCache {
     metrics: Arc<Metrics>,
     /// The replicas' shared level, if any.
     shared: Option<Arc<SharedModes>>,
+    /// What was changed when, so no answer older than a change is learned.
+    generations: Generations,
 }
 
 impl std::fmt::Debug for ModeCache {
@@ -209,6 +187,7 @@ impl ModeCache {
             lookup,
             metrics,
             shared: None,
+            generations: Generations::new(settings.max_apps),
         }
     }
 
@@ -291,16 +270,14 @@ impl ModeCache {
         entry
     }
 
-    /// Learns a mode from an app response that passed through (the caller's credential
-    /// evidently works for the project).
-    pub async fn learn(
-        &self,
-        project: &str,
-        app: &str,
-        mode: ProcessingMode,
-        authorization: Option<&HeaderValue>,
-    ) {
-        self.learn_all(project, &[(app, mode)], authorization).await;
+    /// A ticket for a request that may teach modes (see [`Generations`]).
+    pub fn ticket(&self) -> u64 {
+        self.generations.ticket()
+    }
+
+    /// Marks an app as changed now (its update's answer is being learned).
+    pub fn changed(&self, project: &str, app: &str) {
+        self.generations.bump(&key(project, app));
     }
 
     /// Learns the modes of several apps from one answer (a list of apps): cached here, then
@@ -310,6 +287,7 @@ impl ModeCache {
         project: &str,
         apps: &[(&str, ProcessingMode)],
         authorization: Option<&HeaderValue>,
+        ticket: u64,
     ) {
         if !valid_id(project) {
             return;
@@ -317,7 +295,9 @@ impl ModeCache {
         let apps: Vec<(&str, ProcessingMode)> = apps
             .iter()
             .copied()
-            .filter(|(app, _)| valid_id(app))
+            .filter(|(app, _)| {
+                valid_id(app) && self.generations.current(&key(project, app), ticket)
+            })
             .collect();
         if apps.is_empty() {
             return;
@@ -348,6 +328,7 @@ impl ModeCache {
 
     async fn forget_here(&self, project: &str, app: &str) {
         let k = key(project, app);
+        self.generations.bump(&k);
         self.entries.invalidate(&k).await;
         self.inflight.invalidate(&k).await;
     }
@@ -403,11 +384,21 @@ impl ModeCache {
         app: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<CachedMode, LookupOutcome> {
+        let ticket = self.generations.ticket();
         match self
             .lookup
             .app_mode(project, app, authorization.cloned())
             .await
         {
+            // An answer older than a change is used for this request, never cached.
+            LookupOutcome::Found(mode) if !self.generations.current(&key(project, app), ticket) => {
+                let at = self.clock.now();
+                Ok(CachedMode {
+                    mode,
+                    source: ModeSource::Lookup,
+                    at,
+                })
+            }
             LookupOutcome::Found(mode) => {
                 Ok(self.remember(project, app, mode, ModeSource::Lookup).await)
             }
@@ -657,6 +648,86 @@ mod tests {
         HeaderValue::from_static("Bearer t")
     }
 
+    /// A lookup that answers CONVERSATION only once released.
+    struct Gated {
+        started: tokio::sync::Notify,
+        release: tokio::sync::Notify,
+    }
+
+    impl ModeLookup for Arc<Gated> {
+        fn app_mode(&self, _: &str, _: &str, _: Option<HeaderValue>) -> BoxFuture<LookupOutcome> {
+            let gate = self.clone();
+            Box::pin(async move {
+                gate.started.notify_one();
+                gate.release.notified().await;
+                LookupOutcome::Found(ProcessingMode::Conversation)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lookup_sent_before_an_update_and_answered_after_it_is_not_cached() {
+        let gate = Arc::new(Gated {
+            started: tokio::sync::Notify::new(),
+            release: tokio::sync::Notify::new(),
+        });
+        let settings = ModeCacheSettings {
+            ttl: Duration::from_secs(60),
+            stale_if_error: Duration::from_secs(60),
+            max_apps: 1000,
+            max_messages: 0,
+            message_ttl: Duration::from_secs(60),
+            redis_url_env: None,
+        };
+        let c = Arc::new(ModeCache::new(
+            &settings,
+            Arc::new(gate.clone()),
+            Arc::new(Metrics::new()),
+            Clock::system(),
+        ));
+        // A request resolves the app: its lookup is in flight.
+        let racing = tokio::spawn({
+            let c = c.clone();
+            async move { c.resolve("p", "a", None, None, false).await }
+        });
+        gate.started.notified().await;
+        // Meanwhile an update to DISPATCH is seen and its answer learned.
+        c.forget("p", "a").await;
+        c.changed("p", "a");
+        c.learn_all("p", &[("a", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
+        // The old answer arrives: used for its own request, never cached.
+        gate.release.notify_one();
+        assert!(matches!(
+            racing.await.expect("join"),
+            Resolution::Known(ProcessingMode::Conversation, _)
+        ));
+        assert_eq!(
+            c.resolve("p", "a", None, None, false).await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        // A GET app answer whose request started before the update is not learned either.
+        let before = c.ticket();
+        c.forget("p", "a").await;
+        c.learn_all("p", &[("a", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
+        c.learn_all("p", &[("a", ProcessingMode::Conversation)], None, before)
+            .await;
+        assert_eq!(
+            c.resolve("p", "a", None, None, false).await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        // Project ids that are UUIDs are one project in any case.
+        let upper = "E2DF3A34-A71B-4448-9DB5-A8D2BAAD28E4";
+        c.learn_all(upper, &[("b", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
+        assert_eq!(
+            c.resolve(&upper.to_ascii_lowercase(), "b", None, None, false)
+                .await,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+    }
+
     #[tokio::test]
     async fn concurrent_misses_coalesce_into_one_lookup() {
         let (c, lookup) = cache(60_000, LookupOutcome::Found(ProcessingMode::Dispatch));
@@ -751,10 +822,20 @@ mod tests {
                 crate::domain::UpstreamErrorKind::Timeout,
             )),
         );
-        c.learn("p", "a", ProcessingMode::Dispatch, Some(&auth()))
-            .await;
-        c.learn("p", "b", ProcessingMode::Dispatch, Some(&auth()))
-            .await;
+        c.learn_all(
+            "p",
+            &[("a", ProcessingMode::Dispatch)],
+            Some(&auth()),
+            c.ticket(),
+        )
+        .await;
+        c.learn_all(
+            "p",
+            &[("b", ProcessingMode::Dispatch)],
+            Some(&auth()),
+            c.ticket(),
+        )
+        .await;
         assert_eq!(
             c.project_mode("p").map(|x| x.0),
             Some(ProcessingMode::Dispatch)
@@ -768,7 +849,13 @@ mod tests {
             0,
             "learned credential needs no verification"
         );
-        c.learn("p", "c", ProcessingMode::Conversation, None).await;
+        c.learn_all(
+            "p",
+            &[("c", ProcessingMode::Conversation)],
+            None,
+            c.ticket(),
+        )
+        .await;
         assert_eq!(c.project_mode("p"), None, "mixed modes tie nothing");
         c.forget("p", "c").await;
         c.sync().await;
@@ -777,7 +864,8 @@ mod tests {
             Some(ProcessingMode::Dispatch)
         );
         // Re-learning the same app does not double count.
-        c.learn("p", "a", ProcessingMode::Dispatch, None).await;
+        c.learn_all("p", &[("a", ProcessingMode::Dispatch)], None, c.ticket())
+            .await;
         c.sync().await;
         let apps = c.known_apps();
         assert_eq!(apps.len(), 2);
@@ -808,7 +896,8 @@ mod tests {
             } else {
                 ProcessingMode::Conversation
             };
-            c.learn("p", &format!("app-{i}"), mode, None).await;
+            c.learn_all("p", &[(&format!("app-{i}"), mode)], None, c.ticket())
+                .await;
         }
         c.sync().await;
         let held = c.known_apps().len();

@@ -300,6 +300,203 @@ fn corpus() -> Vec<Case> {
             &[AUTH, ("authorization", "Bearer other")],
             "",
         ),
+        // One model of the API: what a transcoder reads that a list of cases missed.
+        c(
+            "a send's recipient carried in the query",
+            "POST",
+            "/v1/projects/p/messages:send?recipient.contact_id=alice",
+            &[AUTH, JSON],
+            r#"{"app_id":"d-app","message":{"text_message":{"text":"hi"}}}"#,
+        ),
+        c(
+            "a send's app id carried in the query",
+            "POST",
+            "/v1/projects/p/messages:send?appId=d-app",
+            &[AUTH, JSON],
+            r#"{"recipient":{"contact_id":"alice"},"message":{"text_message":{"text":"hi"}}}"#,
+        ),
+        c(
+            "a whole send carried in the query",
+            "POST",
+            "/v1/projects/p/messages:send?app_id=d-app&recipient.contact_id=alice&message.text_message.text=hi",
+            &[AUTH, JSON],
+            "",
+        ),
+        c(
+            "DISPATCH_ONLY carried in the query",
+            "POST",
+            "/v1/projects/p/messages:send?processing_strategy=DISPATCH_ONLY",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "DISPATCH_ONLY as a number in the query",
+            "POST",
+            "/v1/projects/p/messages:send?processing_strategy=1",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "DISPATCH_ONLY as a numeric string",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","processing_strategy":"1","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "DISPATCH_ONLY as a zero-padded numeric string",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","processing_strategy":"01","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "DISPATCH_ONLY as a signed numeric string",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","processingStrategy":"+1","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "DISPATCH_ONLY in lower case",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","processing_strategy":"dispatch_only","recipient":{"contact_id":"alice"},"message":{}}"#,
+        ),
+        c(
+            "messages_source as a signed number",
+            "GET",
+            "/v1/projects/p/messages?app_id=c-app&contact_id=alice&messages_source=%2B1",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "dispatch retention carried in the query of a create",
+            "POST",
+            "/v1/projects/p/apps?dispatch_retention_policy.ttl_days=30",
+            &[AUTH, JSON],
+            r#"{"display_name":"x"}"#,
+        ),
+        c(
+            "app-prefixed retention carried in the query of a create",
+            "POST",
+            "/v1/projects/p/apps?app.retention_policy.ttl_days=5000",
+            &[AUTH, JSON],
+            r#"{"display_name":"x"}"#,
+        ),
+        c(
+            "retention carried in the query of an update",
+            "PATCH",
+            "/v1/projects/p/apps/c-app?retention_policy.ttl_days=5000",
+            &[AUTH, JSON],
+            r#"{"display_name":"x"}"#,
+        ),
+        c(
+            "a masked ttl the body omits",
+            "PATCH",
+            "/v1/projects/p/apps/c-app?update_mask=retention_policy.ttl_days",
+            &[AUTH, JSON],
+            r#"{"display_name":"x"}"#,
+        ),
+        c(
+            "a masked policy the body gives in part",
+            "PATCH",
+            "/v1/projects/p/apps/c-app?update_mask=retention_policy",
+            &[AUTH, JSON],
+            r#"{"retention_policy":{"retention_type":"PERSIST_RETENTION_POLICY"}}"#,
+        ),
+        c(
+            "a verb read as an id",
+            "GET",
+            "/v1/projects/p/conversations/recent?app_id=d-app",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "a verb written as a segment",
+            "POST",
+            "/v1/projects/p/conversations/C1/inject-message",
+            &[AUTH, JSON],
+            "{}",
+        ),
+        c(
+            "an id written as a verb",
+            "PATCH",
+            "/v1/projects/p/apps:d-app",
+            &[AUTH, JSON],
+            r#"{"dispatch_retention_policy":{"ttl_days":30}}"#,
+        ),
+        c(
+            "upper-case path literals",
+            "POST",
+            "/V1/PROJECTS/p/MESSAGES:SEND",
+            &[AUTH, JSON],
+            SEND_CONTACT,
+        ),
+        c(
+            "a body on a list",
+            "GET",
+            "/v1/projects/p/messages?app_id=d-app",
+            &[AUTH, JSON],
+            r#"{"contact_id":"alice"}"#,
+        ),
+        c(
+            "_method in the query",
+            "POST",
+            "/v1/projects/p/messages?_method=GET&app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "X-Original-URL",
+            "GET",
+            "/v1/projects/p/apps/c-app",
+            &[AUTH, ("x-original-url", "/v1/projects/p/messages?app_id=d-app&contact_id=alice")],
+            "",
+        ),
+        c(
+            "X-Rewrite-URL",
+            "GET",
+            "/v1/projects/p/apps/c-app",
+            &[AUTH, ("x-rewrite-url", "/v1/projects/p/messages?app_id=d-app&contact_id=alice")],
+            "",
+        ),
+        c(
+            "a gRPC content type",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, ("content-type", "application/grpc+json")],
+            SEND_CONTACT,
+        ),
+        c(
+            "a gRPC method path",
+            "POST",
+            "/sinch.conversationapi.v1.Messages/SendMessage",
+            &[AUTH, ("content-type", "application/json")],
+            SEND_CONTACT,
+        ),
+        c(
+            "an encoded percent outside the API",
+            "GET",
+            "/other/%2541",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "overlong UTF-8 outside the API",
+            "GET",
+            "/other/%C0%AE%C0%AE/v1/projects/p/messages?app_id=d-app&contact_id=alice",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "a lenient spelling of a field name",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"d-app","recipient":{"Contact_ID":"alice"},"message":{}}"#,
+        ),
     ]
 }
 
@@ -340,6 +537,41 @@ fn legitimate() -> Vec<Case> {
             "/v1/projects/p/messages:send",
             &[AUTH, JSON],
             r#"{"appId":"d-app","recipient":{"identifiedBy":{"channelIdentities":[{"channel":"SMS","identity":"+15550100"}]}},"message":{}}"#,
+        ),
+        c(
+            "conversation_metadata keys that look like aliases",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"c-app","recipient":{"contact_id":"alice"},"conversation_metadata":{"orderId":"1","order_id":"2"},"message":{"text_message":{"text":"hi"}}}"#,
+        ),
+        c(
+            "template parameters that look like aliases",
+            "POST",
+            "/v1/projects/p/messages:send",
+            &[AUTH, JSON],
+            r#"{"app_id":"d-app","recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+15550100"}]}},"message":{"template_message":{"omni_template":{"template_id":"t","version":"1","parameters":{"first_name":"a","firstName":"b"}}}}}"#,
+        ),
+        c(
+            "an update mask as the Node SDK sends it",
+            "PATCH",
+            "/v1/projects/p/apps/c-app?update_mask=display_name,retention_policy",
+            &[AUTH, JSON],
+            r#"{"display_name":"y","retention_policy":{"retention_type":"MESSAGE_EXPIRE_POLICY","ttl_days":30}}"#,
+        ),
+        c(
+            "messages_source on get message as the Node SDK sends it",
+            "GET",
+            "/v1/projects/p/messages/M1?messages_source=CONVERSATION_SOURCE",
+            &[AUTH],
+            "",
+        ),
+        c(
+            "query parameters the schema does not know",
+            "GET",
+            "/v1/projects/p/messages?app_id=c-app&new_filter=x",
+            &[AUTH],
+            "",
         ),
     ]
 }
@@ -417,11 +649,26 @@ fn forwarded(up: &Upstream, before: usize) -> Vec<Seen> {
         .collect()
 }
 
+/// The configurations every attack is tried against: the default, rewrite, fail-closed and
+/// strict routes.
+const CONFIGURATIONS: [&str; 4] = [
+    "",
+    "[policy.rules]\n\"dispatch.send.contact_recipient\" = \"rewrite\"\n",
+    "[policy]\nunknown_mode = \"reject\"\n",
+    "[policy]\nunrecognized_route = \"reject\"\n",
+];
+
 async fn run(cases: Vec<Case>, must_forward: bool) {
+    for config in CONFIGURATIONS {
+        run_with(&cases, must_forward, config).await;
+    }
+}
+
+async fn run_with(cases: &[Case], must_forward: bool, config: &str) {
     let up = upstream().await;
-    let gw = spawn_before(&up.url(), "").await;
+    let gw = spawn_before(&up.url(), config).await;
     let mut refused = 0;
-    for case in &cases {
+    for case in cases {
         for (transport, h2) in [("HTTP/1.1", false), ("h2c", true)] {
             let before = up.seen().len();
             let answer = if h2 {
@@ -430,7 +677,7 @@ async fn run(cases: Vec<Case>, must_forward: bool) {
                 over_h1(gw.proxy_addr, case).await
             };
             let seen = forwarded(&up, before);
-            let what = format!("{} over {transport}", case.class);
+            let what = format!("{} over {transport} with {config:?}", case.class);
             if answer.decision == "rejected" {
                 refused += 1;
                 assert!(
@@ -609,7 +856,7 @@ async fn refusals_say_what_was_ambiguous_and_how_to_fix_it() {
         (case("JSON key and its alias"), "send it once"),
         (case("duplicate query app_id"), "given more than once"),
         (case("form body to a GET-only route"), "the API takes GET"),
-        (case("method override"), "method overrides are not accepted"),
+        (case("method override"), "overrides are not accepted"),
         (case("two credentials"), "send exactly one credential"),
     ] {
         let mut b = Request::builder()

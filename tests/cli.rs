@@ -602,6 +602,50 @@ fn check_config_finds_what_serve_would_fail_on_at_start() {
 }
 
 #[test]
+fn check_config_reports_schema_and_start_time_problems_in_one_run() {
+    // Schema problems (a wrong type, an unknown key, a bad value) beside what `serve` would fail
+    // on at start (an unreadable seed, unset inject key variables, a TLS file that is not
+    // there): one run names them all.
+    let text = "[server]\nlisten = \"127.0.0.1:8080\"\nfast_mode = true\n\
+        tls_cert_file = \"/nonexistent/tls.crt\"\ntls_key_file = \"/nonexistent/tls.key\"\n\
+        [upstream]\nbase_url = \"embedded\"\nembedded_seed = \"/nonexistent/seed.toml\"\nconnect_timeout_ms = \"fast\"\n\
+        [auth]\nmode = \"inject\"\nkey_id_env = \"MODEGATE_TEST_UNSET_ID_2\"\nkey_secret_env = \"MODEGATE_TEST_UNSET_SECRET_2\"\n\
+        [policy]\nunknown_mode = \"maybe\"\n";
+    let (code, err) = check_config(text, &[]);
+    assert_eq!(code, Some(2));
+    for (key, needle) in [
+        ("server.fast_mode", "unknown key"),
+        ("server.tls_cert_file", "/nonexistent/tls.crt"),
+        ("upstream.connect_timeout_ms", "found the string \"fast\""),
+        ("policy.unknown_mode", "\"maybe\""),
+        ("upstream.embedded_seed", ""),
+        (
+            "auth.key_id_env",
+            "environment variable MODEGATE_TEST_UNSET_ID_2 is not set",
+        ),
+        (
+            "auth.key_secret_env",
+            "environment variable MODEGATE_TEST_UNSET_SECRET_2 is not set",
+        ),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.starts_with(&format!("  - {key}: ")) && l.contains(needle)),
+            "{key} ({needle}) missing:\n{err}"
+        );
+    }
+    // Grouped by section, schema and start-time problems alike.
+    let keys: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.strip_prefix("  - "))
+        .filter_map(|l| l.split(['.', ':']).next())
+        .collect();
+    let mut grouped = keys.clone();
+    grouped.dedup();
+    assert_eq!(grouped, ["server", "upstream", "auth", "policy"], "{err}");
+}
+
+#[test]
 fn check_config_summary_speaks_the_files_language() {
     let file = write_config(
         "[policy]\nunknown_mode = \"forward\"\n[[policy.app]]\nproject_id = \"p\"\napp_id = \"a\"\nrules = { \"dispatch.messages_source\" = \"shadow\" }\n[log]\naccess_log = true\n",
@@ -654,17 +698,20 @@ fn reload_judges_restart_only_changes_against_what_is_running() {
 
 /// Starts `demo` with ephemeral listeners; returns the child, its proxy and admin addresses
 /// and what it printed on stdout.
-fn demo(config: &std::path::Path) -> (std::process::Child, String, String, String) {
-    let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin-listen",
-            "127.0.0.1:0",
-            "--config",
-        ])
-        .arg(config)
+fn demo(config: Option<&Path>, dir: &Path) -> (std::process::Child, String, String, String) {
+    let mut command = Command::new(BIN);
+    command.args([
+        "demo",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command
+        .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -709,7 +756,7 @@ fn demo(config: &std::path::Path) -> (std::process::Child, String, String, Strin
 #[test]
 fn the_demo_shows_the_migration_report_and_reloads_its_file() {
     let config = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
-    let (child, proxy, admin, printed) = demo(&config);
+    let (child, proxy, admin, printed) = demo(Some(&config), Path::new(env!("CARGO_MANIFEST_DIR")));
     assert!(printed.contains("/report/migration"), "{printed}");
     assert!(printed.contains("report --admin"), "{printed}");
     // The demo's own legacy-app command: forwarded, and a row in the report.
@@ -741,6 +788,95 @@ fn the_demo_shows_the_migration_report_and_reloads_its_file() {
     assert!(reloaded.contains(r#""needs_restart":[]"#), "{reloaded}");
     sigterm(&child);
     assert_eq!(wait_exit(child), Some(0));
+}
+
+#[test]
+fn the_demo_runs_from_any_directory_and_one_request_is_one_request_in_its_report() {
+    // An empty directory: the demo reads no file.
+    let dir = std::env::temp_dir().join(format!("modegate-demo-{}", modegate::ids::hex_id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (child, proxy, admin, printed) = demo(None, &dir);
+    let auth = "Authorization: Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
+    // Step 1 of the printed steps: the built-in seed's DISPATCH app, through the gateway.
+    assert!(printed.contains("/apps/new-app"), "{printed}");
+    let forwarded = http(
+        &proxy,
+        &format!("GET /v1/projects/demo-project/apps/new-app HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(forwarded.starts_with("HTTP/1.1 200"), "{forwarded}");
+    assert!(
+        forwarded.contains("x-modegate-decision: forwarded"),
+        "{forwarded}"
+    );
+    // Step 5: one legacy request that DISPATCH mode would both refuse (contact_id) and rewrite
+    // (messages_source) is one request in the report, a refused one.
+    let legacy = http(
+        &proxy,
+        &format!("GET /v1/projects/demo-project/messages?app_id=legacy-app&contact_id=alice HTTP/1.1\r\nHost: x\r\n{auth}\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(legacy.starts_with("HTTP/1.1 200"), "{legacy}");
+    let report = get(&admin, "/report/migration");
+    let body = report.split("\r\n\r\n").nth(1).expect("body");
+    let v: serde_json::Value = serde_json::from_str(body).expect("JSON report");
+    let app = &v["apps"][0];
+    assert_eq!(app["app_id"], "legacy-app", "{v}");
+    assert_eq!(app["requests"], 1, "{v}");
+    assert_eq!(app["would_refuse"], 1, "{v}");
+    assert_eq!(app["would_rewrite"], 0, "{v}");
+    let rules: Vec<(String, String, u64)> = app["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .map(|r| {
+            (
+                r["rule"].as_str().unwrap_or_default().to_string(),
+                r["would"].as_str().unwrap_or_default().to_string(),
+                r["count"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            (
+                "dispatch.list_messages.contact_filter".to_string(),
+                "refuse".to_string(),
+                1
+            ),
+            (
+                "dispatch.messages_source".to_string(),
+                "rewrite".to_string(),
+                1
+            )
+        ],
+        "{v}"
+    );
+    // Step 6 prints the counters that moved, not the hundreds exported at zero.
+    assert!(printed.contains("grep -v ' 0$'"), "{printed}");
+    let metrics = get(&admin, "/metrics");
+    let moved: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            [
+                "modegate_requests_total",
+                "modegate_policy_decisions_total",
+                "modegate_migration_blockers_total",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+                && !l.ends_with(" 0")
+        })
+        .collect();
+    assert!(!moved.is_empty() && moved.len() <= 10, "{moved:?}");
+    // With no file there is nothing to reload, and the answer says so.
+    let reload = post_reload(&admin);
+    assert!(
+        reload.contains("not started from a config file"),
+        "{reload}"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The README against what it documents: every performance figure it quotes comes from the
-//! committed benchmark results, and the commands table names every command and flag the binary
-//! takes.
+//! committed benchmark results, the commands table names every command and flag the binary
+//! takes, every in-README reference ("see X", `#anchor` links) names a heading that exists, and
+//! the rule table is the rule catalogue.
 
 use std::path::Path;
 
@@ -96,4 +97,164 @@ fn the_commands_table_names_every_command_and_flag() {
     ] {
         assert!(table.contains(needle), "the commands table omits {needle}");
     }
+}
+
+/// The README's prose: every line outside fenced code blocks.
+fn prose(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|l| {
+            if l.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// The README's headings (any level), without their `#`s.
+fn headings(text: &str) -> Vec<String> {
+    prose(text)
+        .into_iter()
+        .filter(|l| l.starts_with('#'))
+        .map(|l| l.trim_start_matches('#').trim().to_string())
+        .collect()
+}
+
+/// GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens.
+fn anchor(heading: &str) -> String {
+    heading
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_alphanumeric() || *c == ' ' || *c == '-' || *c == '_')
+        .map(|c| if c == ' ' { '-' } else { c })
+        .collect()
+}
+
+/// What each "see …" in the prose points at: the words after it, up to the end of the clause.
+fn see_references(text: &str) -> Vec<String> {
+    let joined = prose(text).join(" ");
+    let mut out = Vec::new();
+    let mut rest = joined.as_str();
+    while let Some(at) = rest.find("ee ") {
+        let before = &rest[..at];
+        let starts_word = before.ends_with('s') || before.ends_with('S');
+        let word_start = before.len().checked_sub(1);
+        let boundary = word_start
+            .map(|i| i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric())
+            .unwrap_or(false);
+        rest = &rest[at + 3..];
+        if starts_word && boundary {
+            let end = rest.find([')', '.', ',', ';', ':']).unwrap_or(rest.len());
+            // A link's target may hold full stops: keep it whole.
+            let target = if rest.starts_with('[') {
+                rest.find(')').map_or(rest, |e| &rest[..=e])
+            } else {
+                &rest[..end]
+            };
+            out.push(target.trim().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_see_reference_in_the_readme_names_a_heading_or_is_a_link() {
+    let readme = read("README.md");
+    let headings = headings(&readme);
+    let refs = see_references(&readme);
+    assert!(
+        refs.len() >= 10,
+        "the README refers to its sections: {refs:?}"
+    );
+    let dangling: Vec<&String> = refs
+        .iter()
+        .filter(|r| !r.starts_with('[') && !headings.contains(r))
+        .collect();
+    assert!(
+        dangling.is_empty(),
+        "\"see X\" must name a README heading exactly (anything else is a link): {dangling:?}; \
+         headings: {headings:?}"
+    );
+}
+
+#[test]
+fn every_anchor_link_in_the_readme_names_a_heading() {
+    let readme = read("README.md");
+    let anchors: Vec<String> = headings(&readme).iter().map(|h| anchor(h)).collect();
+    let broken: Vec<&str> = readme
+        .match_indices("](#")
+        .map(|(i, _)| {
+            let rest = &readme[i + 3..];
+            &rest[..rest.find(')').unwrap_or(rest.len())]
+        })
+        .filter(|a| !anchors.iter().any(|h| h == a))
+        .collect();
+    assert!(broken.is_empty(), "links to no heading: {broken:?}");
+}
+
+#[test]
+fn every_relative_link_in_the_readme_names_a_file_in_the_repository() {
+    let readme = read("README.md");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let missing: Vec<&str> = readme
+        .match_indices("](")
+        .map(|(i, _)| {
+            let rest = &readme[i + 2..];
+            &rest[..rest.find(')').unwrap_or(rest.len())]
+        })
+        .filter(|t| !t.starts_with('#') && !t.contains("://"))
+        .filter(|t| !root.join(t.split('#').next().unwrap_or(t)).exists())
+        .collect();
+    assert!(missing.is_empty(), "links to no file: {missing:?}");
+}
+
+#[test]
+fn the_reference_scanner_finds_what_it_should() {
+    let text = "# Top\n## Deploying\nrun it (see Deploying), see [results](bench/a.md).\n\
+                See Running several\nreplicas. It sees nothing; foresee none.\n```\nsee Code\n```\n";
+    assert_eq!(
+        see_references(text),
+        [
+            "Deploying",
+            "[results](bench/a.md)",
+            "Running several replicas"
+        ]
+    );
+    assert_eq!(headings(text), ["Top", "Deploying"]);
+    assert_eq!(anchor("TLS and egress proxies"), "tls-and-egress-proxies");
+    assert_eq!(anchor("Quick start: `demo`"), "quick-start-demo");
+}
+
+#[test]
+fn the_readme_rule_table_is_the_rule_catalogue() {
+    let readme = read("README.md");
+    let documented: Vec<String> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("## Rules"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("## "))
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split('`').next())
+        .map(str::to_string)
+        .collect();
+    let catalogue: Vec<&str> = modegate::policy::RuleId::ALL
+        .iter()
+        .map(|r| r.as_str())
+        .collect();
+    let undocumented: Vec<&&str> = catalogue
+        .iter()
+        .filter(|id| !documented.iter().any(|d| d == *id))
+        .collect();
+    let unknown: Vec<&String> = documented
+        .iter()
+        .filter(|d| !catalogue.contains(&d.as_str()))
+        .collect();
+    assert!(
+        undocumented.is_empty() && unknown.is_empty(),
+        "the table under Rules must list every rule of the catalogue (src/policy/rules.rs) once: \
+         missing {undocumented:?}, not rules {unknown:?}"
+    );
+    assert_eq!(documented.len(), catalogue.len(), "a rule listed twice");
 }

@@ -415,7 +415,23 @@ async fn what_if_dispatch_builds_the_migration_report() {
         get(&s.url("/conversations?app_id=legacy-app")).await.status,
         StatusCode::OK
     );
+    // DISPATCH would rewrite this one (messages_source), and refuse the next one (contact_id)
+    // as well as rewrite it: one request each.
+    for query in ["app_id=legacy-app", "app_id=legacy-app&contact_id=alice"] {
+        let r = get(&s.url(&format!("/messages?{query}"))).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("x-modegate-decision"), Some("forwarded"));
+    }
     let m = s.metrics().await;
+    assert_eq!(
+        sample(
+            &m,
+            "modegate_migration_blockers_total",
+            &[("rule", "dispatch.messages_source")]
+        ),
+        0.0,
+        "a rewrite is no blocker"
+    );
     assert_eq!(
         sample(
             &m,
@@ -435,6 +451,10 @@ async fn what_if_dispatch_builds_the_migration_report() {
     assert_eq!(v["what_if_mode"], "DISPATCH");
     let app = &v["apps"][0];
     assert_eq!(app["app_id"], "legacy-app");
+    // Five requests, each counted once: four refused in DISPATCH mode, one rewritten.
+    assert_eq!(app["requests"], 5, "{v}");
+    assert_eq!(app["would_refuse"], 4, "{v}");
+    assert_eq!(app["would_rewrite"], 1, "{v}");
     let rules: Vec<_> = app["rules"]
         .as_array()
         .expect("rules")
@@ -452,6 +472,10 @@ async fn what_if_dispatch_builds_the_migration_report() {
     );
     assert!(
         rules.contains(&("dispatch.conversation_only_endpoint".to_string(), Some(1))),
+        "{rules:?}"
+    );
+    assert!(
+        rules.contains(&("dispatch.messages_source".to_string(), Some(2))),
         "{rules:?}"
     );
     s.stop().await;

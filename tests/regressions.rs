@@ -140,7 +140,7 @@ fn conversation_app_refused_contacts(
 }
 
 #[tokio::test]
-async fn a_contact_rewrite_that_leaves_the_recipient_keeps_the_other_edits() {
+async fn a_contact_whose_lookup_is_refused_is_not_sent_unrewritten() {
     let upstream = scripted(conversation_app_refused_contacts).await;
     let config = config_toml(&format!(
         "[upstream]\nbase_url = \"{}\"\n[policy.rules]\n\"dispatch.send.contact_recipient\" = \"rewrite\"\n\"send.dispatch_only_metadata\" = \"rewrite\"\n[[policy.app]]\nproject_id = \"p\"\napp_id = \"conv-app\"\nallow_dispatch_only = true\n",
@@ -153,25 +153,16 @@ async fn a_contact_rewrite_that_leaves_the_recipient_keeps_the_other_edits() {
         body,
     )
     .await;
-    assert_eq!(
-        r.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    let sent: Vec<Seen> = upstream
-        .seen()
-        .into_iter()
-        .filter(|s| s.uri.path().ends_with("messages:send"))
-        .collect();
-    assert_eq!(sent.len(), 1);
-    let forwarded: serde_json::Value = serde_json::from_slice(&sent[0].body).expect("json");
+    assert_rejected(&r, "dispatch.send.contact_recipient");
+    let (_, message, _) = r.api_error();
+    assert!(message.contains("identified_by"), "{message}");
     assert!(
-        forwarded.get("correlation_id").is_none(),
-        "the metadata rewrite was dropped: {forwarded}"
+        upstream
+            .seen()
+            .iter()
+            .all(|s| !s.uri.path().ends_with("messages:send")),
+        "a rewrite that cannot be made is never forwarded with the contact_id"
     );
-    assert_eq!(forwarded["recipient"]["contact_id"], "alice");
-    assert_eq!(r.header("x-modegate-decision"), Some("rewritten"));
     gw.shutdown().await;
 }
 
@@ -214,7 +205,7 @@ async fn app_lookups_answered_429_or_400_are_not_counted_as_5xx() {
 }
 
 #[tokio::test]
-async fn a_contact_lookup_answered_429_is_a_429_not_a_502() {
+async fn a_contact_lookup_answered_429_refuses_the_send_with_503_and_retry_after() {
     let upstream = scripted(|seen| {
         let path = seen.uri.path();
         if path.contains("/apps/") {
@@ -248,12 +239,13 @@ async fn a_contact_lookup_answered_429_is_a_429_not_a_502() {
     .await;
     assert_eq!(
         r.status,
-        StatusCode::TOO_MANY_REQUESTS,
+        StatusCode::SERVICE_UNAVAILABLE,
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    assert_eq!(r.api_error().0, "RESOURCE_EXHAUSTED");
+    assert_eq!(r.api_error().0, "UNAVAILABLE");
     assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.header("x-modegate-decision"), Some("rejected"));
     let m = metrics(gw.admin_addr).await;
     assert_eq!(
         sample(

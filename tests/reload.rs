@@ -41,7 +41,7 @@ fn config_text(upstream: &str, range_action: &str) -> String {
 }
 
 async fn start(file: &ConfigFile) -> modegate::RunningApp {
-    modegate::logging::init(modegate::config::LogFormat::Text, "warn");
+    support::quiet_logs();
     let config = modegate::Config::load(&file.0).expect("valid");
     let mut app = modegate::App::bind(config).await.expect("bind");
     app.enable_reload(file.0.clone());

@@ -267,6 +267,22 @@ impl fmt::Display for ConfigError {
     }
 }
 
+/// Every problem, grouped by section in the order the sections are documented (stable within
+/// one).
+fn sorted(path: &Path, mut problems: Vec<Problem>) -> ConfigError {
+    problems.sort_by_key(|p| {
+        let section = p.key.split(['.', '[']).next().unwrap_or("");
+        validate::SECTIONS
+            .iter()
+            .position(|s| *s == section)
+            .unwrap_or(validate::SECTIONS.len())
+    });
+    ConfigError {
+        path: path.to_path_buf(),
+        problems,
+    }
+}
+
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
@@ -282,7 +298,40 @@ impl Config {
 
     /// Validates TOML text; `path` is only used in messages (and to resolve relative seed paths).
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        validate::parse(text, path)
+        let (config, problems) = validate::read(text, path)?;
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(sorted(path, problems))
+        }
+    }
+
+    /// What `check-config` runs: reads and validates a file, then applies `start_checks` (what
+    /// `serve` would fail on at start) to the config as far as it could be read, so one run
+    /// reports schema and start-time problems together. A key the file already has a problem
+    /// with is not reported twice.
+    pub fn check(
+        path: &Path,
+        start_checks: impl FnOnce(&Config) -> Vec<Problem>,
+    ) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.to_path_buf(),
+            problems: vec![Problem {
+                key: String::new(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        let (config, mut problems) = validate::read(&text, path)?;
+        for p in start_checks(&config) {
+            if !problems.iter().any(|q| q.key == p.key) {
+                problems.push(p);
+            }
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(sorted(path, problems))
+        }
     }
 
     /// A config with every default and the given upstream; what tests and `demo` start from.

@@ -181,10 +181,13 @@ fn apply_rules(
 }
 
 /// The sections in file-documentation order, which problems are listed in.
-const SECTIONS: [&str; 6] = ["server", "upstream", "auth", "mode_cache", "policy", "log"];
+pub(super) const SECTIONS: [&str; 6] =
+    ["server", "upstream", "auth", "mode_cache", "policy", "log"];
 
 /// Validates TOML text; `path` is only used in messages (and to resolve relative seed paths).
-pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+/// The config as far as `text` could be read (a section that could not be is at its defaults,
+/// a bad value at a fallback), with every problem found. Only text that is not TOML fails.
+pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), ConfigError> {
     let fail = |problems: Vec<Problem>| ConfigError {
         path: path.to_path_buf(),
         problems,
@@ -548,30 +551,32 @@ pub(super) fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         access_log: l.access_log,
     });
 
-    match (server, upstream, auth, mode_cache, policy, log) {
-        (Some(server), Some(upstream), Some(auth), Some(mode_cache), Some(policy), Some(log))
-            if problems.0.is_empty() =>
-        {
-            Ok(Config {
+    let defaults = || {
+        // The empty document has no problems, so this cannot recurse further.
+        read("", Path::new("<defaults>")).map(|(c, _)| c)
+    };
+    let config = match (server, upstream, auth, mode_cache, policy, log) {
+        (Some(server), Some(upstream), Some(auth), Some(mode_cache), Some(policy), Some(log)) => {
+            Config {
                 server,
                 upstream,
                 auth,
                 mode_cache,
                 policy,
                 log,
-            })
+            }
         }
-        _ => {
-            // Grouped by section, in the order the sections are documented (stable within one).
-            let mut list = problems.0;
-            list.sort_by_key(|p| {
-                let section = p.key.split(['.', '[']).next().unwrap_or("");
-                SECTIONS
-                    .iter()
-                    .position(|s| *s == section)
-                    .unwrap_or(SECTIONS.len())
-            });
-            Err(fail(list))
+        (server, upstream, auth, mode_cache, policy, log) => {
+            let d = defaults()?;
+            Config {
+                server: server.unwrap_or(d.server),
+                upstream: upstream.unwrap_or(d.upstream),
+                auth: auth.unwrap_or(d.auth),
+                mode_cache: mode_cache.unwrap_or(d.mode_cache),
+                policy: policy.unwrap_or(d.policy),
+                log: log.unwrap_or(d.log),
+            }
         }
-    }
+    };
+    Ok((config, problems.0))
 }

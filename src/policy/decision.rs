@@ -69,6 +69,14 @@ impl Decision {
         self.matches.is_empty()
     }
 
+    /// Whether two decisions do the same to the request (the same matches, rejecting rule and
+    /// edits), whatever their messages say of why.
+    pub fn same_outcome(&self, other: &Decision) -> bool {
+        self.matches == other.matches
+            && self.reject.as_ref().map(|r| r.rule) == other.reject.as_ref().map(|r| r.rule)
+            && self.edits == other.edits
+    }
+
     /// The `x-modegate-decision` this decision leads to.
     pub fn disposition(&self) -> Disposition {
         if self.reject.is_some() {

@@ -4,24 +4,66 @@
 //! the JSON name is derived from the proto name mechanically here, so a new field cannot
 //! forget its alias.
 
-use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use serde_json::{Map, Value};
 
-/// The top-level body fields rules read (by proto name): a policy route's body is parsed into
-/// these alone, so a rule that reads another field must add it here.
-pub const BODY_FIELDS: [&str; 10] = [
-    "app_id",
-    "processing_strategy",
-    "recipient",
-    "retention_policy",
-    "dispatch_retention_policy",
-    "contact_ids",
-    "messages_source",
-    "processing_mode",
-    "conversation_metadata",
-    "correlation_id",
-];
+use super::RuleId;
+use crate::schema::{schema, Kind, MessageId};
+
+/// The request fields rules read, from the catalogue's declarations resolved in the schema.
+struct ReadTable {
+    /// Top-level body fields (proto names) built from a policy route's body.
+    kept: Vec<&'static str>,
+    /// Every field on a declared path: (message, field index).
+    read: Vec<(MessageId, usize)>,
+}
+
+fn table() -> &'static ReadTable {
+    static TABLE: OnceLock<ReadTable> = OnceLock::new();
+    TABLE.get_or_init(|| {
+        let s = schema();
+        // The facts phase reads the subject's app id from the body.
+        let mut kept: Vec<&'static str> = vec!["app_id"];
+        let mut read = Vec::new();
+        for rule in RuleId::ALL {
+            for path in rule.reads() {
+                let first = path.split('.').next().unwrap_or(path);
+                if !kept.contains(&first) {
+                    kept.push(first);
+                }
+                for def in rule.operations().iter().flat_map(|op| s.definitions(*op)) {
+                    let mut current = def.body_message().unwrap_or(def.request);
+                    for part in path.split('.') {
+                        let Some((index, field)) = s.message(current).field(part) else {
+                            break;
+                        };
+                        if !read.contains(&(current, index)) {
+                            read.push((current, index));
+                        }
+                        match field.kind {
+                            Kind::Message(m) => current = m,
+                            _ => break,
+                        }
+                    }
+                }
+            }
+        }
+        ReadTable { kept, read }
+    })
+}
+
+/// Whether the top-level body field `proto` is one a rule (or the subject) reads: only these
+/// are built from a policy route's body.
+pub fn kept(proto: &str) -> bool {
+    table().kept.contains(&proto)
+}
+
+/// Whether a rule reads field `index` of `message` (its enum values are then read strictly:
+/// an unknown name is refused, not forwarded).
+pub fn is_read(message: MessageId, index: usize) -> bool {
+    table().read.contains(&(message, index))
+}
 
 /// Whether `key` is the lowerCamelCase JSON name of `proto` (`ttl_days` → `ttlDays`).
 pub fn is_json_name(key: &str, proto: &str) -> bool {
@@ -46,40 +88,9 @@ pub fn names(key: &str, proto: &str) -> bool {
     key == proto || is_json_name(key, proto)
 }
 
-/// The lowerCamelCase JSON name of `proto`, for messages.
-pub fn json_name(proto: &str) -> String {
-    let mut out = String::with_capacity(proto.len());
-    let mut upper = false;
-    for c in proto.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.push(c.to_ascii_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
+pub use crate::schema::json_name;
 
-/// The proto-name spelling of any key (`contactId` → `contact_id`), under which a key and its
-/// alias collide.
-pub fn proto_spelling(key: &str) -> Cow<'_, str> {
-    if !key.bytes().any(|b| b.is_ascii_uppercase()) {
-        return Cow::Borrowed(key);
-    }
-    let mut out = String::with_capacity(key.len() + 4);
-    for c in key.chars() {
-        if c.is_ascii_uppercase() {
-            out.push('_');
-            out.push(c.to_ascii_lowercase());
-        } else {
-            out.push(c);
-        }
-    }
-    Cow::Owned(out)
-}
+pub use crate::schema::proto_spelling;
 
 /// The key under which `object` holds the field `proto`, if it does.
 pub fn key_of<'m>(object: &'m Map<String, Value>, proto: &str) -> Option<&'m String> {
@@ -139,6 +150,28 @@ mod tests {
         assert!(!names("contactid", "contact_id"));
         assert!(!names("contact_Id", "contact_id"));
         assert!(!names("contactIdx", "contact_id"));
+    }
+
+    #[test]
+    fn every_field_a_rule_reads_is_in_the_schema() {
+        let s = schema();
+        for rule in RuleId::ALL {
+            for path in rule.reads() {
+                let found = rule.operations().iter().any(|op| {
+                    s.definitions(*op).any(|def| {
+                        s.resolve(def.body_message().unwrap_or(def.request), path)
+                            .is_some()
+                            || s.resolve(def.request, path).is_some()
+                    })
+                });
+                assert!(
+                    found,
+                    "{}: reads {path}, which no operation of the rule has",
+                    rule.as_str()
+                );
+            }
+        }
+        assert!(kept("recipient") && kept("app_id") && !kept("message"));
     }
 
     #[test]

@@ -85,9 +85,10 @@ impl Plan {
         self.retry_candidate
     }
 
-    /// Whether the app's mode changes anything for this request.
+    /// Whether the app's mode changes anything for this request (a message that words the
+    /// same refusal differently does not: a `DISPATCH_ONLY` send is refused whatever its app).
     pub fn needs_mode(&self) -> bool {
-        self.as_conversation != self.as_dispatch || !self.blockers.is_empty()
+        !self.as_conversation.same_outcome(&self.as_dispatch) || !self.blockers.is_empty()
     }
 
     /// The decision once the mode is resolved (or found not to matter: `resolution = None`).
@@ -167,6 +168,28 @@ mod tests {
             max_ttl_days: 3650,
             allow_dispatch_only: false,
         }
+    }
+
+    #[test]
+    fn a_dispatch_only_send_needs_no_mode_to_be_refused() {
+        let rules = RuleSet::default();
+        let query = Query::parse(None);
+        let body = serde_json::json!({"recipient": {"contact_id": "k"}, "processing_strategy": "DISPATCH_ONLY"});
+        let facts = RequestFacts {
+            operation: Operation::SendMessage,
+            query: &query,
+            body: Some(&body),
+            message_store: None,
+        };
+        let plan = Plan::new(&facts, &ctx(&rules), false);
+        assert!(!plan.needs_mode());
+        let settled = plan
+            .settle(None, &facts, &ctx(&rules), false, ProjectApps::UNKNOWN)
+            .expect("settled");
+        assert_eq!(
+            settled.decision.reject.map(|r| r.rule),
+            Some(RuleId::SendContactRecipient)
+        );
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub enum Family {
 
 macro_rules! rules {
     ($($variant:ident => $id:literal, $family:ident, [$($op:ident),*], body: $body:literal,
-        enforce: $e:literal, rewrite: $r:literal, default: $d:ident;)*) => {
+        reads: [$($read:literal),*], enforce: $e:literal, rewrite: $r:literal, default: $d:ident;)*) => {
         /// A policy rule, named by its id in config, headers, metrics and error details.
         ///
         /// The catalogue below is the one source of truth: declaration order is evaluation
@@ -110,6 +110,14 @@ macro_rules! rules {
                 match self { $(RuleId::$variant => $body,)* }
             }
 
+            /// The request fields the rule reads, as dotted proto paths from the operation's
+            /// body message (or its request message where it takes no body). Each must be in the
+            /// API schema: only these fields are built from a body, and their enums are read
+            /// strictly.
+            pub const fn reads(self) -> &'static [&'static str] {
+                match self { $(RuleId::$variant => &[$($read),*],)* }
+            }
+
             /// Whether the rule can reject.
             pub const fn supports_enforce(self) -> bool {
                 match self { $(RuleId::$variant => $e,)* }
@@ -130,30 +138,30 @@ macro_rules! rules {
 
 rules! {
     Canonical => "request.canonical", Request, [], body: false,
-        enforce: true, rewrite: false, default: Enforce;
+        reads: [], enforce: true, rewrite: false, default: Enforce;
     UnrecognizedRoute => "request.unrecognized_route", Request, [], body: false,
-        enforce: true, rewrite: false, default: Off;
+        reads: [], enforce: true, rewrite: false, default: Off;
     RetentionRange => "app.retention.range", App, [CreateApp, UpdateApp], body: true,
-        enforce: true, rewrite: false, default: Enforce;
+        reads: ["retention_policy.retention_type", "retention_policy.ttl_days", "dispatch_retention_policy.retention_type", "dispatch_retention_policy.ttl_days"], enforce: true, rewrite: false, default: Enforce;
     MaxTtlDays => "compliance.max_ttl_days", Compliance, [CreateApp, UpdateApp], body: true,
-        enforce: true, rewrite: true, default: Enforce;
+        reads: ["retention_policy.ttl_days", "dispatch_retention_policy.ttl_days"], enforce: true, rewrite: true, default: Enforce;
     DispatchOnlyOverride => "send.dispatch_only_override", Send, [SendMessage], body: true,
-        enforce: true, rewrite: false, default: Off;
+        reads: ["processing_strategy"], enforce: true, rewrite: false, default: Off;
     DispatchOnlyMetadata => "send.dispatch_only_metadata", Send, [SendMessage], body: true,
-        enforce: true, rewrite: true, default: Enforce;
+        reads: ["processing_strategy", "conversation_metadata", "correlation_id"], enforce: true, rewrite: true, default: Enforce;
     SendContactRecipient => "dispatch.send.contact_recipient", Dispatch, [SendMessage, SendEvent], body: true,
-        enforce: true, rewrite: true, default: Enforce;
+        reads: ["recipient.contact_id", "recipient.identified_by", "channel_priority_order", "processing_strategy"], enforce: true, rewrite: true, default: Enforce;
     ListMessagesContactFilter => "dispatch.list_messages.contact_filter", Dispatch, [ListMessages, ListEvents], body: false,
-        enforce: true, rewrite: false, default: Enforce;
+        reads: ["contact_id", "conversation_id"], enforce: true, rewrite: false, default: Enforce;
     FetchLastMessageContactIds => "dispatch.fetch_last_message.contact_ids", Dispatch, [FetchLastMessage], body: true,
-        enforce: true, rewrite: false, default: Enforce;
+        reads: ["contact_ids", "messages_source"], enforce: true, rewrite: false, default: Enforce;
     ConversationOnlyEndpoint => "dispatch.conversation_only_endpoint", Dispatch,
         [ListConversations, CreateConversation, RecentConversations, InjectMessage, InjectEvent], body: false,
-        enforce: true, rewrite: false, default: Enforce;
+        reads: ["app_id"], enforce: true, rewrite: false, default: Enforce;
     MessagesSource => "dispatch.messages_source", Dispatch, [ListMessages, GetMessage, UpdateMessage, DeleteMessage], body: false,
-        enforce: false, rewrite: true, default: Rewrite;
+        reads: ["messages_source"], enforce: false, rewrite: true, default: Rewrite;
     CreatePinMode => "app.create.pin_mode", App, [CreateApp], body: true,
-        enforce: false, rewrite: true, default: Rewrite;
+        reads: ["processing_mode"], enforce: false, rewrite: true, default: Rewrite;
 }
 
 impl RuleId {

@@ -13,7 +13,7 @@
 
 use http::{header, Method, Request, Version};
 
-use super::canonical::{NonCanonical, API_PREFIX};
+use super::canonical::NonCanonical;
 use super::classify::allowed_methods;
 use super::ctx::RequestCtx;
 use super::enforce::{ambiguous, record_request_rule};
@@ -21,7 +21,8 @@ use super::meta::RequestMeta;
 use crate::domain::Operation;
 use crate::error::GatewayError;
 use crate::policy::RuleId;
-use crate::upstream::Origin;
+use crate::schema::{query, Api};
+use crate::upstream::{full, GatewayBody, Origin};
 
 /// Refuses targets that would make the gateway an open proxy or a tunnel.
 pub fn check_target<B>(origin: &Origin, req: &Request<B>) -> Result<(), GatewayError> {
@@ -74,11 +75,13 @@ pub fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
     Ok(())
 }
 
-/// Headers some front ends honour to run a request as another method.
-const METHOD_OVERRIDES: [&str; 3] = [
+/// Headers some front ends honour to run a request as another method or on another target.
+const METHOD_OVERRIDES: [&str; 5] = [
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
 ];
 
 /// End-to-end headers the gateway decides on or frames with: a `Connection` header naming one
@@ -114,7 +117,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
     {
         ambiguous(
             ctx,
-            format!("{name}: method overrides are not accepted; send the request with the method it means"),
+            format!("{name}: method and target overrides are not accepted; send the request with the method and path it means"),
         );
     }
     if authorization
@@ -146,11 +149,37 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
             format!("connection: names {token}, which must reach the upstream as the gateway saw it; remove it from Connection"),
         );
     }
+    if method_in_query(req.uri().query()) {
+        ambiguous(
+            ctx,
+            "_method: method overrides are not accepted; send the request with the method it means"
+                .into(),
+        );
+    }
+    if is_grpc(req) {
+        ambiguous(
+            ctx,
+            "content-type: gRPC requests are not proxied; send the API's JSON over HTTP".into(),
+        );
+    }
+    if let Some(def) = ctx.class.definition() {
+        if let Some(problem) = query::check(def, req.uri().query(), &CatalogueReads(def.op)) {
+            ambiguous(ctx, problem);
+        }
+        return;
+    }
     if ctx.operation() != Operation::Other {
         return;
     }
+    if let Some(refusal) = ctx.class.refusal {
+        ambiguous(ctx, refusal.message().into());
+        return;
+    }
     let path = req.uri().path();
-    let allowed = allowed_methods(path, req.method());
+    let allowed: Vec<String> = allowed_methods(Api::Conversation, path, req.method())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
     if !allowed.is_empty() {
         ambiguous(
             ctx,
@@ -160,13 +189,90 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
                 allowed.join(" or ")
             ),
         );
-    } else if path.starts_with(API_PREFIX) && req.extensions().get::<NonCanonical>().is_none() {
+    } else if req.extensions().get::<NonCanonical>().is_none() && path != "/oauth2/token" {
         record_request_rule(
             ctx,
             RuleId::UnrecognizedRoute,
             "path: no Conversation API operation has this path; check it against the API reference"
                 .into(),
         );
+    }
+}
+
+/// Whether the request's operation takes no body although one may follow: then
+/// [`check_no_body`] reads it.
+pub fn may_carry_stray_body(ctx: &RequestCtx, body: &GatewayBody) -> bool {
+    ctx.class.definition().is_some_and(|d| !d.takes_body()) && !http_body::Body::is_end_stream(body)
+}
+
+/// Reads the body of an operation that takes none (bounded by `limit`): a non-empty one is
+/// ambiguous — some front ends read it — and refused (in shadow it is forwarded as it came).
+pub async fn check_no_body(
+    ctx: &mut RequestCtx,
+    body: GatewayBody,
+    limit: usize,
+) -> Result<GatewayBody, GatewayError> {
+    let bytes = super::facts::read_body(body, limit).await?;
+    if !bytes.is_empty() {
+        ambiguous(
+            ctx,
+            format!(
+                "body: {} takes no body, and front ends differ on whether they read one; send the request without a body",
+                ctx.operation().as_str()
+            ),
+        );
+    }
+    Ok(full(bytes))
+}
+
+/// Whether the query has a `_method` parameter (however its bytes are encoded).
+fn method_in_query(query: Option<&str>) -> bool {
+    query.is_some_and(|q| {
+        let b = q.as_bytes();
+        (b.contains(&b'%') || b.windows(5).any(|w| w.eq_ignore_ascii_case(b"ethod")))
+            && form_urlencoded::parse(b).any(|(k, _)| k.eq_ignore_ascii_case("_method"))
+    })
+}
+
+/// A gRPC request: by its content type, or by a `/package.Service/Method` path.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    let grpc_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.trim_start()
+                .get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
+        });
+    let path = req.uri().path();
+    let mut segments = path.strip_prefix('/').unwrap_or("").split('/');
+    let service_path = match (segments.next(), segments.next(), segments.next()) {
+        (Some(service), Some(method), None) => {
+            let ident = |s: &str| {
+                !s.is_empty()
+                    && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                    && !s.as_bytes()[0].is_ascii_digit()
+            };
+            service.contains('.') && service.split('.').all(ident) && ident(method)
+        }
+        _ => false,
+    };
+    grpc_type || service_path
+}
+
+/// The catalogue's declarations of what rules read, for the query reader.
+struct CatalogueReads(Operation);
+
+impl query::RuleReads for CatalogueReads {
+    fn reads(&self, path: &str) -> bool {
+        RuleId::ALL
+            .iter()
+            .any(|r| r.applies_to(self.0) && r.reads().contains(&path))
+    }
+
+    fn any(&self) -> bool {
+        RuleId::ALL.iter().any(|r| r.applies_to(self.0))
     }
 }
 

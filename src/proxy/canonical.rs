@@ -105,6 +105,11 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, NonCanonical> {
                             "path: a control character (NUL, CR, LF, …) is not allowed in a path".into(),
                         ))
                     }
+                    b'%' => {
+                        return Err(NonCanonical(
+                            "path: an encoded % (%25) is decoded once by some front ends and twice by others; send ids without %".into(),
+                        ))
+                    }
                     b if literal_in_segment(b) => out.push(char::from(b)),
                     // Kept encoded, in one spelling (upper-case hex).
                     b => {
@@ -122,7 +127,42 @@ fn decode_segment(segment: &str) -> Result<Cow<'_, str>, NonCanonical> {
             }
         }
     }
+    if !valid_utf8_when_decoded(segment) {
+        return Err(NonCanonical(
+            "path: percent-encoded bytes that are not valid UTF-8 (overlong or broken sequences) have no single meaning; encode characters as UTF-8".into(),
+        ));
+    }
     Ok(Cow::Owned(out))
+}
+
+/// Whether the segment, fully percent-decoded, is valid UTF-8 (overlong forms are not).
+fn valid_utf8_when_decoded(segment: &str) -> bool {
+    let bytes = segment.as_bytes();
+    if !bytes
+        .windows(2)
+        .any(|w| w[0] == b'%' && hex(w[1]).is_some_and(|h| h >= 8))
+    {
+        return true;
+    }
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
 }
 
 /// The canonical form of `path` (borrowed when it already is canonical).
@@ -336,6 +376,19 @@ mod tests {
     fn outside_the_api_prefix_other_encodings_are_kept_in_one_spelling() {
         assert_eq!(ok("/elsewhere/a%2cb%20c"), "/elsewhere/a,b%20c");
         assert_eq!(ok("/elsewhere/%c3%a9"), "/elsewhere/%C3%A9");
+    }
+
+    #[test]
+    fn encoded_percent_and_bad_utf8_are_refused_anywhere() {
+        assert!(refused("/elsewhere/a%25b").contains("%25"));
+        assert!(refused("/v1/projects/p/apps/a%2541").contains("%25"));
+        assert!(refused("/elsewhere/%C0%AF").contains("UTF-8"), "overlong /");
+        assert!(
+            refused("/elsewhere/%E0%80%AE").contains("UTF-8"),
+            "overlong ."
+        );
+        assert!(refused("/elsewhere/%C3").contains("UTF-8"));
+        assert!(refused("/elsewhere/%FF").contains("UTF-8"));
     }
 
     #[test]

@@ -7,6 +7,8 @@
 use http::Method;
 
 pub use crate::domain::{valid_id, AppIdLocation, Operation};
+use crate::schema::route::{RouteRefusal, Routed};
+use crate::schema::{schema, Api, OperationDef};
 
 /// A byte range of the request path (kept instead of a borrow so a classification can travel
 /// with the request, in its `RequestMeta`).
@@ -36,17 +38,28 @@ impl PathSpan {
 pub struct Classification {
     /// The API call.
     pub operation: Operation,
+    def: Option<u16>,
     project: Option<PathSpan>,
     resource: Option<PathSpan>,
+    /// Why a path that resembles an operation is refused (it is then `other`).
+    pub refusal: Option<RouteRefusal>,
 }
 
 impl Classification {
     fn other() -> Self {
         Self {
             operation: Operation::Other,
+            def: None,
             project: None,
             resource: None,
+            refusal: None,
         }
+    }
+
+    /// The operation's definition in the schema.
+    pub fn definition(&self) -> Option<&'static OperationDef> {
+        self.def
+            .map(|d| &crate::schema::schema().operations[usize::from(d)])
     }
 
     /// `{project_id}` of `/v1/projects/{project_id}/…`.
@@ -88,182 +101,86 @@ pub(crate) fn path_segments(path: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Whether `segment` holds a `:` (a verb).
-fn has_colon(segment: &str) -> bool {
-    segment.as_bytes().contains(&b':')
-}
+/// The most segments a routed path has (the consents sub-resource is the deepest).
+const MAX_SEGMENTS: usize = 16;
 
-/// Splits `"{id}:verb"` (or `"{id}%3Averb"`) into the id and the verb.
-fn split_verb(segment: &str) -> (&str, Option<&str>) {
-    if let Some(i) = segment.bytes().position(|b| b == b':') {
-        return (&segment[..i], Some(&segment[i + 1..]));
-    }
-    let bytes = segment.as_bytes();
-    for i in 0..bytes.len().saturating_sub(2) {
-        if bytes[i] == b'%' && bytes[i + 1] == b'3' && (bytes[i + 2] | 0x20) == b'a' {
-            return (&segment[..i], Some(&segment[i + 3..]));
-        }
-    }
-    (segment, None)
-}
-
-/// Classifies a request by method and path (the query is not needed to name the operation).
+/// Classifies a request to the Conversation API by method and path.
 pub fn classify(method: &Method, path: &str) -> Classification {
+    classify_for(Api::Conversation, method, path)
+}
+
+/// Classifies a request to `api` by method and canonical path, from the schema's templates
+/// (the query is not needed to name the operation).
+pub fn classify_for(api: Api, method: &Method, path: &str) -> Classification {
     if path == "/oauth2/token" {
-        return if method == Method::POST {
-            Classification {
-                operation: Operation::OauthToken,
-                project: None,
-                resource: None,
-            }
-        } else {
-            Classification::other()
+        return Classification {
+            operation: if method == Method::POST {
+                Operation::OauthToken
+            } else {
+                Operation::Other
+            },
+            ..Classification::other()
         };
     }
-    let Some(rest) = path.strip_prefix("/v1/projects/") else {
+    let Some(rest) = path.strip_prefix('/') else {
         return Classification::other();
     };
-    let mut segments = path_segments(rest);
-    let project = match segments.next() {
-        Some(p) if valid_id(p) => p,
-        _ => return Classification::other(),
-    };
-    let first = segments.next().unwrap_or("");
-    let second = segments.next();
-    let third = segments.next();
-    let fourth = segments.next();
-    let more = segments.next().is_some();
-
-    let (collection, collection_verb) = split_verb(first);
-    let mut resource = None;
-    use Operation as Op;
-    let m = method;
-    let op = match (collection, collection_verb, second, third) {
-        ("apps", None, None, _) => match *m {
-            Method::GET => Op::ListApps,
-            Method::POST => Op::CreateApp,
-            _ => Op::Other,
-        },
-        ("apps", None, Some(app), tail) if valid_id(app) && !has_colon(app) => {
-            resource = Some(app);
-            match (tail, fourth, m) {
-                (None, _, &Method::GET) => Op::GetApp,
-                (None, _, &Method::PATCH) => Op::UpdateApp,
-                (None, _, &Method::DELETE) => Op::DeleteApp,
-                (Some("webhooks"), None, &Method::GET) if !more => Op::ListAppWebhooks,
-                (Some("consents"), Some(_), &Method::GET) => Op::ListConsents,
-                _ => Op::Other,
-            }
+    let mut parts = [""; MAX_SEGMENTS];
+    let mut n = 0;
+    for segment in path_segments(rest) {
+        if n == MAX_SEGMENTS {
+            return Classification::other();
         }
-        ("messages", Some("send"), None, _) if m == Method::POST => Op::SendMessage,
-        ("messages", Some("fetch-last-message"), None, _) if m == Method::POST => {
-            Op::FetchLastMessage
-        }
-        ("messages", Some("transcode"), None, _) if m == Method::POST => Op::TranscodeMessage,
-        ("messages", None, None, _) if m == Method::GET => Op::ListMessages,
-        ("messages", None, Some(id), None) if valid_id(id) && !has_colon(id) => {
-            resource = Some(id);
-            match *m {
-                Method::GET => Op::GetMessage,
-                Method::PATCH => Op::UpdateMessage,
-                Method::DELETE => Op::DeleteMessage,
-                _ => Op::Other,
-            }
-        }
-        ("events", Some("send"), None, _) if m == Method::POST => Op::SendEvent,
-        ("events", None, None, _) if m == Method::GET => Op::ListEvents,
-        ("events", None, Some(id), None) if valid_id(id) && !has_colon(id) => {
-            resource = Some(id);
-            match *m {
-                Method::GET => Op::GetEvent,
-                Method::DELETE => Op::DeleteEvent,
-                _ => Op::Other,
-            }
-        }
-        ("conversations", None, None, _) => match *m {
-            Method::GET => Op::ListConversations,
-            Method::POST => Op::CreateConversation,
-            _ => Op::Other,
-        },
-        ("conversations", Some("recent"), None, _) if m == Method::GET => Op::RecentConversations,
-        ("conversations", None, Some(seg), None) => {
-            let (id, verb) = split_verb(seg);
-            if valid_id(id) {
-                resource = Some(id);
-            }
-            match (valid_id(id), verb, m) {
-                (true, None, &Method::GET) => Op::GetConversation,
-                (true, None, &Method::PATCH) => Op::UpdateConversation,
-                (true, None, &Method::DELETE) => Op::DeleteConversation,
-                (true, Some("stop"), &Method::POST) => Op::StopConversation,
-                (true, Some("inject-message"), &Method::POST) => Op::InjectMessage,
-                (true, Some("inject-event"), &Method::POST) => Op::InjectEvent,
-                _ => Op::Other,
-            }
-        }
-        ("contacts", None, None, _) => match *m {
-            Method::GET => Op::ListContacts,
-            Method::POST => Op::CreateContact,
-            _ => Op::Other,
-        },
-        ("contacts", Some("identityConflicts"), None, _) if m == Method::GET => {
-            Op::IdentityConflicts
-        }
-        ("contacts", Some("getChannelProfile"), None, _) if m == Method::POST => {
-            Op::GetChannelProfile
-        }
-        ("contacts", None, Some(seg), None) => {
-            let (id, verb) = split_verb(seg);
-            if valid_id(id) {
-                resource = Some(id);
-            }
-            match (valid_id(id), verb, m) {
-                (true, None, &Method::GET) => Op::GetContact,
-                (true, None, &Method::PATCH) => Op::UpdateContact,
-                (true, None, &Method::DELETE) => Op::DeleteContact,
-                (true, Some("merge"), &Method::POST) => Op::MergeContact,
-                _ => Op::Other,
-            }
-        }
-        ("capability", Some("query"), None, _) if m == Method::POST => Op::QueryCapability,
-        ("webhooks", None, None, _) if m == Method::POST => Op::CreateWebhook,
-        ("webhooks", None, Some(id), None) if valid_id(id) && !has_colon(id) => {
-            resource = Some(id);
-            match *m {
-                Method::GET => Op::GetWebhook,
-                Method::PATCH => Op::UpdateWebhook,
-                Method::DELETE => Op::DeleteWebhook,
-                _ => Op::Other,
-            }
-        }
-        ("settings", None, _, _) => Op::Settings,
-        _ => Op::Other,
-    };
-    // Deeper paths than any endpoint has are not API calls we know.
-    let too_deep = fourth.is_some() && op != Op::ListConsents;
-    if op == Op::Other || too_deep {
-        return Classification::other();
+        parts[n] = segment;
+        n += 1;
     }
-    Classification {
-        operation: op,
-        project: Some(PathSpan::of(path, project)),
-        resource: resource.map(|r| PathSpan::of(path, r)),
+    let verb = match n.checked_sub(1).map(|i| (i, parts[i].split_once(':'))) {
+        Some((i, Some((last, verb)))) => {
+            parts[i] = last;
+            Some(verb)
+        }
+        _ => None,
+    };
+    match schema().routes().route(api, method, &parts[..n], verb) {
+        Routed::Operation {
+            def,
+            project,
+            resource,
+        } => Classification {
+            operation: schema().operations[def].op,
+            def: Some(def as u16),
+            project: Some(PathSpan::of(path, parts[project])),
+            resource: resource.map(|i| PathSpan::of(path, parts[i])),
+            refusal: None,
+        },
+        Routed::Refused(why) => Classification {
+            refusal: Some(why),
+            ..Classification::other()
+        },
+        Routed::WrongMethod | Routed::Unknown => Classification::other(),
     }
 }
 
 /// The methods the API defines for `path` other than `tried`, which the caller has classified
 /// already (empty when the path names no other operation).
-pub fn allowed_methods(path: &str, tried: &Method) -> Vec<&'static str> {
-    [
-        (Method::GET, "GET"),
-        (Method::POST, "POST"),
-        (Method::PATCH, "PATCH"),
-        (Method::DELETE, "DELETE"),
-    ]
-    .into_iter()
-    .filter(|(m, _)| m != tried && classify(m, path).operation != Operation::Other)
-    .map(|(_, name)| name)
-    .collect()
+pub fn allowed_methods(api: Api, path: &str, tried: &Method) -> Vec<Method> {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    let mut parts: Vec<&str> = path_segments(rest).collect();
+    let verb = match parts.last_mut().and_then(|l| l.split_once(':')) {
+        Some((last, verb)) => {
+            if let Some(l) = parts.last_mut() {
+                *l = last;
+            }
+            Some(verb)
+        }
+        None => None,
+    };
+    schema()
+        .routes()
+        .methods(api, &parts, verb)
+        .into_iter()
+        .filter(|m| m != tried)
+        .collect()
 }
 
 #[cfg(test)]
@@ -337,20 +254,6 @@ mod tests {
                 Some("APP1"),
             ),
             (po.clone(), "/messages:send", Op::SendMessage, L::Body, None),
-            (
-                po.clone(),
-                "/messages%3Asend",
-                Op::SendMessage,
-                L::Body,
-                None,
-            ),
-            (
-                po.clone(),
-                "/messages%3asend",
-                Op::SendMessage,
-                L::Body,
-                None,
-            ),
             (g.clone(), "/messages", Op::ListMessages, L::Query, None),
             (
                 g.clone(),
@@ -455,7 +358,7 @@ mod tests {
             ),
             (
                 po.clone(),
-                "/conversations/C1%3Ainject-event",
+                "/conversations/C1:inject-event",
                 Op::InjectEvent,
                 L::None,
                 Some("C1"),

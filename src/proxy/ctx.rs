@@ -118,6 +118,9 @@ pub struct RequestCtx {
     pub trace_id: Option<TraceId>,
     /// Whether the policy stage has anything to do for this operation.
     pub policy_route: bool,
+    /// The mode cache's ticket when the request arrived: an app answer to it is learned only
+    /// if the app has not changed since.
+    pub ticket: u64,
     /// The ids the request names.
     pub subject: Subject,
     /// The decoded query.
@@ -159,12 +162,14 @@ impl RequestCtx {
     ) -> RequestCtx {
         let policy_route = snapshot.policy.relevant(class.operation);
         let app = snapshot.policy.global();
+        let ticket = snapshot.modes.ticket();
         RequestCtx {
             snapshot,
             class,
             request_id,
             trace_id,
             policy_route,
+            ticket,
             subject: Subject::default(),
             query: Query::default(),
             body: None,

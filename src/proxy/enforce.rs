@@ -12,7 +12,7 @@ use super::json;
 use super::{GatewayResponse, GatewayState};
 use crate::api_error::ApiError;
 use crate::contact_cache::ContactOutcome;
-use crate::domain::{valid_id, Disposition, LookupFailure};
+use crate::domain::valid_id;
 use crate::error::GatewayError;
 use crate::policy::evaluate::json_text;
 use crate::policy::recipient::{identified_recipient, Contact};
@@ -170,18 +170,15 @@ async fn resolve_contact(
     let contact = match &found {
         ContactOutcome::Found(ids) => Contact::Found(ids),
         ContactOutcome::NotFound => Contact::NotFound,
-        ContactOutcome::Denied => return Ok(ContactRewrite::Untouched),
-        ContactOutcome::Failed(LookupFailure::Status(status)) => {
-            return Err(GatewayError::LookupAnswered {
-                status: *status,
-                attempted: Disposition::Rewritten,
-            })
+        // A refused lookup cannot show the contact: the send is not forwarded unrewritten.
+        ContactOutcome::Denied => {
+            return Ok(ContactRewrite::Reject(
+                "recipient.contact_id: the gateway could not read this contact (its lookup was refused) to rewrite it to recipient.identified_by; send with recipient.identified_by.channel_identities".into(),
+            ))
         }
-        ContactOutcome::Failed(LookupFailure::Upstream(kind)) => {
-            return Err(GatewayError::Upstream {
-                kind: *kind,
-                detail: "contact lookup for the recipient rewrite failed".into(),
-                attempted: Disposition::Rewritten,
+        ContactOutcome::Failed(failure) => {
+            return Err(GatewayError::RewriteUnavailable {
+                detail: format!("contact lookup for the recipient rewrite: {failure:?}"),
             })
         }
     };

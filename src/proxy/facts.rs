@@ -3,9 +3,11 @@
 //! `server.max_policy_body_bytes`, else 413; malformed JSON is a 400). A body read here is
 //! forwarded as the bytes that were read, with a correct `Content-Length`.
 //!
-//! Every field is read under its proto and its JSON name, and what two parsers could read
-//! differently — a policy parameter given twice, a duplicate key or a key and its alias in the
-//! body, an enum a rule reads given as a number — is recorded under `request.canonical`.
+//! The body is read as the operation's message in the API schema (see `json`): what two parsers
+//! could read differently — a duplicate key or a key and its alias, a lenient spelling of a
+//! field, an enum not given exactly by name — is recorded under `request.canonical`. An update
+//! with `update_mask` is judged as what it stores (`schema::mask`). The query was checked
+//! against the schema in the admit phase.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
@@ -17,11 +19,11 @@ use super::enforce::ambiguous;
 use super::forward::OutboundBody;
 use super::json::{self, JsonProblem};
 use super::GatewayState;
-use crate::domain::{valid_id, AppIdLocation};
+use crate::domain::{project_key, valid_id, AppIdLocation};
 use crate::error::GatewayError;
 use crate::policy::evaluate::json_text;
-use crate::policy::fields::{self, json_name};
 use crate::policy::Query;
+use crate::schema::{mask, MessageId};
 use crate::upstream::GatewayBody;
 
 /// Reads the facts of a policy route into `ctx`; returns the body to forward.
@@ -41,14 +43,16 @@ pub async fn read(
         let bytes = read_body(body, state.max_policy_body_bytes)
             .await
             .map_err(|e| stalled_or(ctx, e))?;
+        let message = ctx.class.definition().and_then(|d| d.body_message());
         if !bytes.is_empty() {
-            ctx.body = Some(read_json(ctx, &bytes)?);
-            if let Some(field) = ctx.body.as_ref().and_then(numeric_enum) {
-                ambiguous(
-                    ctx,
-                    format!("{field}: give the enum by name, not as a number"),
-                );
+            let mut value = read_json(ctx, &bytes, message)?;
+            // An update with a field mask stores the zero value of every masked field the body
+            // omits: the rules judge what will be stored.
+            let mask = mask::paths(parts.uri.query());
+            if let (Some(message), false) = (message, mask.is_empty()) {
+                mask::effective(message, &mut value, &mask);
             }
+            ctx.body = Some(value);
         }
         parts
             .headers
@@ -65,34 +69,13 @@ pub async fn read(
         state.replayable(body).await?
     };
     ctx.query = Query::parse_owned(parts.uri.query());
-    for name in POLICY_PARAMETERS {
-        if ctx.query.count(name) > 1 {
-            ambiguous(
-                ctx,
-                format!(
-                    "{name}: given more than once (as {name} or {}), so parsers may read different values; send it once",
-                    json_name(name)
-                ),
-            );
-        }
-    }
-    if ctx
-        .query
-        .get("messages_source")
-        .is_some_and(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit() || b == b'-'))
-    {
-        ambiguous(
-            ctx,
-            "messages_source: give the enum by name (CONVERSATION_SOURCE or DISPATCH_SOURCE), not as a number".into(),
-        );
-    }
     let path = parts.uri.path();
     ctx.subject = Subject {
         project: ctx
             .class
             .project_id(path)
             .filter(|p| valid_id(p))
-            .map(str::to_string),
+            .map(|p| project_key(p).into_owned()),
         app: match op.app_id_location() {
             AppIdLocation::Path => ctx.class.path_app_id(path).map(str::to_string),
             AppIdLocation::Query => ctx.query.get("app_id").map(str::to_string),
@@ -169,36 +152,19 @@ pub async fn read_body(body: GatewayBody, limit: usize) -> Result<Bytes, Gateway
 
 /// Reads the fields rules read from a policy route's body, which must have one meaning; an
 /// ambiguous one is refused (enforce) or, in shadow, read the lenient way and recorded.
-fn read_json(ctx: &mut RequestCtx, bytes: &[u8]) -> Result<Value, GatewayError> {
-    let problem = match json::read_fields(bytes, true) {
+fn read_json(
+    ctx: &mut RequestCtx,
+    bytes: &[u8],
+    message: Option<MessageId>,
+) -> Result<Value, GatewayError> {
+    let problem = match json::read_fields(bytes, true, message) {
         Ok(value) => return Ok(value),
         Err(problem) => problem,
     };
-    let message = match problem {
+    let message_text = match problem {
         JsonProblem::Invalid(message) => return Err(GatewayError::InvalidBody { message }),
         JsonProblem::Ambiguous(message) => message,
     };
-    ambiguous(ctx, message);
-    Ok(json::read_fields(bytes, false)?)
-}
-
-/// Query parameters rules read (and the subject's `app_id`): each must have one value.
-const POLICY_PARAMETERS: [&str; 4] = ["app_id", "contact_id", "conversation_id", "messages_source"];
-
-/// An enum field a rule reads, given as a number: its path.
-fn numeric_enum(body: &Value) -> Option<String> {
-    const TOP: [&str; 3] = ["processing_strategy", "messages_source", "processing_mode"];
-    const RETENTION: [&str; 2] = ["retention_policy", "dispatch_retention_policy"];
-    if let Some(field) = TOP
-        .iter()
-        .find(|f| fields::get(body, f).is_some_and(Value::is_number))
-    {
-        return Some((*field).to_string());
-    }
-    RETENTION.iter().find_map(|r| {
-        fields::get(body, r)
-            .and_then(|p| fields::get(p, "retention_type"))
-            .filter(|v| v.is_number())
-            .map(|_| format!("{r}.retention_type"))
-    })
+    ambiguous(ctx, message_text);
+    Ok(json::read_fields(bytes, false, message)?)
 }

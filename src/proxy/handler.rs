@@ -121,7 +121,10 @@ async fn phases(
         }
     }
     admit::check_request(ctx, &req);
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, mut body) = req.into_parts();
+    if admit::may_carry_stray_body(ctx, &body) {
+        body = admit::check_no_body(ctx, body, state.max_policy_body_bytes).await?;
+    }
 
     // Facts and decision, on routes the policy has something to say about (and only while
     // nothing has been refused).
@@ -221,10 +224,19 @@ fn record(state: &GatewayState, ctx: &RequestCtx) {
             "policy decision"
         );
     }
-    for rule in &ctx.blockers {
-        state.metrics.migration_blocker(*rule);
-        state
-            .report
-            .record(project.unwrap_or("-"), app.unwrap_or("-"), *rule);
+    // What-if: what each DISPATCH rule would do with the app's actions; refusals are blockers.
+    let rules = ctx.policy_context().rules;
+    let findings: Vec<_> = ctx
+        .blockers
+        .iter()
+        .map(|r| (*r, crate::report::Would::from_action(rules.action(*r))))
+        .collect();
+    for (rule, would) in &findings {
+        if *would == crate::report::Would::Refuse {
+            state.metrics.migration_blocker(*rule);
+        }
     }
+    state
+        .report
+        .record(project.unwrap_or("-"), app.unwrap_or("-"), &findings);
 }

@@ -4,7 +4,10 @@
 //! key and its alias (`app_id` and `appId`), anywhere in the body is refused — detected while
 //! parsing, not by scanning again.
 //!
-//! Rules read a handful of top-level fields ([`BODY_FIELDS`]); only those are built into a
+//! The body is read as the operation's message in the API schema: keys are its fields (a key
+//! a lenient reader could take for a field is refused), keys of map and Struct fields are data
+//! (no alias check among them), and enum values must be exactly one of their names. Rules read
+//! a handful of top-level fields (declared in the rule catalogue); only those are built into a
 //! `Value`. The rest of the body (a message's text, media, templates) is walked once for
 //! syntax and duplicates and never copied: keys are borrowed from the input, strings are only
 //! validated. A rewrite reads the whole body again ([`parse_whole`]).
@@ -16,7 +19,9 @@ use std::fmt;
 use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
-use crate::policy::fields::{json_name, proto_spelling, BODY_FIELDS};
+use crate::policy::fields::{self, json_name, proto_spelling};
+use crate::schema::query::{enum_problem, read_enum, EnumReading};
+use crate::schema::{schema, EnumId, Kind, MessageId, Shape};
 
 /// Why a body was not accepted.
 #[derive(Debug)]
@@ -55,40 +60,57 @@ fn same_field(a: &str, b: &str) -> bool {
     a == b || spelled(a).eq(spelled(b))
 }
 
-/// Marks the visitor's own error among serde_json's.
+/// Marks the visitor's own errors among serde_json's.
 const DUPLICATE: &str = "\u{1}duplicate key\u{1}";
+const AMBIGUOUS: &str = "\u{2}";
 
 /// The keys of one object seen so far, for the duplicate check: compared in place while the
-/// object is small, hashed by proto spelling once it is large.
+/// object is small, hashed once it is large. Where keys are field names (`aliases`), a key and
+/// its alias are the same key (compared by proto spelling); where they are data (maps,
+/// Structs), only equal keys are.
 struct Seen<'de> {
+    aliases: bool,
     small: Vec<Cow<'de, str>>,
     large: Option<HashSet<String>>,
 }
 
 impl<'de> Seen<'de> {
-    fn new() -> Self {
+    fn new(aliases: bool) -> Self {
         Seen {
+            aliases,
             small: Vec::new(),
             large: None,
         }
     }
 
+    fn spelling(&self, key: &str) -> String {
+        if self.aliases {
+            proto_spelling(key).into_owned()
+        } else {
+            key.to_string()
+        }
+    }
+
     /// Records `key`; false when the object already has it (or its alias).
     fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        if let Some(set) = &mut self.large {
-            return set.insert(proto_spelling(&key).into_owned());
+        if self.large.is_some() {
+            let spelled = self.spelling(&key);
+            return self.large.as_mut().is_some_and(|set| set.insert(spelled));
         }
-        if self.small.iter().any(|k| same_field(k, &key)) {
+        let aliases = self.aliases;
+        if self.small.iter().any(|k| {
+            if aliases {
+                same_field(k, &key)
+            } else {
+                *k == key
+            }
+        }) {
             return false;
         }
         self.small.push(key);
         if self.small.len() >= LINEAR_LIMIT {
-            self.large = Some(
-                self.small
-                    .drain(..)
-                    .map(|k| proto_spelling(&k).into_owned())
-                    .collect(),
-            );
+            let keys = std::mem::take(&mut self.small);
+            self.large = Some(keys.iter().map(|k| self.spelling(k)).collect());
         }
         true
     }
@@ -122,7 +144,7 @@ impl<'de> Deserialize<'de> for Key<'de> {
 /// Where in the body a value is, which decides what is built of it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
-    /// The body itself: an object of which only [`BODY_FIELDS`] are kept.
+    /// The body itself: an object of which only the fields rules read are kept.
     Top,
     /// A field rules read, or inside one: built in full.
     Kept,
@@ -130,34 +152,125 @@ enum Part {
     Skipped,
 }
 
-/// Reads one value: `strict` refuses duplicate keys, otherwise the last one wins.
+/// What the schema says a value is.
+#[derive(Clone, Copy)]
+enum Ty {
+    /// A message of the schema: keys are field names.
+    Message(MessageId),
+    /// A map field: keys are data; values are of this kind.
+    Map(Kind),
+    /// A list: elements are of this kind.
+    List(Kind),
+    /// A `google.protobuf.Struct`, or inside one: keys are data.
+    Struct,
+    /// A value the schema does not model: keys are read as field names, conservatively.
+    Any,
+    /// One enum value.
+    Enum(EnumId),
+    /// A string, number or bool.
+    Scalar,
+}
+
+impl Ty {
+    fn of(kind: Kind, shape: Shape) -> Ty {
+        match shape {
+            Shape::Repeated => Ty::List(kind),
+            Shape::Map => Ty::Map(kind),
+            Shape::Single => Ty::one(kind),
+        }
+    }
+
+    fn one(kind: Kind) -> Ty {
+        match kind {
+            Kind::String | Kind::Int | Kind::Bool | Kind::Mask => Ty::Scalar,
+            Kind::Struct => Ty::Struct,
+            Kind::Any => Ty::Any,
+            Kind::Enum(e) => Ty::Enum(e),
+            Kind::Message(m) => Ty::Message(m),
+        }
+    }
+
+    /// Whether keys of an object of this type are field names (a key and its alias collide).
+    fn names_fields(self) -> bool {
+        !matches!(self, Ty::Map(_) | Ty::Struct)
+    }
+}
+
+/// Reads one value: `strict` refuses what has two readings, otherwise the last of equal keys
+/// wins and spellings are not judged.
 #[derive(Clone, Copy)]
 struct Read {
     strict: bool,
     part: Part,
+    ty: Ty,
+    /// The field this value belongs to (proto name), for messages.
+    field: &'static str,
+    /// Whether a rule reads it (an unknown enum name is then refused).
+    read: bool,
 }
 
 impl Read {
-    fn child(self, key: &str) -> Read {
-        let keep = match self.part {
-            Part::Top => BODY_FIELDS.contains(&proto_spelling(key).as_ref()),
-            Part::Kept => true,
-            Part::Skipped => false,
+    /// The value of `key` in an object of this type; an error message when the key is a
+    /// lenient spelling of a field.
+    fn child(self, key: &str) -> Result<Read, String> {
+        let (ty, field, read, kept) = match self.ty {
+            Ty::Message(m) => {
+                let message = schema().message(m);
+                match message.field(key) {
+                    Some((index, f)) => {
+                        let read = fields::is_read(m, index);
+                        let kept = self.part == Part::Top && fields::kept(&f.proto);
+                        (Ty::of(f.kind, f.shape), f.proto.as_str(), read, kept)
+                    }
+                    None => {
+                        if let Some(f) = message.loosely(key).filter(|_| self.strict) {
+                            return Err(format!(
+                                "body: {key:?} is not a field name, but a lenient reader could take it for {}; send {} (or {}) exactly",
+                                f.proto, f.proto, f.json
+                            ));
+                        }
+                        (Ty::Any, self.field, false, false)
+                    }
+                }
+            }
+            Ty::Map(kind) => (Ty::one(kind), self.field, self.read, false),
+            Ty::Struct => (Ty::Struct, self.field, self.read, false),
+            // Without a schema type, the top level keeps what rules read by proto spelling.
+            Ty::Any if self.part == Part::Top => (
+                Ty::Any,
+                self.field,
+                false,
+                fields::kept(&proto_spelling(key)),
+            ),
+            Ty::Any | Ty::List(_) | Ty::Enum(_) | Ty::Scalar => (Ty::Any, self.field, false, false),
         };
-        Read {
+        let part = match self.part {
+            Part::Kept => Part::Kept,
+            Part::Top if kept => Part::Kept,
+            _ => Part::Skipped,
+        };
+        Ok(Read {
             strict: self.strict,
-            part: if keep { Part::Kept } else { Part::Skipped },
-        }
+            part,
+            ty,
+            field,
+            read,
+        })
     }
 
     fn element(self) -> Read {
         Read {
-            strict: self.strict,
             part: if self.part == Part::Kept {
                 Part::Kept
             } else {
                 Part::Skipped
             },
+            ty: match self.ty {
+                Ty::List(kind) => Ty::one(kind),
+                Ty::Struct => Ty::Struct,
+                _ => Ty::Any,
+            },
+            ..self
         }
     }
 
@@ -172,6 +285,38 @@ impl Read {
             Value::Null
         }
     }
+
+    /// An enum given as a number.
+    fn number<E: de::Error>(self) -> Result<(), E> {
+        match self.ty {
+            Ty::Enum(e) if self.strict => Err(ambiguity(enum_problem(
+                self.field,
+                schema().enumeration(e),
+                EnumReading::Number,
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// An enum given as a string: exactly one of its names, or refused.
+    fn text<E: de::Error>(self, v: &str) -> Result<(), E> {
+        let Ty::Enum(e) = self.ty else {
+            return Ok(());
+        };
+        if !self.strict {
+            return Ok(());
+        }
+        let def = schema().enumeration(e);
+        match read_enum(def, v) {
+            EnumReading::Exact => Ok(()),
+            EnumReading::Unknown if !self.read => Ok(()),
+            reading => Err(ambiguity(enum_problem(self.field, def, reading))),
+        }
+    }
+}
+
+fn ambiguity<E: de::Error>(message: String) -> E {
+    de::Error::custom(format!("{AMBIGUOUS}{message}{AMBIGUOUS}"))
 }
 
 impl<'de> DeserializeSeed<'de> for Read {
@@ -193,23 +338,28 @@ impl<'de> Visitor<'de> for Read {
         Ok(self.scalar(|| Value::Bool(v)))
     }
 
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.number()?;
         Ok(self.scalar(|| Value::from(v)))
     }
 
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.number()?;
         Ok(self.scalar(|| Value::from(v)))
     }
 
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        self.number()?;
         Ok(self.scalar(|| Value::from(v)))
     }
 
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        self.text(v)?;
         Ok(self.scalar(|| Value::String(v.to_string())))
     }
 
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        self.text(&v)?;
         Ok(self.scalar(|| Value::String(v)))
     }
 
@@ -235,13 +385,13 @@ impl<'de> Visitor<'de> for Read {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let builds = self.part != Part::Skipped;
         let mut map = Map::new();
-        let mut seen = Seen::new();
+        let mut seen = Seen::new(self.ty.names_fields());
         while let Some(Key(key)) = access.next_key()? {
             // Cloning a key borrowed from the input copies a pointer.
             if self.strict && !seen.insert(key.clone()) {
                 return Err(de::Error::custom(format!("{DUPLICATE}{key}{DUPLICATE}")));
             }
-            let child = self.child(&key);
+            let child = self.child(&key).map_err(ambiguity::<A::Error>)?;
             let value = access.next_value_seed(child)?;
             if builds && child.kept() {
                 map.insert(key.into_owned(), value);
@@ -256,13 +406,22 @@ impl<'de> Visitor<'de> for Read {
 }
 
 /// Reads a policy route's body: a JSON object with one meaning (`strict`), or read the lenient
-/// way (the last of equal keys wins, for shadow mode). Returns the object with the fields rules
-/// read ([`BODY_FIELDS`]), under the keys the body gives them.
-pub fn read_fields(bytes: &[u8], strict: bool) -> Result<Value, JsonProblem> {
+/// way (the last of equal keys wins, for shadow mode). `message` is the operation's body
+/// message in the schema (keys are then read as its fields, map and Struct keys as data, enum
+/// values by name); without one, every key is read as a field name. Returns the object with the
+/// fields rules read, under the keys the body gives them.
+pub fn read_fields(
+    bytes: &[u8],
+    strict: bool,
+    message: Option<MessageId>,
+) -> Result<Value, JsonProblem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let read = Read {
         strict,
         part: Part::Top,
+        ty: message.map_or(Ty::Any, Ty::Message),
+        field: "body",
+        read: false,
     };
     let value = read
         .deserialize(&mut de)
@@ -282,6 +441,10 @@ pub fn parse_whole(bytes: &[u8]) -> Result<Value, JsonProblem> {
 
 fn describe(e: &serde_json::Error) -> JsonProblem {
     let text = e.to_string();
+    if let Some(rest) = text.strip_prefix(AMBIGUOUS) {
+        let message = rest.split(AMBIGUOUS).next().unwrap_or_default();
+        return JsonProblem::Ambiguous(message.to_string());
+    }
     if let Some(rest) = text.strip_prefix(DUPLICATE) {
         let key = rest.split(DUPLICATE).next().unwrap_or_default();
         let proto = proto_spelling(key);
@@ -309,6 +472,70 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// The reading without a schema type (every key a field name), as most tests here use it.
+    fn read_fields(bytes: &[u8], strict: bool) -> Result<Value, JsonProblem> {
+        super::read_fields(bytes, strict, None)
+    }
+
+    fn send(text: &str) -> Result<Value, JsonProblem> {
+        let m = schema().message_named("SendMessageRequest");
+        super::read_fields(text.as_bytes(), true, m)
+    }
+
+    #[test]
+    fn map_and_struct_keys_are_data() {
+        for body in [
+            r#"{"app_id":"a","conversation_metadata":{"orderId":1,"order_id":2}}"#,
+            r#"{"message":{"template_message":{"omni_template":{"template_id":"t","parameters":{"first_name":"a","firstName":"b"}}}}}"#,
+            r#"{"channel_properties":{"WHATSAPP_X":"1","whatsappX":"2"}}"#,
+            r#"{"conversation_metadata":{"deep":{"aB":1,"a_b":2}}}"#,
+        ] {
+            assert!(send(body).is_ok(), "{body}");
+        }
+        assert!(matches!(
+            send(r#"{"conversation_metadata":{"k":1,"k":2}}"#),
+            Err(JsonProblem::Ambiguous(_))
+        ));
+    }
+
+    #[test]
+    fn enums_are_read_by_exact_name_only() {
+        assert!(send(r#"{"processing_strategy":"DISPATCH_ONLY"}"#).is_ok());
+        for bad in [
+            r#"{"processing_strategy":1}"#,
+            r#"{"processing_strategy":"1"}"#,
+            r#"{"processing_strategy":"01"}"#,
+            r#"{"processing_strategy":"+1"}"#,
+            r#"{"processing_strategy":" 1"}"#,
+            r#"{"processing_strategy":"dispatch_only"}"#,
+            r#"{"processing_strategy":"DISPATCH-ONLY"}"#,
+            r#"{"processing_strategy":"NEW_STRATEGY"}"#,
+            r#"{"recipient":{"identified_by":{"channel_identities":[{"channel":2,"identity":"+1"}]}}}"#,
+            r#"{"recipient":{"identified_by":{"channel_identities":[{"channel":"sms","identity":"+1"}]}}}"#,
+        ] {
+            match send(bad) {
+                Err(JsonProblem::Ambiguous(m)) => assert!(!m.contains("+1\""), "{m}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        // An unknown name on a field no rule reads: the API may have added it.
+        assert!(send(r#"{"queue":"NEW_QUEUE"}"#).is_ok());
+        assert!(send(r#"{"queue":"1"}"#).is_err());
+    }
+
+    #[test]
+    fn lenient_spellings_of_field_names_are_refused() {
+        for bad in [
+            r#"{"App_ID":"a"}"#,
+            r#"{"recipient":{"contactID":"k"}}"#,
+            r#"{"recipient":{"Contact_Id":"k"}}"#,
+            r#"{"processingstrategy":"DEFAULT"}"#,
+        ] {
+            assert!(matches!(send(bad), Err(JsonProblem::Ambiguous(_))), "{bad}");
+        }
+        assert!(send(r#"{"appId":"a","some_future_field":{"x":1}}"#).is_ok());
+    }
+
     fn ambiguous(text: &str) -> String {
         match read_fields(text.as_bytes(), true) {
             Err(JsonProblem::Ambiguous(m)) => m,
@@ -319,7 +546,7 @@ mod tests {
     /// What `read_fields` should give: serde_json's reading, with the fields rules read.
     fn rule_fields(whole: &Value) -> Value {
         let mut kept = whole.as_object().expect("object").clone();
-        kept.retain(|k, _| BODY_FIELDS.contains(&proto_spelling(k).as_ref()));
+        kept.retain(|k, _| fields::kept(&proto_spelling(k)));
         Value::Object(kept)
     }
 
@@ -482,7 +709,7 @@ mod tests {
     }
 
     /// Every rule decides the same on the fields [`read_fields`] keeps as on the whole body:
-    /// a rule reading a field missing from `BODY_FIELDS` fails this.
+    /// a rule reading a field its catalogue row does not declare fails this.
     #[test]
     fn rules_decide_the_same_on_the_fields_as_on_the_whole_body() {
         use crate::domain::{Operation, ProcessingMode};

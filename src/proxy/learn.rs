@@ -152,9 +152,18 @@ async fn learn_apps(ctx: &RequestCtx, project: &str, op: Operation, value: &Valu
             Some((id, mode_of(app)?))
         })
         .collect();
+    // An update's answer is the newest word on its app; any other answer is learned only if
+    // no update or delete of the app was seen since its request started.
+    let ticket = match (op, ctx.subject.app.as_deref()) {
+        (Operation::UpdateApp, Some(app)) => {
+            ctx.snapshot.modes.changed(project, app);
+            ctx.snapshot.modes.ticket()
+        }
+        _ => ctx.ticket,
+    };
     ctx.snapshot
         .modes
-        .learn_all(project, &learned, ctx.authorization.as_ref())
+        .learn_all(project, &learned, ctx.authorization.as_ref(), ticket)
         .await;
     if op == Operation::ListApps {
         ctx.snapshot.modes.mark_listed(project).await;

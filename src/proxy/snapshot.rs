@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{AppOverride, PolicySettings};
-use crate::domain::{AppIdLocation, Operation, ProcessingMode};
+use crate::domain::{project_key, AppIdLocation, Operation, ProcessingMode};
 use crate::message_index::MessageIndex;
 use crate::mode_cache::ModeCache;
 use crate::policy::evaluate::dispatch_rules;
@@ -69,7 +69,7 @@ impl PolicyRuntime {
     pub fn new(settings: PolicySettings) -> Self {
         let mut apps: HashMap<String, HashMap<String, usize>> = HashMap::new();
         for (i, a) in settings.apps.iter().enumerate() {
-            apps.entry(a.project_id.clone())
+            apps.entry(project_key(&a.project_id).into_owned())
                 .or_default()
                 .insert(a.app_id.clone(), i);
         }
@@ -79,7 +79,7 @@ impl PolicyRuntime {
                 continue;
             };
             pinned_projects
-                .entry(a.project_id.clone())
+                .entry(project_key(&a.project_id).into_owned())
                 .and_modify(|tie| {
                     if tie.as_ref().is_some_and(|(m, _)| *m != mode) {
                         *tie = None;
@@ -141,7 +141,7 @@ impl PolicyRuntime {
     /// The `[[policy.app]]` entry of an app.
     pub fn app(&self, project: &str, app: &str) -> Option<&AppOverride> {
         self.apps
-            .get(project)
+            .get(project_key(project).as_ref())
             .and_then(|apps| apps.get(app))
             .map(|i| &self.settings.apps[*i])
     }
@@ -163,7 +163,10 @@ impl PolicyRuntime {
 
     /// The mode every pinned app of `project` shares, with one of those apps.
     pub fn pinned_project(&self, project: &str) -> Option<(ProcessingMode, String)> {
-        self.pinned_projects.get(project).cloned().flatten()
+        self.pinned_projects
+            .get(project_key(project).as_ref())
+            .cloned()
+            .flatten()
     }
 
     /// Every `[[policy.app]]` with a pinned mode.

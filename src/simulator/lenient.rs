@@ -6,7 +6,11 @@
 //!   segments dropped; a `:verb` belongs to the last segment.
 //! - Query parameters and JSON fields answer to their proto name and their lowerCamelCase JSON
 //!   name; of duplicates the last wins (serde's and Go's way).
-//! - Enums are accepted as numbers (`"processing_strategy": 1`).
+//! - Enums are accepted as numbers and numeric strings (`1`, `"1"`, `" 1"`, `"+1"`, `"01"`),
+//!   and in any case with `-` for `_` (`"dispatch-only"`).
+//! - On a `POST` or `PATCH`, every query parameter `a.b=v` the body leaves unset is woven into
+//!   the body (a transcoder's binding; a named body's `app.` prefix is dropped), except the
+//!   query-bound `update_mask`, `metadata_update_strategy` and `messages_source`.
 //! - A form-encoded `POST` to a route the API only defines for `GET` is read as that `GET`,
 //!   the form as its query (grpc-gateway's fallback); `X-HTTP-Method-Override` is honoured.
 //! - Of several `Authorization` headers, the last is used.
@@ -205,15 +209,9 @@ const FREE_FORM: [&str; 5] = [
     "channel_properties",
 ];
 
-/// The name of an enum value given as a number, for the enum fields the simulator reads.
+/// The name of an enum value given as a number, a numeric string or a variant of its name, for
+/// the enum fields the simulator reads.
 fn enum_name(field: &str, value: &Value) -> Option<String> {
-    let n = match value {
-        Value::Number(n) => n.as_u64()?,
-        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-            s.parse().ok()?
-        }
-        _ => return None,
-    };
     let names: &[&str] = match field {
         "messages_source" => &["CONVERSATION_SOURCE", "DISPATCH_SOURCE"],
         "processing_strategy" => &["DEFAULT", "DISPATCH_ONLY"],
@@ -225,9 +223,66 @@ fn enum_name(field: &str, value: &Value) -> Option<String> {
         ],
         _ => return None,
     };
+    let n = match value {
+        Value::Number(n) => n.as_u64()?,
+        Value::String(s) => {
+            let t = s.trim();
+            match t.trim_start_matches('+').parse::<u64>() {
+                Ok(n) => n,
+                Err(_) => {
+                    let folded = t.to_ascii_uppercase().replace('-', "_");
+                    return (folded != *s && names.contains(&folded.as_str())).then_some(folded);
+                }
+            }
+        }
+        _ => return None,
+    };
     names
         .get(usize::try_from(n).ok()?)
         .map(|s| (*s).to_string())
+}
+
+/// Query parameters bound to the query, never woven into a body.
+const QUERY_BOUND: [&str; 4] = [
+    "update_mask",
+    "metadata_update_strategy",
+    "messages_source",
+    "_method",
+];
+
+/// Weaves the query into a `POST` / `PATCH` body, as a transcoder binds `a.b=v` to the field
+/// `a.b` wherever the body leaves it unset.
+pub(crate) fn weave(mut body: Value, method: &str, query: &[(String, String)]) -> Value {
+    if !matches!(method, "POST" | "PATCH") {
+        return body;
+    }
+    for (k, v) in query {
+        let path = k.strip_prefix("app.").unwrap_or(k);
+        if QUERY_BOUND.contains(&path) {
+            continue;
+        }
+        let mut node = &mut body;
+        let parts: Vec<String> = path.split('.').map(proto_name).collect();
+        for (i, part) in parts.iter().enumerate() {
+            let Some(object) = node.as_object_mut() else {
+                break;
+            };
+            let last = i + 1 == parts.len();
+            let slot = object.entry(part.clone()).or_insert(Value::Null);
+            if last {
+                if slot.is_null() {
+                    *slot = enum_name(part, &Value::String(v.clone()))
+                        .map_or_else(|| Value::String(v.clone()), Value::String);
+                }
+                break;
+            }
+            if slot.is_null() {
+                *slot = Value::Object(Map::new());
+            }
+            node = slot;
+        }
+    }
+    body
 }
 
 /// A JSON body with proto-spelled keys and enum numbers named.
@@ -258,6 +313,32 @@ pub(crate) fn body(value: Value) -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn query_parameters_are_woven_into_a_body_and_enums_read_leniently() {
+        let q = query(vec![
+            ("recipient.contactId".into(), "alice".into()),
+            ("app_id".into(), "from-query".into()),
+            ("processing_strategy".into(), "+1".into()),
+            ("messages_source".into(), "DISPATCH_SOURCE".into()),
+        ]);
+        let woven = weave(body(json!({"app_id": "from-body"})), "POST", &q);
+        assert_eq!(woven["recipient"]["contact_id"], "alice");
+        assert_eq!(
+            woven["app_id"], "from-body",
+            "the body wins where it sets the field"
+        );
+        assert_eq!(woven["processing_strategy"], "DISPATCH_ONLY");
+        assert!(woven.get("messages_source").is_none(), "query-bound");
+        assert_eq!(weave(json!({}), "GET", &q), json!({}));
+        for v in ["1", " 1", "01", "dispatch-only", "dispatch_only"] {
+            assert_eq!(
+                body(json!({"processing_strategy": v}))["processing_strategy"],
+                "DISPATCH_ONLY",
+                "{v}"
+            );
+        }
+    }
 
     #[test]
     fn paths_are_read_the_lenient_way() {

@@ -225,10 +225,10 @@ impl Simulator {
             };
         }
         let body_json = if bytes.is_empty() {
-            Value::Object(Default::default())
+            lenient::weave(Value::Object(Default::default()), method.as_str(), &query)
         } else {
             match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => lenient::body(v),
+                Ok(v) => lenient::weave(lenient::body(v), method.as_str(), &query),
                 Err(e) => {
                     return ApiError::invalid_argument(format!(
                         "body: invalid JSON at line {} column {}",

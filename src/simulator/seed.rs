@@ -7,6 +7,17 @@ use std::time::SystemTime;
 
 use serde::Deserialize;
 
+/// The folder built-in files are read from: no file system has it, so a config compiled into
+/// the binary (`modegate demo` without `--config`, named `<built-in>/demo.toml`) resolves its
+/// relative paths there, and nothing is read from the working directory.
+pub const BUILT_IN_DIR: &str = "<built-in>";
+
+/// The built-in seeds, by file name under [`BUILT_IN_DIR`].
+const BUILT_IN_SEEDS: [(&str, &str); 1] = [(
+    "demo-seed.toml",
+    include_str!("../../config/demo-seed.toml"),
+)];
+
 /// A whole seed.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -139,8 +150,15 @@ pub struct FaultKnobs {
 impl Seed {
     /// Reads a seed file.
     pub fn load(path: &Path) -> Result<Seed, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("{}: cannot read the seed: {e}", path.display()))?;
+        let text = match path.strip_prefix(BUILT_IN_DIR) {
+            Ok(name) => BUILT_IN_SEEDS
+                .iter()
+                .find(|(file, _)| Path::new(file) == name)
+                .map(|(_, text)| text.to_string())
+                .ok_or_else(|| format!("{}: no such built-in seed", path.display()))?,
+            Err(_) => std::fs::read_to_string(path)
+                .map_err(|e| format!("{}: cannot read the seed: {e}", path.display()))?,
+        };
         Seed::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 

@@ -17,10 +17,12 @@ echo "== e2e: installing the SDKs"
 if [ ! -x "$work/venv/bin/python" ]; then
   python3 -m venv "$work/venv"
 fi
-"$work/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+"$work/venv/bin/pip" install --quiet --disable-pip-version-check -r "$here/requirements.txt" \
+  -c "$here/constraints.txt"
 mkdir -p "$work/node"
-cp "$here/package.json" "$work/node/package.json"
-(cd "$work/node" && npm install --silent --no-audit --no-fund >/dev/null)
+cp "$here/package.json" "$here/package-lock.json" "$work/node/"
+# npm ci: exactly the committed lockfile (transitive versions and integrity hashes), or fail.
+(cd "$work/node" && npm ci --silent --no-audit --no-fund >/dev/null)
 export NODE_PATH="$work/node/node_modules"
 
 pids=()

@@ -1,8 +1,12 @@
 //! What a lenient upstream makes of a request the gateway forwarded, written independently of
 //! the gateway: full percent-decoding of the path (`%2F` too), dot segments and empty segments
-//! resolved, proto and lowerCamelCase names, every duplicate considered, enums as numbers, the
-//! form fallback of a POST to a GET route, and method overrides. [`violation`] says which
-//! DISPATCH rule the request breaks for the DISPATCH app `d-app`, or what it leaves ambiguous.
+//! resolved, path literals in any case, a verb written as a segment, proto and lowerCamelCase
+//! names, every duplicate considered, query parameters woven into the body (a transcoder's
+//! `a.b=v` binding, with and without a named body's prefix), enums as numbers and numeric
+//! strings, a body on a GET read too, `update_mask` fields the body omits stored as zero, the
+//! form fallback of a POST to a GET route, and method overrides (`_method`, headers).
+//! [`violation`] says which DISPATCH rule the request breaks for the DISPATCH app `d-app`, or
+//! what it leaves ambiguous.
 
 use std::collections::BTreeMap;
 
@@ -159,16 +163,86 @@ impl J {
     }
 
     fn has_duplicates(&self) -> bool {
+        // Keys of map and Struct fields are data: `orderId` and `order_id` are two keys there.
+        const DATA: [&str; 7] = [
+            "conversation_metadata",
+            "parameters",
+            "channel_properties",
+            "batch_metadata",
+            "message_metadata",
+            "metadata_json",
+            "channel_template",
+        ];
         match self {
             J::Obj(pairs) => {
                 let mut keys: Vec<&String> = pairs.iter().map(|(k, _)| k).collect();
                 keys.sort();
                 let n = keys.len();
                 keys.dedup();
-                keys.len() != n || pairs.iter().any(|(_, v)| v.has_duplicates())
+                keys.len() != n
+                    || pairs
+                        .iter()
+                        .any(|(k, v)| !DATA.contains(&k.as_str()) && v.has_duplicates())
             }
             J::Arr(items) => items.iter().any(J::has_duplicates),
             J::Leaf(_) => false,
+        }
+    }
+}
+
+/// Whether `s` is, to a lenient enum parser, the value `name` (number `number`).
+fn enum_number(s: &str, name: &str, number: i64) -> bool {
+    let t = s.trim();
+    t.trim_start_matches('+').parse::<f64>().ok() == Some(number as f64)
+        || t.to_ascii_uppercase().replace(['-', ' ', '.'], "_") == name
+}
+
+/// Adds `value` at the dotted `path` of an object (every reading is kept, as duplicates are).
+fn weave(node: &mut J, path: &str, value: &str) {
+    let J::Obj(pairs) = node else {
+        return;
+    };
+    match path.split_once('.') {
+        None => pairs.push((snake(path), J::Leaf(Value::from(value)))),
+        Some((head, rest)) => {
+            let head = snake(head);
+            if !pairs
+                .iter()
+                .any(|(k, v)| *k == head && matches!(v, J::Obj(_)))
+            {
+                pairs.push((head.clone(), J::Obj(Vec::new())));
+            }
+            for (k, v) in pairs.iter_mut().filter(|(k, _)| *k == head) {
+                let _ = k;
+                weave(v, rest, value);
+            }
+        }
+    }
+}
+
+/// `update_mask`: a masked field the body omits or nulls is stored as its zero value.
+fn apply_mask(body: &mut J, query: &BTreeMap<String, Vec<String>>) {
+    let masked: Vec<String> = ["update_mask", "update_mask.paths"]
+        .iter()
+        .filter_map(|k| query.get(*k))
+        .flatten()
+        .flat_map(|v| v.split(',').map(|p| snake(p.trim())).collect::<Vec<_>>())
+        .collect();
+    for path in masked {
+        let path = path.strip_prefix("app.").unwrap_or(&path).to_string();
+        let policy = path.split('.').next().unwrap_or("").to_string();
+        if !policy.ends_with("retention_policy") || !(path == policy || path.ends_with(".ttl_days"))
+        {
+            continue;
+        }
+        // A masked policy is replaced whole: a ttl_days it does not give is stored as 0.
+        let given = body.all(&policy).into_iter().any(|p| {
+            p.all("ttl_days")
+                .into_iter()
+                .any(|v| !matches!(v, J::Leaf(Value::Null)))
+        });
+        if !given {
+            weave(body, &format!("{policy}.ttl_days"), "0");
         }
     }
 }
@@ -199,6 +273,8 @@ pub fn violation(seen: &Seen) -> Option<String> {
         "x-http-method-override",
         "x-http-method",
         "x-method-override",
+        "x-original-url",
+        "x-rewrite-url",
     ] {
         if seen.headers.contains_key(h) {
             return Some(format!("{h} forwarded"));
@@ -225,7 +301,8 @@ pub fn violation(seen: &Seen) -> Option<String> {
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
     let mut query = params(seen.uri.query().unwrap_or(""));
-    let method = seen.method.as_str();
+    let overridden = query.get("_method").and_then(|v| v.last()).cloned();
+    let method = overridden.as_deref().unwrap_or(seen.method.as_str());
     let (method, body) = if method == "POST" && form {
         for (k, v) in params(&String::from_utf8_lossy(&seen.body)) {
             query.entry(k).or_default().extend(v);
@@ -240,21 +317,45 @@ pub fn violation(seen: &Seen) -> Option<String> {
     if body.as_ref().is_some_and(J::has_duplicates) {
         return Some("a duplicate or aliased JSON key forwarded".into());
     }
-    let q = |k: &str| query.get(k).cloned().unwrap_or_default();
-    let body = body.unwrap_or(J::Obj(Vec::new()));
+    // A transcoder weaves every `a.b=v` parameter into the request message (a named body's
+    // `app.` prefix or not), and a lenient front end reads a GET's body as well.
+    let mut body = body.unwrap_or(J::Obj(Vec::new()));
+    for (k, values) in &query {
+        let path = k.strip_prefix("app.").unwrap_or(k);
+        for v in values {
+            weave(&mut body, path, v);
+        }
+    }
+    apply_mask(&mut body, &query);
+    let body_texts = |k: &str| body.texts(k);
+    let q = |k: &str| {
+        let mut v = query.get(k).cloned().unwrap_or_default();
+        v.extend(body_texts(k));
+        v
+    };
     let apps: Vec<String> = body
         .texts("app_id")
         .into_iter()
         .chain(q("app_id"))
         .collect();
+    let dispatch_only = body
+        .texts("processing_strategy")
+        .iter()
+        .any(|s| enum_number(s, "DISPATCH_ONLY", 1));
     let dispatch = apps.iter().any(|a| a == DISPATCH_APP);
-    let last = rest.last().copied().unwrap_or("");
-    let (collection, verb) = match last.rsplit_once(':') {
-        Some((c, v)) if rest.len() == 1 => (c, Some(v)),
-        _ => (rest.first().copied().unwrap_or(""), None),
+    let last = rest.last().copied().unwrap_or("").to_ascii_lowercase();
+    let first = rest.first().copied().unwrap_or("").to_ascii_lowercase();
+    let (collection, verb, depth) = match last.rsplit_once(':') {
+        Some((c, v)) if rest.len() == 1 => (c.to_string(), Some(v.to_string()), 1),
+        // A verb written as a segment: `conversations/recent`.
+        _ if rest.len() == 2 && first == "conversations" && last == "recent" => {
+            (first.clone(), Some(last.clone()), 1)
+        }
+        _ => (first.clone(), None, rest.len()),
     };
-    match (collection, verb, method, rest.len()) {
-        ("messages" | "events", Some("send"), "POST", 1) if dispatch => {
+    let method = method.to_ascii_uppercase();
+    match (collection.as_str(), verb.as_deref(), method.as_str(), depth) {
+        ("messages" | "events", Some("send"), "POST", 1) if dispatch || dispatch_only => {
             let contact = body
                 .all("recipient")
                 .into_iter()

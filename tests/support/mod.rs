@@ -166,6 +166,18 @@ pub fn config_toml(text: &str) -> Config {
     Config::parse(&text, std::path::Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Logs of in-process gateways (warn and above, or `RUST_LOG`) go through the test harness's
+/// output capture: a passing test prints none of them, a failing one shows its own.
+pub fn quiet_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
+}
+
 /// A gateway in front of `upstream` (a base URL), with `extra` TOML for the other sections.
 pub async fn spawn_before(upstream: &str, extra: &str) -> RunningApp {
     spawn(config_toml(&format!(
@@ -175,7 +187,7 @@ pub async fn spawn_before(upstream: &str, extra: &str) -> RunningApp {
 }
 
 pub async fn spawn(config: Config) -> RunningApp {
-    modegate::logging::init(modegate::config::LogFormat::Text, "warn");
+    quiet_logs();
     App::bind(config).await.expect("bind").spawn()
 }
 

@@ -173,7 +173,16 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
             })
         }
         Op::Settings => settings(project, call),
-        Op::OauthToken | Op::Other => Err(not_found("no such endpoint")),
+        // The Batch API is served on its own origin.
+        Op::BatchSend
+        | Op::BatchCancel
+        | Op::BatchGet
+        | Op::BatchList
+        | Op::BatchContactsCreate
+        | Op::BatchContactsDelete
+        | Op::BatchConsents
+        | Op::OauthToken
+        | Op::Other => Err(not_found("no such endpoint")),
     }
 }
 
