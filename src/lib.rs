@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod auth;
+pub mod callbacks;
 pub mod clock;
 pub mod config;
 pub mod contact_cache;
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod mode_cache;
 pub mod policy;
 pub mod proxy;
+pub mod pseudo_ids;
 pub mod reload;
 pub mod report;
 pub mod schema;
@@ -147,6 +149,20 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
             message,
         });
     }
+    for (key, message) in callbacks::start_problems(&config.callbacks) {
+        problems.push(config::Problem { key, message });
+    }
+    // The proxy opens pseudo ids (rule dispatch.pseudo_ids) whenever the keys are named.
+    if let Some(name) = &config.callbacks.id_key_env {
+        if !problems.iter().any(|p| p.key == "callbacks.id_key_env") {
+            if let Err(message) = pseudo_ids::PseudoIds::from_env(name) {
+                problems.push(config::Problem {
+                    key: "callbacks.id_key_env".into(),
+                    message,
+                });
+            }
+        }
+    }
     if config.auth.mode == config::AuthMode::Inject {
         let vars = [
             ("auth.key_id_env", Some(&config.auth.key_id_env)),
@@ -179,6 +195,12 @@ fn with_production_deps(config: &Config, deps: &mut Deps) -> Result<(), StartErr
     if deps.shared_cache.is_none() {
         deps.shared_cache = shared_cache_target(config)
             .map_err(|e| StartError::Secret(format!("mode_cache.redis_url_env: {e}")))?;
+    }
+    if let (None, Some(name)) = (&deps.pseudo_ids, &config.callbacks.id_key_env) {
+        deps.pseudo_ids = Some(
+            pseudo_ids::PseudoIds::from_env(name)
+                .map_err(|e| StartError::Secret(format!("callbacks.id_key_env: {e}")))?,
+        );
     }
     Ok(())
 }
@@ -237,6 +259,7 @@ pub struct App {
     upstream_uri: Uri,
     reloader: Option<Arc<reload::Reloader>>,
     listener_tls: Option<tls::ServerTls>,
+    callbacks: Option<callbacks::Listener>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -316,6 +339,7 @@ impl App {
             }
         };
         let secrets = inject_secrets(&config)?;
+        let redis = deps.shared_cache.clone();
         // The validated config guarantees an absolute http(s) URL here.
         let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
             .ok_or_else(|| {
@@ -328,8 +352,14 @@ impl App {
             .map(|f| tls::ServerTls::load(&f.cert_file, &f.key_file))
             .transpose()
             .map_err(StartError::ListenerTls)?;
+        let callbacks = callbacks::Callbacks::new(&config, redis.as_ref(), state.metrics().clone())
+            .map_err(StartError::Secret)?;
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
+        let callbacks = match (callbacks, config.callbacks.listen) {
+            (Some(c), Some(addr)) => Some(c.listener(bind("callbacks", addr).await?)),
+            _ => None,
+        };
         Ok(App {
             config,
             proxy,
@@ -340,6 +370,7 @@ impl App {
             upstream_uri,
             reloader: None,
             listener_tls,
+            callbacks,
         })
     }
 
@@ -383,6 +414,11 @@ impl App {
             .unwrap_or(self.config.server.admin_listen)
     }
 
+    /// The callback listener's address, when `callbacks.listen` is set.
+    pub fn callbacks_addr(&self) -> Option<SocketAddr> {
+        self.callbacks.as_ref().and_then(callbacks::Listener::addr)
+    }
+
     /// The upstream origin requests go to (the embedded simulator's address when embedded).
     pub fn upstream_uri(&self) -> &Uri {
         &self.upstream_uri
@@ -415,6 +451,7 @@ impl App {
             embedded,
             reloader,
             listener_tls,
+            callbacks,
             ..
         } = self;
         let (inner_trigger, inner) = server::shutdown_channel();
@@ -486,6 +523,8 @@ impl App {
                 inner_trigger.trigger();
             }
         };
+        // The callback listener shares the proxy's slow-peer limits, TLS and drain.
+        let callbacks_serve = callbacks::serve(callbacks, proxy_settings.clone(), inner.clone());
         let serve = server::serve(
             "proxy",
             proxy,
@@ -495,7 +534,7 @@ impl App {
             proxy_settings,
             inner,
         );
-        tokio::join!(drain, serve);
+        tokio::join!(drain, serve, callbacks_serve);
         if let Some(watch) = certificate_watch {
             watch.abort();
         }
@@ -511,6 +550,7 @@ impl App {
     pub fn spawn(self) -> RunningApp {
         let proxy_addr = self.proxy_addr();
         let admin_addr = self.admin_addr();
+        let callbacks_addr = self.callbacks_addr();
         let simulator = self.simulator();
         let metrics = self.metrics();
         let state = self.state();
@@ -519,6 +559,7 @@ impl App {
         RunningApp {
             proxy_addr,
             admin_addr,
+            callbacks_addr,
             simulator,
             metrics,
             state,
@@ -534,6 +575,8 @@ pub struct RunningApp {
     pub proxy_addr: SocketAddr,
     /// Admin address.
     pub admin_addr: SocketAddr,
+    /// Callback listener address, when one is configured.
+    pub callbacks_addr: Option<SocketAddr>,
     /// The embedded simulator, if any.
     pub simulator: Option<Arc<Simulator>>,
     /// Metrics.

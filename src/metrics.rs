@@ -57,6 +57,55 @@ impl DecisionLabel {
     }
 }
 
+/// How one callback ended, as counted in `modegate_callbacks_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallbackOutcome {
+    /// Verified (or signed) and delivered: the target answered 2xx.
+    Forwarded,
+    /// Delivered with pseudo ids filled in.
+    Filled,
+    /// Delivered byte for byte from a webhook without a secret.
+    Unsigned,
+    /// Signature headers missing or not matching the body.
+    BadSignature,
+    /// Timestamp outside the window.
+    Stale,
+    /// Nonce already seen (or in flight).
+    Replayed,
+    /// The target was unreachable, slow, or answered other than 2xx.
+    TargetError,
+    /// The shared replay cache could not be asked; refused 503 so the sender retries.
+    Unavailable,
+}
+
+impl CallbackOutcome {
+    /// All outcomes.
+    pub const ALL: [CallbackOutcome; 8] = [
+        CallbackOutcome::Forwarded,
+        CallbackOutcome::Filled,
+        CallbackOutcome::Unsigned,
+        CallbackOutcome::BadSignature,
+        CallbackOutcome::Stale,
+        CallbackOutcome::Replayed,
+        CallbackOutcome::TargetError,
+        CallbackOutcome::Unavailable,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallbackOutcome::Forwarded => "forwarded",
+            CallbackOutcome::Filled => "filled",
+            CallbackOutcome::Unsigned => "unsigned",
+            CallbackOutcome::BadSignature => "bad_signature",
+            CallbackOutcome::Stale => "stale",
+            CallbackOutcome::Replayed => "replayed",
+            CallbackOutcome::TargetError => "target_error",
+            CallbackOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
 struct PerOperation {
     requests: [IntCounter; DecisionLabel::ALL.len()],
     request_duration: Histogram,
@@ -76,6 +125,8 @@ pub struct Metrics {
     body_idle_timeouts: IntCounterVec,
     shared_cache_errors: IntCounterVec,
     connections_closed: IntCounterVec,
+    callbacks: [IntCounter; CallbackOutcome::ALL.len()],
+    callback_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -228,6 +279,24 @@ impl Metrics {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        let callbacks = counter_vec(
+            &registry,
+            "modegate_callbacks_total",
+            "Callbacks received on the callback listener, by outcome.",
+            &["outcome"],
+        );
+        let callbacks = CallbackOutcome::ALL.map(|o| callbacks.with_label_values(&[o.as_str()]));
+        let callback_duration = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "modegate_callback_duration_seconds",
+                    "Time from a callback's request head to the answer (the target's included).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .unwrap_or_else(|e| unreachable!("metric: {e}")),
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("modegate_build_info", "Build information; always 1."),
             &["version"],
@@ -249,7 +318,15 @@ impl Metrics {
             body_idle_timeouts,
             shared_cache_errors,
             connections_closed,
+            callbacks,
+            callback_duration,
         }
+    }
+
+    /// Records one finished callback (called exactly once per callback).
+    pub fn record_callback(&self, outcome: CallbackOutcome, seconds: f64) {
+        self.callbacks[outcome as usize].inc();
+        self.callback_duration.observe(seconds);
     }
 
     /// Records one finished request (called exactly once per request).

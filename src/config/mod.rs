@@ -11,7 +11,9 @@
 //! - [`summary`]: the one-screen text `check-config` prints.
 
 pub use crate::tls::TlsRoots;
+pub use callbacks::{CallbackSettings, FillIds, WebhookSettings};
 
+mod callbacks;
 mod raw;
 mod summary;
 pub mod transport;
@@ -47,6 +49,8 @@ pub struct Config {
     pub policy: PolicySettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[callbacks]`.
+    pub callbacks: CallbackSettings,
 }
 
 /// Listener and limit settings.

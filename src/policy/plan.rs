@@ -180,6 +180,7 @@ mod tests {
             query: &query,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         let plan = Plan::new(&facts, &ctx(&rules), false);
         assert!(!plan.needs_mode());
@@ -201,6 +202,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         assert!(!Plan::new(&facts, &ctx(&rules), false).needs_mode());
         let facts = RequestFacts {
@@ -219,6 +221,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         let c = ctx(&rules);
         let open = Plan::new(&facts, &c, false)
@@ -288,6 +291,7 @@ mod tests {
                 query: &q,
                 body: None,
                 message_store: None,
+                pseudo: None,
             };
             let s = Plan::new(&facts, &c, false)
                 .settle(resolution, &facts, &c, false, ProjectApps::UNKNOWN)
@@ -301,6 +305,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         let only_conversation = ProjectApps {
             conversation: true,
@@ -313,6 +318,7 @@ mod tests {
         // A message the gateway has seen: sent to its store, never retried.
         let facts = RequestFacts {
             message_store: Some(ProcessingMode::Dispatch),
+            pseudo: None,
             ..facts
         };
         let s = Plan::new(&facts, &c, false)
@@ -327,6 +333,7 @@ mod tests {
         off.set(RuleId::MessagesSource, Action::Off);
         let facts = RequestFacts {
             message_store: None,
+            pseudo: None,
             ..facts
         };
         let s = Plan::new(&facts, &ctx(&off), false)
@@ -350,6 +357,7 @@ mod tests {
                 query: &q,
                 body: None,
                 message_store: Some(ProcessingMode::Conversation),
+                pseudo: None,
             };
             let s = Plan::new(&facts, &c, false)
                 .settle(None, &facts, &c, false, ProjectApps::UNKNOWN)
