@@ -460,10 +460,7 @@ impl App {
             header_read_timeout: config.server.header_read_timeout,
             write_stall_timeout: None,
             on_write_stall: None,
-            on_close: Some({
-                let metrics = state.metrics().clone();
-                Arc::new(move |reason| metrics.connection_closed(reason))
-            }),
+            on_close: Some(Metrics::on_close(state.metrics())),
             max_connections: config.server.max_connections,
             http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
             shutdown_grace: config.server.shutdown_grace,

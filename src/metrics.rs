@@ -390,6 +390,12 @@ impl Metrics {
             .inc();
     }
 
+    /// What a listener calls for each connection the gateway closes: counts it.
+    pub fn on_close(metrics: &std::sync::Arc<Metrics>) -> crate::server::OnClose {
+        let metrics = metrics.clone();
+        std::sync::Arc::new(move |reason| metrics.connection_closed(reason))
+    }
+
     /// Counts one body abandoned for making no progress (`direction`: `request`, `response`).
     pub fn body_idle_timeout(&self, direction: &'static str) {
         self.body_idle_timeouts
