@@ -460,6 +460,7 @@ impl App {
             header_read_timeout: config.server.header_read_timeout,
             write_stall_timeout: None,
             on_write_stall: None,
+            on_close: Some(Metrics::on_close(state.metrics())),
             max_connections: config.server.max_connections,
             http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
             shutdown_grace: config.server.shutdown_grace,

@@ -124,6 +124,7 @@ pub struct Metrics {
     config_reloads: IntCounterVec,
     body_idle_timeouts: IntCounterVec,
     shared_cache_errors: IntCounterVec,
+    connections_closed: IntCounterVec,
     callbacks: [IntCounter; CallbackOutcome::ALL.len()],
     callback_duration: Histogram,
 }
@@ -234,6 +235,15 @@ impl Metrics {
         for direction in ["request", "response"] {
             body_idle_timeouts.with_label_values(&[direction]);
         }
+        let connections_closed = counter_vec(
+            &registry,
+            "modegate_connections_closed_total",
+            "Client connections the gateway closed, by why.",
+            &["reason"],
+        );
+        for reason in crate::server::CloseReason::ALL {
+            connections_closed.with_label_values(&[reason.as_str()]);
+        }
         let shared_cache_errors = counter_vec(
             &registry,
             "modegate_shared_cache_errors_total",
@@ -307,6 +317,7 @@ impl Metrics {
             config_reloads,
             body_idle_timeouts,
             shared_cache_errors,
+            connections_closed,
             callbacks,
             callback_duration,
         }
@@ -370,6 +381,19 @@ impl Metrics {
     /// Counts a failed shared mode cache operation (`op`: `get`, `set`, `publish`, `subscribe`).
     pub fn shared_cache_error(&self, op: &'static str) {
         self.shared_cache_errors.with_label_values(&[op]).inc();
+    }
+
+    /// Counts one client connection the gateway closed.
+    pub fn connection_closed(&self, reason: crate::server::CloseReason) {
+        self.connections_closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// What a listener calls for each connection the gateway closes: counts it.
+    pub fn on_close(metrics: &std::sync::Arc<Metrics>) -> crate::server::OnClose {
+        let metrics = metrics.clone();
+        std::sync::Arc::new(move |reason| metrics.connection_closed(reason))
     }
 
     /// Counts one body abandoned for making no progress (`direction`: `request`, `response`).

@@ -14,7 +14,7 @@ use tower::{Layer, Service};
 use super::headers;
 use super::meta::RequestMeta;
 use crate::server::framing::FramingFlag;
-use crate::server::ConnectionInfo;
+use crate::server::{CloseCause, ConnectionInfo};
 
 /// A client connection, built once and shared by its requests.
 #[derive(Debug)]
@@ -27,6 +27,9 @@ pub struct Connection {
     pub framing: FramingFlag,
     /// Whether the client connected over TLS (forwarded as `x-forwarded-proto: https`).
     pub tls: bool,
+    /// Where the request path records why it closes the connection (an HTTP/1.1 body that made
+    /// no progress).
+    pub close: CloseCause,
     /// Requests seen so far (HTTP/1 serves them in order, so this numbers them as the framing
     /// sniffer does).
     requests: AtomicU64,
@@ -40,6 +43,7 @@ impl Connection {
             forwarded_for: headers::forwarded_for(info.peer.ip()),
             framing: info.framing,
             tls: info.tls,
+            close: info.close,
             requests: AtomicU64::new(0),
         })
     }
@@ -55,6 +59,7 @@ impl Connection {
             peer,
             framing: FramingFlag::default(),
             tls: false,
+            close: CloseCause::default(),
         })
     }
 }
