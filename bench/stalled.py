@@ -1,12 +1,16 @@
 #!/usr/bin/env python3
 """Memory per stalled reader: how much a client that requests a large response and stops
-reading costs the gateway. Loopback only, bounded in time.
+reading costs the gateway, and what the timeouts take back. Loopback only, bounded in time.
 
 Starts a streaming upstream (64 MiB per response, written as fast as it is read), `modegate
 serve` in front of it (body_idle_timeout_secs high enough that nothing is abandoned while we
 measure), then N HTTP/1.1 clients that request a response and stop reading, and N/4 and N h2c
 streams on one connection that are never read. RSS is read from /proc before and after; the difference over N is the cost per
-stalled reader. Writes bench/stalled.md and bench/stalled.json.
+stalled reader. Then, with short timeouts: N stalled h2c streams on one connection, timed until
+each is reset, and 60 connections stuck before their first request head (silent, inside the
+h2c preface, before SETTINGS or HEADERS, in an HTTP/1.1 head) against max_connections = 50,
+timed until each is closed while a legitimate request is sent. Writes bench/stalled.md and
+bench/stalled.json.
 """
 import argparse
 import http.server
@@ -31,6 +35,13 @@ class Big(http.server.BaseHTTPRequestHandler):
     lock = threading.Lock()
 
     def do_GET(self):
+        if self.path.endswith("/small"):
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+            return
         with Big.lock:
             Big.served += 1
         self.send_response(200)
@@ -63,6 +74,41 @@ def wait_served(count):
         time.sleep(0.05)
     with Big.lock:
         return Big.served
+
+
+def fmt_s(seconds):
+    return "not closed" if seconds is None else f"{seconds:.2f} s"
+
+
+def send_queue_bytes(port):
+    """Bytes the kernel holds to send on the TCP sockets bound to local `port` (the gateway's
+    side of its client connections), from /proc/net/tcp and tcp6."""
+    total = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        total += int(fields[4].split(":")[0], 16)
+        except OSError:
+            pass
+    return total
+
+
+def wait_send_queues_full(port, within=60.0):
+    """Waits until the kernel's send queues towards the readers stop growing (unchanged over a
+    second). They grow for seconds as the kernel enlarges each socket's send buffer, and the
+    gateway's own buffers fill only after them, so RSS alone can look settled too early."""
+    samples = [send_queue_bytes(port)]
+    deadline = time.time() + within
+    while time.time() < deadline:
+        time.sleep(0.25)
+        samples.append(send_queue_bytes(port))
+        if len(samples) >= 5 and len(set(samples[-5:])) == 1:
+            break
+    return samples[-1]
 
 
 def free_port():
@@ -107,6 +153,9 @@ class StalledH2:
     against RFC 9113 directly, so the benchmark needs no HTTP/2 library."""
 
     def __init__(self, port, n, path=b"/v1/projects/p/big"):
+        self.resets = {}  # stream id -> (seconds since monotonic epoch, error code)
+        self.ended = set()  # streams that ended cleanly (END_STREAM)
+        self.goaway = False
         self.sock = socket.create_connection(("127.0.0.1", port))
         out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", frame(0x4, 0, 0),
                frame(0x8, 0, 0, (1 << 30).to_bytes(4, "big"))]
@@ -131,16 +180,107 @@ class StalledH2:
                     if len(buf) < 9 + length:
                         break
                     kind, flags = buf[3], buf[4]
+                    stream = int.from_bytes(buf[5:9], "big") & 0x7FFFFFFF
                     payload, buf = buf[9:9 + length], buf[9 + length:]
                     if kind == 0x4 and not flags & 0x1:
                         self.sock.sendall(frame(0x4, 0x1, 0))  # SETTINGS ACK
                     elif kind == 0x6 and not flags & 0x1:
                         self.sock.sendall(frame(0x6, 0x1, 0, payload))  # PING ACK
+                    elif kind == 0x3:  # RST_STREAM
+                        self.resets[stream] = (time.monotonic(), int.from_bytes(payload[:4], "big"))
+                    elif kind == 0x7:
+                        self.goaway = True
+                    elif kind in (0x0, 0x1) and flags & 0x1:
+                        self.ended.add(stream)
         except OSError:
             return
 
     def close(self):
+        # Shut down first: a close alone leaves the connection open while the reader thread
+        # is blocked in recv on it.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+
+
+IDLE_SECS = 2
+HEAD_SECS = 2
+
+
+def wait_until(check, within):
+    deadline = time.monotonic() + within
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return check()
+
+
+def stuck_phases():
+    """What a client sends before going quiet, stuck before its first request head."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    block = (literal(b":method", b"GET") + literal(b":scheme", b"http")
+             + literal(b":path", b"/v1/projects/p/small") + literal(b":authority", b"bench"))
+    headers = frame(0x1, 0x5, 1, block)
+    return [b"", b"PRI * HTTP", preface, preface + frame(0x4, 0, 0),
+            preface + frame(0x4, 0, 0) + headers[:12],
+            b"GET /v1/projects/p/small HTTP/1.1\r\nHost: x\r\n"]
+
+
+class Stuck:
+    """A connection that sends `prefix` and goes quiet; notes when the gateway closes it."""
+
+    def __init__(self, port, prefix):
+        self.closed_at = None
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        if prefix:
+            self.sock.sendall(prefix)
+        threading.Thread(target=self.wait, daemon=True).start()
+
+    def wait(self):
+        try:
+            while self.sock.recv(4096):
+                pass
+        except OSError:
+            pass
+        self.closed_at = time.monotonic()
+
+    def close(self):
+        # Shut down first: a close alone leaves the connection open while the reader thread
+        # is blocked in recv on it.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+
+
+def timed_get(port, path):
+    """A plain HTTP/1.1 GET; its status (0 when there was no answer within 20 s)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+        s.sendall(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        try:
+            head = s.recv(64)
+        except OSError:
+            return 0
+    parts = head.split(b" ")
+    return int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+
+
+def scrape(admin, series):
+    """One sample from the admin /metrics text (0 when absent)."""
+    with socket.create_connection(("127.0.0.1", admin), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        text = b""
+        while True:
+            data = s.recv(1 << 16)
+            if not data:
+                break
+            text += data
+    for line in text.decode(errors="replace").splitlines():
+        if line.startswith(series + " "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def main():
@@ -156,18 +296,23 @@ def main():
     work = os.path.join(HERE, "work", "stalled")
     os.makedirs(work, exist_ok=True)
     config = os.path.join(work, "modegate.toml")
-    with open(config, "w") as f:
-        f.write(f"""[server]
+
+    def write_config(body_idle=600, header_read=10, max_connections=10000):
+        with open(config, "w") as f:
+            f.write(f"""[server]
 listen = "127.0.0.1:{port}"
 admin_listen = "127.0.0.1:{admin}"
-body_idle_timeout_secs = 600
-max_connections = 10000
+body_idle_timeout_secs = {body_idle}
+header_read_timeout_secs = {header_read}
+max_connections = {max_connections}
 [upstream]
 base_url = "http://127.0.0.1:{up.server_address[1]}"
 pool_max_idle_per_host = 0
 [log]
 level = "warn"
 """)
+
+    write_config()
     results = {"count": args.count}
 
     def start():
@@ -199,9 +344,11 @@ level = "warn"
             s.sendall(b"GET /v1/projects/p/big HTTP/1.1\r\nHost: x\r\n\r\n")
             stalled.append(s)
         served = wait_served(base + args.count)
+        kernel = wait_send_queues_full(port)
         after = settled_kb(lambda: rss_kb(gw.pid))
         results["h1"] = {"answered": served - base, "rss_kb_before": before, "rss_kb_after": after,
-                         "kb_per_reader": (after - before) / args.count}
+                         "kb_per_reader": (after - before) / args.count,
+                         "kernel_send_queues_mb": kernel / (1 << 20)}
         for s in stalled:
             s.close()
         stop(gw)
@@ -221,6 +368,56 @@ level = "warn"
                                   "kb_per_stream": (after - before) / n})
             conn.close()
             stop(gw)
+        # What the timeouts take back, with short ones: stalled h2 streams reset, and
+        # connections stuck before a request head closed, their slots freed.
+        write_config(body_idle=IDLE_SECS, header_read=HEAD_SECS, max_connections=50)
+        gw = start()
+        base = Big.served
+        before = rss_kb(gw.pid)
+        conn = StalledH2(port, args.count)
+        served = wait_served(base + args.count)
+        answered_at = time.monotonic()
+        stalled_kb = rss_kb(gw.pid)
+        deadline = answered_at + IDLE_SECS + 10
+        while len(conn.resets) < args.count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        resets = list(conn.resets.values())
+        last_reset = max((t for t, _ in resets), default=deadline) - answered_at
+        cancel = sum(1 for _, code in resets if code == 0x8)
+        # The connection serves on: one more stream, answered in full.
+        ask = frame(0x1, 0x5, 1 + 2 * args.count, literal(b":method", b"GET")
+                    + literal(b":scheme", b"http") + literal(b":path", b"/v1/projects/p/small")
+                    + literal(b":authority", b"bench"))
+        conn.sock.sendall(ask)
+        wait_until(lambda: 1 + 2 * args.count in conn.ended, 5)
+        after = settled_kb(lambda: rss_kb(gw.pid))
+        results["h2_reset"] = {
+            "streams": args.count, "answered": served - base, "body_idle_timeout_secs": IDLE_SECS,
+            "reset": len(resets), "reset_cancel": cancel,
+            "last_reset_after_answers_s": last_reset,
+            "next_stream_answered": 1 + 2 * args.count in conn.ended, "goaway": conn.goaway,
+            "rss_kb_before": before, "rss_kb_stalled": stalled_kb, "rss_kb_after": after}
+        conn.close()
+        # 60 connections stuck before a request head against 50 slots, and a legitimate GET.
+        phases = stuck_phases()
+        started = time.monotonic()
+        stuck = [Stuck(port, phases[i % len(phases)]) for i in range(60)]
+        legit = timed_get(port, b"/v1/projects/p/small")
+        legit_at = time.monotonic() - started
+        wait_until(lambda: all(s.closed_at for s in stuck), 2 * HEAD_SECS + 10)
+        closed = [s.closed_at - started if s.closed_at else None for s in stuck]
+        counted = scrape(admin, 'modegate_connections_closed_total{reason="header_timeout"}')
+        results["stuck"] = {
+            "connections": len(stuck), "max_connections": 50,
+            "header_read_timeout_secs": HEAD_SECS,
+            "legit_status": legit, "legit_answered_s": legit_at,
+            "closed": sum(1 for c in closed if c is not None),
+            "first_50_closed_by_s": max((c for c in closed[:50] if c is not None), default=None),
+            "last_10_closed_by_s": max((c for c in closed[50:] if c is not None), default=None),
+            "counted_header_timeout": counted}
+        for s in stuck:
+            s.close()
+        stop(gw)
     finally:
         up.shutdown()
 
@@ -232,7 +429,10 @@ level = "warn"
              "window, never replenished; the connection reads on), a quarter as many and as many, "
              "each count on a fresh process. RSS of `modegate serve` "
              "(one runtime thread) before, and after once it has settled (every reader's buffers "
-             "full: under 64 KiB of change over a second), from /proc. Bounds: 256 KiB per stalled "
+             "full: under 64 KiB of change over a second; for HTTP/1.1, only once the kernel's "
+             "send queues towards the readers have stopped growing too, "
+             f"{results['h1']['kernel_send_queues_mb']:.0f} MB in all, since the gateway's own "
+             "buffers fill after them), from /proc. Bounds: 256 KiB per stalled "
              "HTTP/1.1 connection, 64 KiB per stalled HTTP/2 stream.", "",
              "| reader | count | RSS before | RSS after | per reader | bound | within |",
              "| --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -244,6 +444,33 @@ level = "warn"
         lines.append(f"| HTTP/2 stream | {h2['streams']} | {h2['rss_kb_before'] / 1024:.1f} MB | "
                      f"{h2['rss_kb_after'] / 1024:.1f} MB | {h2['kb_per_stream']:.1f} KiB | 64 KiB | "
                      f"{'yes' if h2['kb_per_stream'] <= 64 else '**no**'} |")
+    r, st = results["h2_reset"], results["stuck"]
+    lines += ["", "## What the timeouts take back", "",
+              f"{r['streams']} h2c streams on one connection, never read, with "
+              f"`body_idle_timeout_secs = {r['body_idle_timeout_secs']}`; then {st['connections']} "
+              "connections that each stop before their first request head (silent, 10 bytes of "
+              "the h2c preface, the preface without SETTINGS, the preface and SETTINGS, part of "
+              "the first HEADERS frame, part of an HTTP/1.1 head; in turn) against "
+              f"`max_connections = {st['max_connections']}` and `header_read_timeout_secs = "
+              f"{st['header_read_timeout_secs']}`, with a legitimate GET sent after them. Times "
+              "are from the last stalled stream's answer and from the first stuck connect; RSS "
+              "after the resets is what the allocator has given back by then (it may keep freed "
+              "pages for reuse).", "",
+              "| what | measured |", "| --- | --- |",
+              f"| stalled streams reset | {r['reset']} of {r['streams']}, "
+              f"{r['reset_cancel']} with CANCEL |",
+              f"| last reset, after the last stream was answered | {r['last_reset_after_answers_s']:.2f} s |",
+              f"| the connection afterwards | "
+              f"{'a new stream answered in full' if r['next_stream_answered'] else '**no answer**'}"
+              f"{', GOAWAY' if r['goaway'] else ', no GOAWAY'} |",
+              f"| RSS before, stalled, after the resets | {r['rss_kb_before'] / 1024:.1f} / "
+              f"{r['rss_kb_stalled'] / 1024:.1f} / {r['rss_kb_after'] / 1024:.1f} MB |",
+              f"| stuck connections closed | {st['closed']} of {st['connections']}; counted "
+              f"`header_timeout`: {st['counted_header_timeout']:.0f} |",
+              f"| the 50 that got a slot, all closed by | {fmt_s(st['first_50_closed_by_s'])} |",
+              f"| the 10 over the limit (they wait in the accept backlog for a slot first), all closed by | "
+              f"{fmt_s(st['last_10_closed_by_s'])} |",
+              f"| the legitimate GET | {st['legit_status']} after {st['legit_answered_s']:.2f} s |"]
     with open(os.path.join(args.out, "stalled.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))

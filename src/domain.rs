@@ -97,6 +97,7 @@ operations! {
     BatchContactsDelete => "batch_contacts_delete", None;
     BatchConsents => "batch_consents", Body;
     OauthToken => "oauth_token", None;
+    Callback => "callback", None;
     Other => "other", None;
 }
 

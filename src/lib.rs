@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod auth;
+pub mod callbacks;
 pub mod clock;
 pub mod config;
 pub mod contact_cache;
@@ -25,6 +26,7 @@ pub mod metrics;
 pub mod mode_cache;
 pub mod policy;
 pub mod proxy;
+pub mod pseudo_ids;
 pub mod reload;
 pub mod report;
 pub mod schema;
@@ -150,6 +152,20 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
             message,
         });
     }
+    for (key, message) in callbacks::start_problems(&config.callbacks) {
+        problems.push(config::Problem { key, message });
+    }
+    // The proxy opens pseudo ids (rule dispatch.pseudo_ids) whenever the keys are named.
+    if let Some(name) = &config.callbacks.id_key_env {
+        if !problems.iter().any(|p| p.key == "callbacks.id_key_env") {
+            if let Err(message) = pseudo_ids::PseudoIds::from_env(name) {
+                problems.push(config::Problem {
+                    key: "callbacks.id_key_env".into(),
+                    message,
+                });
+            }
+        }
+    }
     if config.auth.mode == config::AuthMode::Inject {
         let vars = [
             ("auth.key_id_env", Some(&config.auth.key_id_env)),
@@ -182,6 +198,12 @@ fn with_production_deps(config: &Config, deps: &mut Deps) -> Result<(), StartErr
     if deps.shared_cache.is_none() {
         deps.shared_cache = shared_cache_target(config)
             .map_err(|e| StartError::Secret(format!("mode_cache.redis_url_env: {e}")))?;
+    }
+    if let (None, Some(name)) = (&deps.pseudo_ids, &config.callbacks.id_key_env) {
+        deps.pseudo_ids = Some(
+            pseudo_ids::PseudoIds::from_env(name)
+                .map_err(|e| StartError::Secret(format!("callbacks.id_key_env: {e}")))?,
+        );
     }
     Ok(())
 }
@@ -252,6 +274,7 @@ pub struct App {
     upstream_uri: Uri,
     reloader: Option<Arc<reload::Reloader>>,
     listener_tls: Option<tls::ServerTls>,
+    callbacks: Option<callbacks::Listener>,
 }
 
 async fn bind(name: &'static str, addr: SocketAddr) -> Result<TcpListener, StartError> {
@@ -286,6 +309,7 @@ impl App {
             }
         };
         let secrets = inject_secrets(&config)?;
+        let redis = deps.shared_cache.clone();
         let listener_tls = config
             .server
             .tls
@@ -298,9 +322,11 @@ impl App {
             .ok_or_else(|| {
                 StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
             })?;
-        // Logged in this order: (simulator,) proxy, admin, then the Batch listeners.
+        // Logged in this order: (simulator,) proxy, admin, then the Batch and callback listeners.
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
+        let callbacks = callbacks::Callbacks::new(&config, redis.as_ref(), state.metrics().clone())
+            .map_err(StartError::Secret)?;
         let batch = match config.server.batch_listen {
             Some(addr) => Some(bind("batch", addr).await?),
             None => None,
@@ -316,6 +342,10 @@ impl App {
                 uri.unwrap_or_default()
             ))
         })?;
+        let callbacks = match (callbacks, config.callbacks.listen) {
+            (Some(c), Some(addr)) => Some(c.listener(bind("callbacks", addr).await?)),
+            _ => None,
+        };
         Ok(App {
             config,
             proxy,
@@ -327,6 +357,7 @@ impl App {
             upstream_uri,
             reloader: None,
             listener_tls,
+            callbacks,
         })
     }
 
@@ -375,6 +406,11 @@ impl App {
             .unwrap_or(self.config.server.admin_listen)
     }
 
+    /// The callback listener's address, when `callbacks.listen` is set.
+    pub fn callbacks_addr(&self) -> Option<SocketAddr> {
+        self.callbacks.as_ref().and_then(callbacks::Listener::addr)
+    }
+
     /// The upstream origin requests go to (the embedded simulator's address when embedded).
     pub fn upstream_uri(&self) -> &Uri {
         &self.upstream_uri
@@ -408,6 +444,7 @@ impl App {
             embedded,
             reloader,
             listener_tls,
+            callbacks,
             ..
         } = self;
         let (inner_trigger, inner) = server::shutdown_channel();
@@ -416,6 +453,7 @@ impl App {
             header_read_timeout: config.server.header_read_timeout,
             write_stall_timeout: None,
             on_write_stall: None,
+            on_close: Some(Metrics::on_close(state.metrics())),
             max_connections: config.server.max_connections,
             http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
             shutdown_grace: config.server.shutdown_grace,
@@ -500,6 +538,8 @@ impl App {
                 inner.clone(),
             )
         });
+        // The callback listener shares the proxy's slow-peer limits, TLS and drain.
+        let callbacks_serve = callbacks::serve(callbacks, proxy_settings.clone(), inner.clone());
         let serve = server::serve(
             "proxy",
             proxy,
@@ -514,7 +554,7 @@ impl App {
                 serve_batch.await;
             }
         };
-        tokio::join!(drain, serve, serve_batch);
+        tokio::join!(drain, serve, serve_batch, callbacks_serve);
         if let Some(watch) = certificate_watch {
             watch.abort();
         }
@@ -531,6 +571,7 @@ impl App {
         let proxy_addr = self.proxy_addr();
         let batch_addr = self.batch_addr();
         let admin_addr = self.admin_addr();
+        let callbacks_addr = self.callbacks_addr();
         let simulator = self.simulator();
         let metrics = self.metrics();
         let state = self.state();
@@ -540,6 +581,7 @@ impl App {
             proxy_addr,
             batch_addr,
             admin_addr,
+            callbacks_addr,
             simulator,
             metrics,
             state,
@@ -557,6 +599,8 @@ pub struct RunningApp {
     pub batch_addr: Option<SocketAddr>,
     /// Admin address.
     pub admin_addr: SocketAddr,
+    /// Callback listener address, when one is configured.
+    pub callbacks_addr: Option<SocketAddr>,
     /// The embedded simulator, if any.
     pub simulator: Option<Arc<Simulator>>,
     /// Metrics.

@@ -57,6 +57,55 @@ impl DecisionLabel {
     }
 }
 
+/// How one callback ended, as counted in `modegate_callbacks_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallbackOutcome {
+    /// Verified (or signed) and delivered: the target answered 2xx.
+    Forwarded,
+    /// Delivered with pseudo ids filled in.
+    Filled,
+    /// Delivered byte for byte from a webhook without a secret.
+    Unsigned,
+    /// Signature headers missing or not matching the body.
+    BadSignature,
+    /// Timestamp outside the window.
+    Stale,
+    /// Nonce already seen (or in flight).
+    Replayed,
+    /// The target was unreachable, slow, or answered other than 2xx.
+    TargetError,
+    /// The shared replay cache could not be asked; refused 503 so the sender retries.
+    Unavailable,
+}
+
+impl CallbackOutcome {
+    /// All outcomes.
+    pub const ALL: [CallbackOutcome; 8] = [
+        CallbackOutcome::Forwarded,
+        CallbackOutcome::Filled,
+        CallbackOutcome::Unsigned,
+        CallbackOutcome::BadSignature,
+        CallbackOutcome::Stale,
+        CallbackOutcome::Replayed,
+        CallbackOutcome::TargetError,
+        CallbackOutcome::Unavailable,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CallbackOutcome::Forwarded => "forwarded",
+            CallbackOutcome::Filled => "filled",
+            CallbackOutcome::Unsigned => "unsigned",
+            CallbackOutcome::BadSignature => "bad_signature",
+            CallbackOutcome::Stale => "stale",
+            CallbackOutcome::Replayed => "replayed",
+            CallbackOutcome::TargetError => "target_error",
+            CallbackOutcome::Unavailable => "unavailable",
+        }
+    }
+}
+
 struct PerOperation {
     requests: [IntCounter; DecisionLabel::ALL.len()],
     request_duration: Histogram,
@@ -76,6 +125,9 @@ pub struct Metrics {
     body_idle_timeouts: IntCounterVec,
     shared_cache_errors: IntCounterVec,
     batch_recipients: IntCounterVec,
+    connections_closed: IntCounterVec,
+    callbacks: [IntCounter; CallbackOutcome::ALL.len()],
+    callback_duration: Histogram,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -184,6 +236,15 @@ impl Metrics {
         for direction in ["request", "response"] {
             body_idle_timeouts.with_label_values(&[direction]);
         }
+        let connections_closed = counter_vec(
+            &registry,
+            "modegate_connections_closed_total",
+            "Client connections the gateway closed, by why.",
+            &["reason"],
+        );
+        for reason in crate::server::CloseReason::ALL {
+            connections_closed.with_label_values(&[reason.as_str()]);
+        }
         let shared_cache_errors = counter_vec(
             &registry,
             "modegate_shared_cache_errors_total",
@@ -228,6 +289,24 @@ impl Metrics {
         for outcome in ["forwarded", "rewritten", "rejected"] {
             batch_recipients.with_label_values(&[outcome]);
         }
+        let callbacks = counter_vec(
+            &registry,
+            "modegate_callbacks_total",
+            "Callbacks received on the callback listener, by outcome.",
+            &["outcome"],
+        );
+        let callbacks = CallbackOutcome::ALL.map(|o| callbacks.with_label_values(&[o.as_str()]));
+        let callback_duration = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "modegate_callback_duration_seconds",
+                    "Time from a callback's request head to the answer (the target's included).",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+            )
+            .unwrap_or_else(|e| unreachable!("metric: {e}")),
+        );
         let build_info = IntGaugeVec::new(
             Opts::new("modegate_build_info", "Build information; always 1."),
             &["version"],
@@ -249,6 +328,9 @@ impl Metrics {
             body_idle_timeouts,
             shared_cache_errors,
             batch_recipients,
+            connections_closed,
+            callbacks,
+            callback_duration,
         }
     }
 
@@ -260,6 +342,12 @@ impl Metrics {
                 .with_label_values(&[outcome])
                 .inc_by(n as u64);
         }
+    }
+
+    /// Records one finished callback (called exactly once per callback).
+    pub fn record_callback(&self, outcome: CallbackOutcome, seconds: f64) {
+        self.callbacks[outcome as usize].inc();
+        self.callback_duration.observe(seconds);
     }
 
     /// Records one finished request (called exactly once per request).
@@ -314,6 +402,19 @@ impl Metrics {
     /// Counts a failed shared mode cache operation (`op`: `get`, `set`, `publish`, `subscribe`).
     pub fn shared_cache_error(&self, op: &'static str) {
         self.shared_cache_errors.with_label_values(&[op]).inc();
+    }
+
+    /// Counts one client connection the gateway closed.
+    pub fn connection_closed(&self, reason: crate::server::CloseReason) {
+        self.connections_closed
+            .with_label_values(&[reason.as_str()])
+            .inc();
+    }
+
+    /// What a listener calls for each connection the gateway closes: counts it.
+    pub fn on_close(metrics: &std::sync::Arc<Metrics>) -> crate::server::OnClose {
+        let metrics = metrics.clone();
+        std::sync::Arc::new(move |reason| metrics.connection_closed(reason))
     }
 
     /// Counts one body abandoned for making no progress (`direction`: `request`, `response`).

@@ -611,6 +611,17 @@ mod tests {
         }
     }
 
+    fn settings(ttl: Duration) -> ModeCacheSettings {
+        ModeCacheSettings {
+            ttl,
+            stale_if_error: Duration::from_secs(60),
+            max_apps: 1000,
+            max_messages: 0,
+            message_ttl: Duration::from_secs(60),
+            redis_url_env: None,
+        }
+    }
+
     fn cache(ttl_ms: u64, answer: LookupOutcome) -> (Arc<ModeCache>, Arc<Scripted>) {
         cache_with(ttl_ms, answer, Clock::system())
     }
@@ -625,17 +636,9 @@ mod tests {
             answer: RwLock::new(answer),
             delay: Duration::from_millis(20),
         });
-        let settings = ModeCacheSettings {
-            ttl: Duration::from_millis(ttl_ms),
-            stale_if_error: Duration::from_secs(60),
-            max_apps: 1000,
-            max_messages: 0,
-            message_ttl: Duration::from_secs(60),
-            redis_url_env: None,
-        };
         (
             Arc::new(ModeCache::new(
-                &settings,
+                &settings(Duration::from_millis(ttl_ms)),
                 lookup.clone(),
                 Arc::new(Metrics::new()),
                 clock,
@@ -671,16 +674,8 @@ mod tests {
             started: tokio::sync::Notify::new(),
             release: tokio::sync::Notify::new(),
         });
-        let settings = ModeCacheSettings {
-            ttl: Duration::from_secs(60),
-            stale_if_error: Duration::from_secs(60),
-            max_apps: 1000,
-            max_messages: 0,
-            message_ttl: Duration::from_secs(60),
-            redis_url_env: None,
-        };
         let c = Arc::new(ModeCache::new(
-            &settings,
+            &settings(Duration::from_secs(60)),
             Arc::new(gate.clone()),
             Arc::new(Metrics::new()),
             Clock::system(),

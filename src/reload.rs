@@ -88,6 +88,7 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
         ("upstream", old.upstream != new.upstream),
         ("auth", old.auth != new.auth),
         ("log", old.log != new.log),
+        ("callbacks", old.callbacks != new.callbacks),
     ] {
         if differs {
             changed.push(section);
@@ -229,6 +230,13 @@ mod tests {
         assert_eq!(
             restart_only_changes(&base, &config("[upstream]\nrequest_timeout_ms = 5\n")),
             ["upstream"]
+        );
+        assert_eq!(
+            restart_only_changes(
+                &base,
+                &config("[callbacks]\nlisten = \"127.0.0.1:1\"\n[[callbacks.webhook]]\npath = \"/e\"\ntarget = \"http://t\"\n")
+            ),
+            ["callbacks"]
         );
         assert_eq!(
             restart_only_changes(&base, &config("[log]\naccess_log = true\n")),

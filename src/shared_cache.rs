@@ -98,6 +98,11 @@ impl RedisTarget {
     pub fn describe(&self) -> &str {
         &self.described
     }
+
+    /// A client for it (connections are made by the caller).
+    pub fn client(&self) -> redis::Client {
+        self.client.clone()
+    }
 }
 
 /// A dropped app (or, after a lost subscription, everything).

@@ -15,7 +15,7 @@ use modegate::proxy::{Connection, GatewayBody};
 use modegate::upstream::{full, UpstreamFailure};
 use modegate::Deps;
 use proptest::prelude::*;
-use support::lenient::{fixture_answer, violation};
+use support::lenient::{fixture_answer, snake, violation};
 use support::*;
 use tower::ServiceExt;
 
@@ -56,6 +56,61 @@ fn recording_upstream(log: Arc<Mutex<Vec<Seen>>>) -> modegate::upstream::Upstrea
             )
         }
     }))
+}
+
+/// Sends one request through the whole stack in-process, in front of a recording upstream:
+/// refused with nothing forwarded, or forwarded as a request whose lenient reading breaks no
+/// rule, else the problem.
+fn refused_or_harmless(method: Method, target: &str, body: String) -> Result<(), String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    rt.block_on(async {
+        let log: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let config = config_toml("[upstream]\nbase_url = \"http://api.test\"\n");
+        let state = modegate::build(
+            &config,
+            Deps {
+                upstream: Some(recording_upstream(log.clone())),
+                ..Deps::default()
+            },
+        )
+        .expect("build");
+        let Ok(req) = Request::builder()
+            .method(method)
+            .uri(target)
+            .header("authorization", "Bearer t")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+        else {
+            // Not even a valid request target: nothing to forward.
+            return Ok(());
+        };
+        let stack = modegate::proxy::stack(
+            state,
+            Connection::in_process("127.0.0.1:1".parse().expect("addr")),
+        );
+        let Ok(resp) = stack.oneshot(req).await;
+        let decision = resp
+            .headers()
+            .get("x-modegate-decision")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let seen = log.lock().expect("lock").clone();
+        if decision == "rejected" {
+            return if seen.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("refused yet forwarded: {target}"))
+            };
+        }
+        match seen.first().and_then(violation) {
+            Some(problem) => Err(format!("{target}: {problem}")),
+            None => Ok(()),
+        }
+    })
 }
 
 fn camel(name: &str) -> String {
@@ -219,43 +274,8 @@ proptest! {
 
     #[test]
     fn a_disguised_attack_is_refused_or_harmless_upstream(kind in 0usize..4, d in disguise()) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
         let (method, target, body) = attack(kind, &d);
-        let outcome = rt.block_on(async {
-            let log: Arc<Mutex<Vec<Seen>>> = Arc::default();
-            let config = config_toml("[upstream]\nbase_url = \"http://api.test\"\n");
-            let state = modegate::build(
-                &config,
-                Deps { upstream: Some(recording_upstream(log.clone())), ..Deps::default() },
-            )
-            .expect("build");
-            let Ok(req) = Request::builder()
-                .method(method)
-                .uri(&target)
-                .header("authorization", "Bearer t")
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(body)))
-            else {
-                // Not even a valid request target: nothing to forward.
-                return Ok(());
-            };
-            let stack = modegate::proxy::stack(state, Connection::in_process("127.0.0.1:1".parse().expect("addr")));
-            let Ok(resp) = stack.oneshot(req).await;
-            let decision = resp
-                .headers()
-                .get("x-modegate-decision")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let seen = log.lock().expect("lock").clone();
-            if decision == "rejected" {
-                return if seen.is_empty() { Ok(()) } else { Err(format!("refused yet forwarded: {target}")) };
-            }
-            match seen.first().and_then(violation) {
-                Some(problem) => Err(format!("{target}: {problem}")),
-                None => Ok(()),
-            }
-        });
+        let outcome = refused_or_harmless(method, &target, body);
         prop_assert!(outcome.is_ok(), "{:?}", outcome);
     }
 }
@@ -323,7 +343,7 @@ impl Node {
             None => Some(pairs),
             Some((head, rest)) => pairs
                 .iter_mut()
-                .find(|(k, _)| snake_of(k) == *head)
+                .find(|(k, _)| snake(k) == *head)
                 .and_then(|(_, v)| v.object_at(rest)),
         }
     }
@@ -332,26 +352,13 @@ impl Node {
     fn paths(&self, prefix: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
         if let Node::Obj(pairs) = self {
             for (k, v) in pairs {
-                prefix.push(snake_of(k));
+                prefix.push(snake(k));
                 out.push(prefix.clone());
                 v.paths(prefix, out);
                 prefix.pop();
             }
         }
     }
-}
-
-fn snake_of(k: &str) -> String {
-    let mut o = String::new();
-    for c in k.chars() {
-        if c.is_ascii_uppercase() {
-            o.push('_');
-            o.push(c.to_ascii_lowercase());
-        } else {
-            o.push(c);
-        }
-    }
-    o
 }
 
 /// A rule-breaking base request: operation, method, path, query, body.
@@ -506,7 +513,7 @@ fn mutate(
         0 if !typed.is_empty() => {
             let (path, kind, _) = &typed[m.pick % typed.len()];
             if let Some(parent) = body.object_at(&path[..path.len() - 1]) {
-                parent.retain(|(k, _)| snake_of(k) != *path.last().expect("leaf"));
+                parent.retain(|(k, _)| snake(k) != *path.last().expect("leaf"));
             }
             let mut key: Vec<String> = path.iter().map(|p| name(p, m.variant)).collect();
             if let (Some(i), true) = (
@@ -529,7 +536,7 @@ fn mutate(
             if let Some(parent) = body.object_at(&path[..path.len() - 1]) {
                 for (k, _) in parent
                     .iter_mut()
-                    .filter(|(k, _)| snake_of(k) == *path.last().expect("leaf"))
+                    .filter(|(k, _)| snake(k) == *path.last().expect("leaf"))
                 {
                     *k = camel(k);
                 }
@@ -555,7 +562,7 @@ fn mutate(
                         .object_at(&path[..path.len() - 1])
                         .is_some_and(|o| {
                             o.iter().any(|(k, v)| {
-                                snake_of(k) == leaf && matches!(v, Node::Text(t) if t == n)
+                                snake(k) == leaf && matches!(v, Node::Text(t) if t == n)
                             })
                         })
                 })
@@ -568,7 +575,7 @@ fn mutate(
                 _ => Node::Text(names[current].replace('_', "-")),
             };
             if let Some(parent) = body.object_at(&path[..path.len() - 1]) {
-                for (_, v) in parent.iter_mut().filter(|(k, _)| snake_of(k) == leaf) {
+                for (_, v) in parent.iter_mut().filter(|(k, _)| snake(k) == leaf) {
                     *v = value.clone();
                 }
             }
@@ -590,7 +597,7 @@ fn mutate(
             let (path, _, _) = &typed[m.pick % typed.len()];
             let leaf = path.last().expect("leaf").clone();
             if let Some(parent) = body.object_at(&path[..path.len() - 1]) {
-                for (_, v) in parent.iter_mut().filter(|(k, _)| snake_of(k) == leaf) {
+                for (_, v) in parent.iter_mut().filter(|(k, _)| snake(k) == leaf) {
                     *v = Node::Null;
                 }
             }
@@ -604,7 +611,7 @@ fn mutate(
             let paths = field_paths(bm, 2);
             let (path, _, _) = &paths[m.pick % paths.len()];
             if let Some(parent) = body.object_at(&path[..path.len() - 1]) {
-                parent.retain(|(k, _)| snake_of(k) != *path.last().expect("leaf"));
+                parent.retain(|(k, _)| snake(k) != *path.last().expect("leaf"));
             }
             query.push((name("update_mask", m.variant), path.join(".")));
         }
@@ -648,39 +655,8 @@ proptest! {
         } else {
             node.text()
         };
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("rt");
-        let outcome = rt.block_on(async {
-            let log: Arc<Mutex<Vec<Seen>>> = Arc::default();
-            let config = config_toml("[upstream]\nbase_url = \"http://api.test\"\n");
-            let state = modegate::build(
-                &config,
-                Deps { upstream: Some(recording_upstream(log.clone())), ..Deps::default() },
-            )
-            .expect("build");
-            let req = Request::builder()
-                .method(method.clone())
-                .uri(&target)
-                .header("authorization", "Bearer t")
-                .header("content-type", "application/json")
-                .body(Full::new(Bytes::from(text.clone())))
-                .expect("request");
-            let stack = modegate::proxy::stack(state, Connection::in_process("127.0.0.1:1".parse().expect("addr")));
-            let Ok(resp) = stack.oneshot(req).await;
-            let decision = resp
-                .headers()
-                .get("x-modegate-decision")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let seen = log.lock().expect("lock").clone();
-            if decision == "rejected" {
-                return if seen.is_empty() { Ok(()) } else { Err(format!("refused yet forwarded: {target}")) };
-            }
-            match seen.first().and_then(violation) {
-                Some(problem) => Err(format!("{method} {target} {text}: {problem}")),
-                None => Ok(()),
-            }
-        });
+        let outcome = refused_or_harmless(method.clone(), &target, text.clone())
+            .map_err(|e| format!("{method} {text}: {e}"));
         prop_assert!(outcome.is_ok(), "{:?}", outcome);
     }
 }

@@ -993,6 +993,8 @@ fn every_shipped_config_is_valid() {
             .env("SINCH_KEY_ID", "key-id")
             .env("SINCH_KEY_SECRET", "key-secret")
             .env("MODEGATE_REDIS_URL", "redis://:pw@modegate-redis:6379/0")
+            .env("SINCH_WEBHOOK_SECRET", "webhook-secret")
+            .env("MODEGATE_ID_KEY", "ab".repeat(32))
             .output()
             .expect("run");
         assert_eq!(
@@ -1001,5 +1003,119 @@ fn every_shipped_config_is_valid() {
             "{file}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+}
+
+#[test]
+fn check_config_reads_the_callback_secrets_and_summarises_the_webhooks() {
+    let text = "[callbacks]\nlisten = \"127.0.0.1:8082\"\nid_key_env = \"MODEGATE_TEST_ID_KEY\"\n\
+                [[callbacks.webhook]]\npath = \"/sinch/events\"\ntarget = \"http://127.0.0.1:3000/e\"\n\
+                secret_env = \"MODEGATE_TEST_WEBHOOK_SECRET\"\nfill_ids = \"pseudo\"\n";
+    let (code, err) = check_config(text, &[("MODEGATE_TEST_ID_KEY", "not-hex-but-secret")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("- callbacks.webhook[0].secret_env: environment variable MODEGATE_TEST_WEBHOOK_SECRET is not set"),
+        "{err}"
+    );
+    assert!(err.contains("- callbacks.id_key_env: environment variable MODEGATE_TEST_ID_KEY: key 1 of 1 is not 64 hex characters"), "{err}");
+    assert!(!err.contains("not-hex-but-secret"), "{err}");
+    let file = write_config(text);
+    let out = Command::new(BIN)
+        .args(["check-config", "--config"])
+        .arg(file.path())
+        .env("MODEGATE_TEST_ID_KEY", "cd".repeat(32))
+        .env("MODEGATE_TEST_WEBHOOK_SECRET", "hunter2-webhook")
+        .output()
+        .expect("run");
+    let all = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{all}");
+    assert!(
+        all.contains("callbacks       listen 127.0.0.1:8082, 1 webhook(s)"),
+        "{all}"
+    );
+    assert!(
+        all.contains("/sinch/events -> http://127.0.0.1:3000/e (verified and re-signed with $MODEGATE_TEST_WEBHOOK_SECRET, max skew 300s, fill ids pseudo, timeout 10s)"),
+        "{all}"
+    );
+    assert!(
+        !all.contains("hunter2") && !all.contains(&"cd".repeat(32)),
+        "{all}"
+    );
+}
+
+#[test]
+fn callback_refusals_are_logged_without_body_signature_secret_or_identity() {
+    use modegate::callbacks::signature;
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo-seed.toml");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr");
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nshutdown_grace_secs = 1\n\
+         [upstream]\nbase_url = \"embedded\"\nembedded_seed = \"{}\"\n[log]\nformat = \"json\"\n\
+         [callbacks]\nlisten = \"127.0.0.1:0\"\nid_key_env = \"CB_LOG_KEY\"\n\
+         [[callbacks.webhook]]\npath = \"/sinch/events\"\ntarget = \"http://{closed}/e\"\n\
+         secret_env = \"CB_LOG_SECRET\"\nfill_ids = \"pseudo\"\n",
+        seed.display()
+    );
+    let secret = "hunter2-webhook-secret";
+    let key = "7e".repeat(32);
+    let (child, _, rx, _file) = serve(
+        &config,
+        &[("CB_LOG_SECRET", secret), ("CB_LOG_KEY", &key)],
+        &[],
+    );
+    let listener = rx
+        .iter()
+        .find(|l| l.contains("\"callbacks\"") && l.contains("listening on"))
+        .and_then(|l| {
+            l.split("listening on ")
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .map(str::to_string)
+        })
+        .expect("listening on ADDR with listener=callbacks");
+    let phone = "46709998877";
+    let body = format!(
+        r#"{{"app_id":"01HAPP00000000000000000000","project_id":"p","message":{{"channel_identity":{{"channel":"SMS","identity":"{phone}"}},"contact_id":"","conversation_id":"","processing_mode":"DISPATCH"}}}}"#
+    );
+    let now = signature::unix_now().to_string();
+    let good = signature::sign(secret.as_bytes(), body.as_bytes(), "nonce-1", &now);
+    let forged = signature::sign(b"wrong", body.as_bytes(), "nonce-2", &now);
+    let post = |sig: &str, nonce: &str| {
+        http(
+            &listener,
+            &format!(
+                "POST /sinch/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+                 x-sinch-webhook-signature: {sig}\r\nx-sinch-webhook-signature-nonce: {nonce}\r\n\
+                 x-sinch-webhook-signature-timestamp: {now}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    assert!(post(&forged, "nonce-2").starts_with("HTTP/1.1 401"));
+    assert!(post(&good, "nonce-1").starts_with("HTTP/1.1 502"));
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+    let lines: Vec<String> = rx.try_iter().collect();
+    let refusal = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["target"] == "modegate::decision")
+        .expect("a decision line");
+    assert_eq!(refusal["operation"], "callback");
+    assert_eq!(refusal["outcome"], "bad_signature");
+    assert_eq!(refusal["webhook"], "/sinch/events");
+    let all = lines.join("\n");
+    for leak in [
+        secret,
+        key.as_str(),
+        phone,
+        good.as_str(),
+        forged.as_str(),
+        "nonce-1",
+    ] {
+        assert!(!all.contains(leak), "{leak} leaked into the logs");
     }
 }

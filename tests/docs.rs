@@ -46,11 +46,17 @@ fn figures(text: &str) -> Vec<String> {
 #[test]
 fn every_performance_figure_in_the_readme_is_from_the_committed_results() {
     let readme = read("README.md");
-    // The committed runs: the benchmark, the stalled-reader measurement and the soak.
-    let results = ["bench/results.md", "bench/stalled.md", "bench/soak.md"]
-        .map(read)
-        .concat()
-        .replace(',', "");
+    // The committed runs: the benchmark, the stalled-reader measurement, the soak and the
+    // callback throughput.
+    let results = [
+        "bench/results.md",
+        "bench/stalled.md",
+        "bench/soak.md",
+        "bench/callbacks.md",
+    ]
+    .map(read)
+    .concat()
+    .replace(',', "");
     let found = figures(&readme);
     assert!(
         found.len() >= 10,

@@ -165,7 +165,7 @@ proptest! {
         allow in any::<bool>(),
     ) {
         let q = Query::parse(Some(&query));
-        let facts = RequestFacts { operation: op, query: &q, body: Some(&body), message_store: None };
+        let facts = RequestFacts { operation: op, query: &q, body: Some(&body), message_store: None, pseudo: None };
         let ctx = PolicyContext { rules: &rules, create_app_default_mode: pin, max_ttl_days: cap, allow_dispatch_only: allow, now: std::time::UNIX_EPOCH };
         let d = evaluate(&facts, mode, &ctx);
         if let Some(r) = &d.reject {
@@ -192,7 +192,7 @@ proptest! {
         rules.set(RuleId::RetentionRange, Action::Off);
         let body = json!({"retention_policy": {"ttl_days": ttl, "retention_type": "MESSAGE_EXPIRE_POLICY"}});
         let q = Query::default();
-        let facts = RequestFacts { operation: Operation::CreateApp, query: &q, body: Some(&body), message_store: None };
+        let facts = RequestFacts { operation: Operation::CreateApp, query: &q, body: Some(&body), message_store: None, pseudo: None };
         let ctx = PolicyContext { rules: &rules, create_app_default_mode: None, max_ttl_days: cap, allow_dispatch_only: false, now: std::time::UNIX_EPOCH };
         let mut out = body.clone();
         apply_body_edits(&mut out, &evaluate(&facts, None, &ctx).edits);

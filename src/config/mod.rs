@@ -11,8 +11,10 @@
 //! - [`summary`]: the one-screen text `check-config` prints.
 
 pub use crate::tls::TlsRoots;
+pub use callbacks::{CallbackSettings, FillIds, WebhookSettings};
 
 mod batch;
+mod callbacks;
 mod raw;
 mod summary;
 pub mod transport;
@@ -48,6 +50,8 @@ pub struct Config {
     pub policy: PolicySettings,
     /// `[log]`.
     pub log: LogSettings,
+    /// `[callbacks]`.
+    pub callbacks: CallbackSettings,
 }
 
 /// Listener and limit settings.

@@ -139,6 +139,30 @@ impl Config {
             }
         }
         line(format!(
+            "callbacks       {}",
+            self.callbacks.listen.map_or_else(
+                || "off (no callback listener)".to_string(),
+                |a| format!("listen {a}, {} webhook(s)", self.callbacks.webhooks.len())
+            )
+        ));
+        for w in &self.callbacks.webhooks {
+            line(format!(
+                "  {} -> {} ({}, max skew {:?}, fill ids {}, timeout {:?})",
+                w.path,
+                w.target,
+                w.secret_env.as_ref().map_or_else(
+                    || "unsigned: passed byte for byte".to_string(),
+                    |n| format!("verified and re-signed with ${n}")
+                ),
+                w.max_skew,
+                match w.fill_ids {
+                    FillIds::Off => "off",
+                    FillIds::Pseudo => "pseudo",
+                },
+                w.timeout
+            ));
+        }
+        line(format!(
             "log             format {}, level {}, access_log {}",
             match self.log.format {
                 LogFormat::Text => "text",

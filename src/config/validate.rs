@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::Uri;
 use serde::de::DeserializeOwned;
 
+use super::callbacks;
 use super::raw::*;
 use super::transport;
 use super::typed::typed;
@@ -64,7 +65,7 @@ fn section<T: DeserializeOwned>(
     }
 }
 
-fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
+pub(super) fn socket_addr(key: &str, value: &str, problems: &mut Problems) -> Option<SocketAddr> {
     match value.parse::<SocketAddr>() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -108,7 +109,7 @@ pub(super) fn http_url(key: &str, value: &str, problems: &mut Problems) -> Optio
     Some(uri)
 }
 
-fn range(key: &str, value: u64, lo: u64, hi: u64, problems: &mut Problems) -> u64 {
+pub(super) fn range(key: &str, value: u64, lo: u64, hi: u64, problems: &mut Problems) -> u64 {
     if value < lo || value > hi {
         problems.add(key, format!("{value} is out of range ({lo}..={hi})"));
     }
@@ -181,8 +182,15 @@ fn apply_rules(
 }
 
 /// The sections in file-documentation order, which problems are listed in.
-pub(super) const SECTIONS: [&str; 6] =
-    ["server", "upstream", "auth", "mode_cache", "policy", "log"];
+pub(super) const SECTIONS: [&str; 7] = [
+    "server",
+    "upstream",
+    "auth",
+    "mode_cache",
+    "policy",
+    "log",
+    "callbacks",
+];
 
 /// Validates TOML text; `path` is only used in messages (and to resolve relative seed paths).
 /// The config as far as `text` could be read (a section that could not be is at its defaults,
@@ -206,10 +214,11 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
     let cache: Option<RawModeCache> = section(&mut doc, "mode_cache", &mut problems);
     let policy: Option<RawPolicy> = section(&mut doc, "policy", &mut problems);
     let log: Option<RawLog> = section(&mut doc, "log", &mut problems);
+    let callbacks: Option<callbacks::RawCallbacks> = section(&mut doc, "callbacks", &mut problems);
     for unknown in doc.keys() {
         problems.add(
             unknown.clone(),
-            "unknown section (expected server, upstream, auth, mode_cache, policy, log)",
+            "unknown section (expected server, upstream, auth, mode_cache, policy, log, callbacks)",
         );
     }
 
@@ -568,22 +577,30 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
         access_log: l.access_log,
     });
 
+    let callbacks = callbacks.map(|c| callbacks::callbacks(c, &mut problems));
     let defaults = || {
         // The empty document has no problems, so this cannot recurse further.
         read("", Path::new("<defaults>")).map(|(c, _)| c)
     };
-    let config = match (server, upstream, auth, mode_cache, policy, log) {
-        (Some(server), Some(upstream), Some(auth), Some(mode_cache), Some(policy), Some(log)) => {
-            Config {
-                server,
-                upstream,
-                auth,
-                mode_cache,
-                policy,
-                log,
-            }
-        }
-        (server, upstream, auth, mode_cache, policy, log) => {
+    let config = match (server, upstream, auth, mode_cache, policy, log, callbacks) {
+        (
+            Some(server),
+            Some(upstream),
+            Some(auth),
+            Some(mode_cache),
+            Some(policy),
+            Some(log),
+            Some(callbacks),
+        ) => Config {
+            server,
+            upstream,
+            auth,
+            mode_cache,
+            policy,
+            log,
+            callbacks,
+        },
+        (server, upstream, auth, mode_cache, policy, log, callbacks) => {
             let d = defaults()?;
             Config {
                 server: server.unwrap_or(d.server),
@@ -592,6 +609,7 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
                 mode_cache: mode_cache.unwrap_or(d.mode_cache),
                 policy: policy.unwrap_or(d.policy),
                 log: log.unwrap_or(d.log),
+                callbacks: callbacks.unwrap_or(d.callbacks),
             }
         }
     };

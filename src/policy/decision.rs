@@ -46,6 +46,18 @@ pub enum Edit {
         /// Field path from the body root.
         path: &'static [&'static str],
     },
+    /// Set a query parameter to a value taken from the request (a resolved pseudo id).
+    SetQueryText {
+        /// Parameter name.
+        name: &'static str,
+        /// Parameter value.
+        value: String,
+    },
+    /// Remove every occurrence of a query parameter (under its proto or JSON name).
+    RemoveQuery {
+        /// Parameter name.
+        name: &'static str,
+    },
     /// Replace `recipient.contact_id` with the contact's channel identities (needs a lookup);
     /// on a batch, every recipient's.
     ResolveContactRecipient,
@@ -161,6 +173,16 @@ impl Decision {
             _ => None,
         })
     }
+
+    /// Every query edit, in order: a parameter set to a value, or removed (`None`).
+    pub fn query_edits(&self) -> impl Iterator<Item = (&'static str, Option<&str>)> + '_ {
+        self.edits.iter().filter_map(|e| match e {
+            Edit::SetQuery { name, value } => Some((*name, Some(*value))),
+            Edit::SetQueryText { name, value } => Some((*name, Some(value.as_str()))),
+            Edit::RemoveQuery { name } => Some((*name, None)),
+            _ => None,
+        })
+    }
 }
 
 /// Sets `path` to `value`, creating missing parent objects; a non-object parent stops it. Each
@@ -208,7 +230,11 @@ pub fn apply_body_edits(body: &mut Value, edits: &[Edit]) {
             }
             Edit::RemoveInRecipients { field } => super::batch::remove_in_recipients(body, field),
             Edit::DropReservedMetadata => super::batch::drop_reserved(body),
-            Edit::SetQuery { .. } | Edit::ResolveContactRecipient | Edit::RetryInStore(_) => {}
+            Edit::SetQuery { .. }
+            | Edit::SetQueryText { .. }
+            | Edit::RemoveQuery { .. }
+            | Edit::ResolveContactRecipient
+            | Edit::RetryInStore(_) => {}
         }
     }
 }

@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::decision::{Decision, Edit, Match, Rejection};
 use super::fields;
+use super::pseudo::{self, PseudoFacts};
 use super::rules::Family;
 use super::{Action, ProcessingMode, RuleId, RuleSet};
 use crate::domain::Operation;
@@ -62,6 +63,28 @@ impl<'a> Query<'a> {
             .filter(|(k, _)| fields::names(k, name))
             .count()
     }
+
+    /// The query with `edits`' query edits applied (a set parameter replaces every occurrence).
+    pub fn edited(&self, edits: &[Edit]) -> Query<'static> {
+        let mut pairs: Vec<(Cow<'static, str>, Cow<'static, str>)> = self
+            .0
+            .iter()
+            .map(|(k, v)| (Cow::Owned(k.to_string()), Cow::Owned(v.to_string())))
+            .collect();
+        for edit in edits {
+            let (name, value) = match edit {
+                Edit::SetQuery { name, value } => (*name, Some((*value).to_string())),
+                Edit::SetQueryText { name, value } => (*name, Some(value.clone())),
+                Edit::RemoveQuery { name } => (*name, None),
+                _ => continue,
+            };
+            pairs.retain(|(k, _)| !fields::names(k, name));
+            if let Some(v) = value {
+                pairs.push((Cow::Borrowed(name), Cow::Owned(v)));
+            }
+        }
+        Query(pairs)
+    }
 }
 
 /// What the policy knows of one request.
@@ -76,6 +99,8 @@ pub struct RequestFacts<'a> {
     /// For a get / update / delete of a message the gateway has seen before: the store it
     /// lives in.
     pub message_store: Option<ProcessingMode>,
+    /// The pseudo ids the request carries, opened (rule `dispatch.pseudo_ids`).
+    pub pseudo: Option<&'a PseudoFacts>,
 }
 
 /// Settings that shape the rules for one request.
@@ -122,6 +147,8 @@ pub fn dispatch_rules() -> impl Iterator<Item = RuleId> {
 struct Finding {
     message: String,
     edits: Vec<Edit>,
+    /// The request cannot be rewritten either: refused under rewrite too.
+    refuses: bool,
 }
 
 impl Finding {
@@ -129,6 +156,7 @@ impl Finding {
         Finding {
             message: message.into(),
             edits: Vec::new(),
+            refuses: false,
         }
     }
 
@@ -136,6 +164,15 @@ impl Finding {
         Finding {
             message: message.into(),
             edits,
+            refuses: false,
+        }
+    }
+
+    fn refuse(message: impl Into<String>) -> Self {
+        Finding {
+            message: message.into(),
+            edits: Vec::new(),
+            refuses: true,
         }
     }
 }
@@ -235,6 +272,13 @@ fn check(
     match rule {
         // Request rules judge the request itself, in the admit and facts phases.
         RuleId::Canonical | RuleId::UnrecognizedRoute => None,
+        RuleId::PseudoIds => match facts.pseudo? {
+            PseudoFacts::Refused(message) => Some(Finding::refuse(message.clone())),
+            PseudoFacts::Resolved(r) => Some(Finding::rewrite(
+                "pseudo id: resolved to the channel identity it stands for",
+                pseudo::edits(facts.operation, r),
+            )),
+        },
         RuleId::SendContactRecipient if facts.operation == Operation::BatchSend => {
             let contacts = body.map(super::batch::contact_recipients).unwrap_or_default();
             (dispatch && !contacts.is_empty()).then(|| {
@@ -403,26 +447,46 @@ pub fn evaluate(
     ctx: &PolicyContext<'_>,
 ) -> Decision {
     let mut decision = Decision::default();
+    // Pseudo ids are resolved first; the other rules judge the request as resolved.
+    let resolved = match ctx.rules.action(RuleId::PseudoIds) {
+        Action::Rewrite => check(RuleId::PseudoIds, facts, mode, ctx)
+            .filter(|f| !f.refuses && !f.edits.is_empty())
+            .map(|f| pseudo::substituted(facts, &f.edits)),
+        _ => None,
+    };
+    let current = match &resolved {
+        Some((body, query)) => RequestFacts {
+            body: body.as_ref(),
+            query,
+            pseudo: None,
+            ..*facts
+        },
+        None => *facts,
+    };
     for &rule in RuleId::ALL {
         let action = ctx.rules.action(rule);
         if action == Action::Off {
             continue;
         }
-        let Some(finding) = check(rule, facts, mode, ctx) else {
+        let judged = if rule == RuleId::PseudoIds {
+            facts
+        } else {
+            &current
+        };
+        let Some(finding) = check(rule, judged, mode, ctx) else {
             continue;
         };
         decision.matches.push(Match { rule, action });
-        match action {
-            Action::Enforce => {
-                if decision.reject.is_none() {
-                    decision.reject = Some(Rejection {
-                        rule,
-                        message: finding.message,
-                    });
-                }
+        let rejects = action == Action::Enforce || (action == Action::Rewrite && finding.refuses);
+        if rejects {
+            if decision.reject.is_none() {
+                decision.reject = Some(Rejection {
+                    rule,
+                    message: finding.message,
+                });
             }
-            Action::Rewrite => decision.edits.extend(finding.edits),
-            Action::Shadow | Action::Off => {}
+        } else if action == Action::Rewrite {
+            decision.edits.extend(finding.edits);
         }
     }
     // A rejection is all that happens: rewrites and further enforcing matches never take
@@ -492,6 +556,7 @@ mod tests {
             query: &q,
             body: body.as_ref(),
             message_store: None,
+            pseudo: None,
         };
         evaluate(&facts, mode, &ctx(rules))
     }
@@ -798,6 +863,7 @@ mod tests {
             query: &q,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         // Inert while create_app_default_mode = keep.
         assert!(evaluate(&facts, None, &ctx(&rules)).is_empty());
@@ -863,6 +929,7 @@ mod tests {
             query: &q,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         let allowed = PolicyContext {
             allow_dispatch_only: true,
@@ -908,6 +975,7 @@ mod tests {
             query: &q,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         // Inert at the default cap.
         assert!(evaluate(&facts, None, &ctx(&rules)).is_empty());
@@ -976,6 +1044,7 @@ mod tests {
             query: &q,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         let c = PolicyContext {
             max_ttl_days: 30,
@@ -1034,6 +1103,7 @@ mod tests {
             query: &q,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         assert_eq!(
             what_if_blockers(&facts, &ctx(&rules)),
@@ -1045,6 +1115,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         assert_eq!(
             what_if_blockers(&facts, &ctx(&rules)),
@@ -1056,6 +1127,7 @@ mod tests {
             query: &q,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         assert!(what_if_blockers(&facts, &ctx(&rules)).is_empty());
     }
@@ -1074,6 +1146,7 @@ mod tests {
                     query: &q,
                     body: Some(&body),
                     message_store: None,
+                    pseudo: None,
                 };
                 let rules = with(*rule, Action::Shadow);
                 let d = evaluate(&facts, Some(D), &ctx(&rules));

@@ -10,8 +10,10 @@ pub mod decision;
 pub mod evaluate;
 pub mod fields;
 pub mod plan;
+pub mod pseudo;
 pub mod recipient;
 
 pub use decision::{apply_body_edits, Decision, Edit, Match, Rejection};
 pub use evaluate::{evaluate, what_if_blockers, PolicyContext, Query, RequestFacts};
 pub use plan::{ModeUnavailable, Plan, ProjectApps, Settled};
+pub use pseudo::{PseudoFacts, PseudoField, Resolved};

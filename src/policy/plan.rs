@@ -181,6 +181,7 @@ mod tests {
             query: &query,
             body: Some(&body),
             message_store: None,
+            pseudo: None,
         };
         let plan = Plan::new(&facts, &ctx(&rules), false);
         assert!(!plan.needs_mode());
@@ -202,6 +203,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         assert!(!Plan::new(&facts, &ctx(&rules), false).needs_mode());
         let facts = RequestFacts {
@@ -220,6 +222,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         let c = ctx(&rules);
         let open = Plan::new(&facts, &c, false)
@@ -289,6 +292,7 @@ mod tests {
                 query: &q,
                 body: None,
                 message_store: None,
+                pseudo: None,
             };
             let s = Plan::new(&facts, &c, false)
                 .settle(resolution, &facts, &c, false, ProjectApps::UNKNOWN)
@@ -302,6 +306,7 @@ mod tests {
             query: &q,
             body: None,
             message_store: None,
+            pseudo: None,
         };
         let only_conversation = ProjectApps {
             conversation: true,
@@ -314,6 +319,7 @@ mod tests {
         // A message the gateway has seen: sent to its store, never retried.
         let facts = RequestFacts {
             message_store: Some(ProcessingMode::Dispatch),
+            pseudo: None,
             ..facts
         };
         let s = Plan::new(&facts, &c, false)
@@ -328,6 +334,7 @@ mod tests {
         off.set(RuleId::MessagesSource, Action::Off);
         let facts = RequestFacts {
             message_store: None,
+            pseudo: None,
             ..facts
         };
         let s = Plan::new(&facts, &ctx(&off), false)
@@ -351,6 +358,7 @@ mod tests {
                 query: &q,
                 body: None,
                 message_store: Some(ProcessingMode::Conversation),
+                pseudo: None,
             };
             let s = Plan::new(&facts, &c, false)
                 .settle(None, &facts, &c, false, ProjectApps::UNKNOWN)

@@ -72,6 +72,8 @@ pub enum Family {
     Dispatch,
     /// A Batch API send's own limits.
     Batch,
+    /// Pseudo ids the callback listener minted, resolved on the way back.
+    Identity,
 }
 
 macro_rules! rules {
@@ -143,6 +145,8 @@ rules! {
         reads: [], enforce: true, rewrite: false, default: Enforce;
     UnrecognizedRoute => "request.unrecognized_route", Request, [], body: false,
         reads: [], enforce: true, rewrite: false, default: Off;
+    PseudoIds => "dispatch.pseudo_ids", Identity, [SendMessage, SendEvent, ListMessages, FetchLastMessage], body: true,
+        reads: ["recipient.contact_id", "contact_id", "conversation_id", "contact_ids"], enforce: false, rewrite: true, default: Rewrite;
     RetentionRange => "app.retention.range", App, [CreateApp, UpdateApp], body: true,
         reads: ["retention_policy.retention_type", "retention_policy.ttl_days", "dispatch_retention_policy.retention_type", "dispatch_retention_policy.ttl_days"], enforce: true, rewrite: false, default: Enforce;
     MaxTtlDays => "compliance.max_ttl_days", Compliance, [CreateApp, UpdateApp], body: true,

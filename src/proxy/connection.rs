@@ -15,7 +15,7 @@ use super::headers;
 use super::meta::RequestMeta;
 use crate::schema::Api;
 use crate::server::framing::FramingFlag;
-use crate::server::ConnectionInfo;
+use crate::server::{CloseCause, ConnectionInfo};
 
 /// A client connection, built once and shared by its requests.
 #[derive(Debug)]
@@ -31,6 +31,9 @@ pub struct Connection {
     /// The API the listener serves: it classifies the connection's requests and chooses their
     /// origin (never a header).
     pub api: Api,
+    /// Where the request path records why it closes the connection (an HTTP/1.1 body that made
+    /// no progress).
+    pub close: CloseCause,
     /// Requests seen so far (HTTP/1 serves them in order, so this numbers them as the framing
     /// sniffer does).
     requests: AtomicU64,
@@ -50,6 +53,7 @@ impl Connection {
             forwarded_for: headers::forwarded_for(info.peer.ip()),
             framing: info.framing,
             tls: info.tls,
+            close: info.close,
             requests: AtomicU64::new(0),
         })
     }
@@ -71,6 +75,7 @@ impl Connection {
                 peer,
                 framing: FramingFlag::default(),
                 tls: false,
+                close: CloseCause::default(),
             },
             api,
         )

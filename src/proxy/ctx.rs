@@ -121,6 +121,8 @@ pub struct RequestCtx {
     pub trace_id: Option<TraceId>,
     /// Whether the policy stage has anything to do for this operation.
     pub policy_route: bool,
+    /// The pseudo ids the request carries, opened (when keys are configured).
+    pub pseudo: Option<crate::policy::PseudoFacts>,
     /// The mode cache's ticket when the request arrived: an app answer to it is learned only
     /// if the app has not changed since.
     pub ticket: u64,
@@ -178,6 +180,7 @@ impl RequestCtx {
             trace_id,
             policy_route,
             ticket,
+            pseudo: None,
             subject: Subject::default(),
             query: Query::default(),
             body: None,
@@ -226,6 +229,7 @@ impl RequestCtx {
             query: &self.query,
             body: self.body.as_ref(),
             message_store: self.message_store,
+            pseudo: self.pseudo.as_ref(),
         }
     }
 

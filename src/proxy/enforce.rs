@@ -80,9 +80,9 @@ pub async fn act(
     if ctx.decision.edits.is_empty() {
         return Ok(Act::Forward(body));
     }
-    let additions: Vec<_> = ctx.decision.query_settings().collect();
+    let additions: Vec<_> = ctx.decision.query_edits().collect();
     if !additions.is_empty() {
-        parts.uri = set_query_params(&parts.uri, &additions);
+        parts.uri = edit_query_params(&parts.uri, &additions);
     }
     let whole = match &body {
         OutboundBody::Bytes(bytes) if ctx.body.is_some() && ctx.decision.edits_body() => bytes,
@@ -204,6 +204,14 @@ async fn resolve_contact(
 /// Sets query parameters: the other parameters stay byte for byte, every occurrence of a set
 /// one (under its proto or JSON name, empty or not) is replaced by one `name=value` at the end.
 pub fn set_query_params(uri: &http::Uri, settings: &[(&str, &str)]) -> http::Uri {
+    let edits: Vec<(&str, Option<&str>)> = settings.iter().map(|(k, v)| (*k, Some(*v))).collect();
+    edit_query_params(uri, &edits)
+}
+
+/// Sets (`Some`) or removes (`None`) query parameters: the other parameters stay byte for
+/// byte, every occurrence of an edited one (under its proto or JSON name) is dropped and a set
+/// one appended once as `name=value`.
+pub fn edit_query_params(uri: &http::Uri, settings: &[(&str, Option<&str>)]) -> http::Uri {
     let mut query = String::new();
     for piece in uri
         .query()
@@ -221,7 +229,7 @@ pub fn set_query_params(uri: &http::Uri, settings: &[(&str, &str)]) -> http::Uri
             query.push_str(piece);
         }
     }
-    for (k, v) in settings {
+    for (k, v) in settings.iter().filter_map(|(k, v)| v.map(|v| (k, v))) {
         if !query.is_empty() {
             query.push('&');
         }

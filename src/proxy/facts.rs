@@ -104,6 +104,7 @@ pub async fn read(
         .snapshot
         .policy
         .app_policy(ctx.subject.project.as_deref(), ctx.subject.app.as_deref());
+    ctx.pseudo = super::pseudo::read(state.pseudo_ids(), ctx);
     Ok(outbound)
 }
 

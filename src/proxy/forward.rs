@@ -141,6 +141,7 @@ pub async fn forward(
                     idle::Direction::Response,
                     &metrics,
                     Default::default(),
+                    connection.as_ref().map(|c| c.close.clone()),
                 )
             }
         });

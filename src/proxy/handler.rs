@@ -85,6 +85,11 @@ pub async fn handle(
         req
     } else {
         let fired = ctx.request_body_stalled.clone();
+        // Over HTTP/1.1 the answer to a stalled body closes the connection.
+        let close = (req.version() < http::Version::HTTP_2)
+            .then(|| meta.and_then(|m| m.connection.as_ref()))
+            .flatten()
+            .map(|(c, _)| c.close.clone());
         req.map(|b| {
             idle::idle(
                 b,
@@ -92,6 +97,7 @@ pub async fn handle(
                 Direction::Request,
                 &state.metrics,
                 fired,
+                close,
             )
         })
     };

@@ -10,7 +10,10 @@
 //!   stream does not stall the socket and hyper stops polling that stream's body, by [`relay`]:
 //!   a task that moves the upstream body to the client a frame at a time, as the client asks
 //!   for them, and gives up when either side makes no progress for the timeout, dropping the
-//!   upstream body.
+//!   upstream body and ending the stream's task ([`StreamCancel`]): the stream is reset
+//!   (RST_STREAM CANCEL) at once, without waiting for the client to open its window again.
+//! - An HTTP/1.1 body abandoned either way ends its connection; the connection's
+//!   [`CloseCause`] records why (`modegate_connections_closed_total{reason="body_idle"}`).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,6 +27,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
 use crate::metrics::Metrics;
+use crate::server::streams::StreamCancel;
+use crate::server::{CloseCause, CloseReason};
 use crate::upstream::{boxed, BodyError, GatewayBody};
 
 /// Which way a body flows.
@@ -68,16 +73,19 @@ pub struct IdleBody {
     /// Raised when the timeout fired (so the request path can tell a stalled client from a
     /// failed upstream).
     fired: Arc<AtomicBool>,
+    /// The HTTP/1.1 connection this body ends when abandoned.
+    close: Option<CloseCause>,
 }
 
 impl IdleBody {
-    /// Wraps `inner`.
+    /// Wraps `inner`; `close` is the HTTP/1.1 connection that abandoning it closes.
     pub fn new(
         inner: GatewayBody,
         timeout: Duration,
         direction: Direction,
         metrics: Arc<Metrics>,
         fired: Arc<AtomicBool>,
+        close: Option<CloseCause>,
     ) -> Self {
         Self {
             inner,
@@ -86,6 +94,7 @@ impl IdleBody {
             metrics,
             idle: None,
             fired,
+            close,
         }
     }
 }
@@ -113,6 +122,9 @@ impl Body for IdleBody {
                     return Poll::Pending;
                 }
                 this.fired.store(true, Ordering::Release);
+                if let Some(close) = &this.close {
+                    close.set(CloseReason::BodyIdle);
+                }
                 Poll::Ready(Some(Err(abandoned(
                     this.direction,
                     this.timeout,
@@ -131,13 +143,14 @@ impl Body for IdleBody {
     }
 }
 
-/// Wraps `body` so it fails after `timeout` without progress.
+/// Wraps `body` so it fails after `timeout` without progress (see [`IdleBody::new`]).
 pub fn idle(
     body: GatewayBody,
     timeout: Duration,
     direction: Direction,
     metrics: &Arc<Metrics>,
     fired: Arc<AtomicBool>,
+    close: Option<CloseCause>,
 ) -> GatewayBody {
     boxed(IdleBody::new(
         body,
@@ -145,6 +158,7 @@ pub fn idle(
         direction,
         metrics.clone(),
         fired,
+        close,
     ))
 }
 
@@ -154,10 +168,18 @@ pub fn idle(
 /// The relay reads the next upstream frame only when the client's side asks for one, which
 /// hyper does only while the stream can send. A stalled stream therefore holds no frame here:
 /// what the client does not take stays in the upstream connection, where backpressure belongs.
+/// Giving up ends the stream's task, which resets the stream at once (called from outside an
+/// h2 stream task, the stream fails when next polled instead).
 pub fn relay(mut body: GatewayBody, timeout: Duration, metrics: Arc<Metrics>) -> GatewayBody {
     if body.is_end_stream() {
         return body;
     }
+    let stream = StreamCancel::current();
+    let reset = move || {
+        if let Some(stream) = &stream {
+            stream.cancel();
+        }
+    };
     let size = body.size_hint();
     let (want, mut wanted) = tokio::sync::mpsc::channel::<()>(1);
     let (send, frames) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(1);
@@ -168,14 +190,19 @@ pub fn relay(mut body: GatewayBody, timeout: Duration, metrics: Arc<Metrics>) ->
                 // The client went away: nothing to deliver.
                 Ok(None) => return,
                 Err(_) => {
-                    // The client took nothing: the upstream body is dropped here, which closes
-                    // its connection; the stream fails when it is polled again.
+                    // The client took nothing: the stream is reset, and the upstream body is
+                    // dropped here, which closes its connection.
                     abandoned(Direction::Response, timeout, &metrics);
+                    reset();
                     return;
                 }
             }
             let item = match tokio::time::timeout(timeout, body.frame()).await {
-                Err(_) => Err(abandoned(Direction::Response, timeout, &metrics)),
+                Err(_) => {
+                    let error = abandoned(Direction::Response, timeout, &metrics);
+                    reset();
+                    Err(error)
+                }
                 Ok(None) => return,
                 Ok(Some(item)) => item,
             };

@@ -796,6 +796,7 @@ mod tests {
                                     query: &query,
                                     body: Some(body),
                                     message_store: None,
+                                    pseudo: None,
                                 };
                                 evaluate(&facts, mode, &ctx)
                             };

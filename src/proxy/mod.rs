@@ -29,6 +29,7 @@ pub mod learn;
 pub mod lookup;
 pub mod meta;
 pub mod observe;
+pub mod pseudo;
 pub mod request_id;
 pub mod rescue;
 pub mod snapshot;
@@ -84,6 +85,8 @@ pub struct Deps {
     pub clock: Clock,
     /// The Redis replicas share modes through (`build` reads it from the environment).
     pub shared_cache: Option<crate::shared_cache::RedisTarget>,
+    /// The keys pseudo ids are opened with (`build` reads them from `callbacks.id_key_env`).
+    pub pseudo_ids: Option<crate::pseudo_ids::PseudoIds>,
 }
 
 impl std::fmt::Debug for Deps {
@@ -94,6 +97,7 @@ impl std::fmt::Debug for Deps {
             .field("contact_lookup", &self.contact_lookup.is_some())
             .field("clock", &self.clock)
             .field("shared_cache", &self.shared_cache)
+            .field("pseudo_ids", &self.pseudo_ids)
             .finish()
     }
 }
@@ -132,6 +136,8 @@ pub struct GatewayState {
     verify_credentials: bool,
     /// Inject auth: the gateway's own key.
     inject: Option<Inject>,
+    /// Rule `dispatch.pseudo_ids`: the keys pseudo ids are opened with.
+    pseudo_ids: Option<crate::pseudo_ids::PseudoIds>,
     /// `[log] access_log`.
     access_log: bool,
 }
@@ -145,6 +151,11 @@ impl std::fmt::Debug for GatewayState {
 }
 
 impl GatewayState {
+    /// The keys pseudo ids are opened with, when `callbacks.id_key_env` is set.
+    pub fn pseudo_ids(&self) -> Option<&crate::pseudo_ids::PseudoIds> {
+        self.pseudo_ids.as_ref()
+    }
+
     /// Creates the shared state from a validated config. `api` is the upstream origin,
     /// `token_uri` the absolute URL `POST /oauth2/token` is forwarded to. `None` when `api` is
     /// not an absolute URL (validation normally guarantees it is).
@@ -244,6 +255,7 @@ impl GatewayState {
             verify_credentials: config.auth.mode == AuthMode::Passthrough,
             inject,
             access_log: config.log.access_log,
+            pseudo_ids: deps.pseudo_ids,
         })
     }
 

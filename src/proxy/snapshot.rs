@@ -102,12 +102,20 @@ impl PolicyRuntime {
             .iter()
             .map(|op| learns_from(*op) || RuleId::ALL.iter().any(|r| runs(*r, *op)))
             .collect();
+        // Only operations that take a body (in the API schema) have one to read.
+        let takes_body = |op: Operation| {
+            crate::schema::schema()
+                .definitions(op)
+                .any(|d| d.takes_body())
+        };
         let reads_body = Operation::ALL
             .iter()
             .map(|op| {
-                RuleId::ALL.iter().any(|r| {
-                    runs(*r, *op) && (r.reads_body() || op.app_id_location() == AppIdLocation::Body)
-                })
+                takes_body(*op)
+                    && RuleId::ALL.iter().any(|r| {
+                        runs(*r, *op)
+                            && (r.reads_body() || op.app_id_location() == AppIdLocation::Body)
+                    })
             })
             .collect();
         Self {

@@ -80,6 +80,8 @@ pub fn check(def: &OperationDef, raw: Option<&str>, rules: &dyn RuleReads) -> Op
     let s = schema();
     let request = s.message(def.request);
     let mut counts = [0u8; 64];
+    // Occurrences of a field mask as repeated `.paths` and as one string.
+    let mut mask_forms = [0u32; 2];
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
         if key.eq_ignore_ascii_case("_method") {
             return Some(
@@ -113,10 +115,23 @@ pub fn check(def: &OperationDef, raw: Option<&str>, rules: &dyn RuleReads) -> Op
         }
         let rest: Vec<&str> = path.collect();
         if field.kind == Kind::Mask {
-            if !(rest.is_empty() || rest == ["paths"]) {
+            // `update_mask=a,b` once, or the repeated `update_mask.paths=a`: not both, and
+            // the single-string form once (parsers differ on which of two they keep).
+            let plain = match rest.as_slice() {
+                [] => true,
+                ["paths"] => false,
+                _ => {
+                    return Some(format!(
+                        "{key}: a field mask is given as {}=a,b",
+                        field.proto
+                    ))
+                }
+            };
+            mask_forms[usize::from(plain)] += 1;
+            if mask_forms[1] > 1 || (mask_forms[0] > 0 && mask_forms[1] > 0) {
                 return Some(format!(
-                    "{key}: a field mask is given as {}=a,b",
-                    field.proto
+                    "{}: given more than once, so parsers may read different masks; send it once, as {}=a,b",
+                    field.proto, field.proto
                 ));
             }
             continue;
@@ -279,6 +294,22 @@ mod tests {
         }
         assert!(check_op(Operation::UpdateApp, Method::PATCH, "update_mask=a,b").is_none());
         assert!(check_op(Operation::UpdateApp, Method::PATCH, "update_mask.paths=a").is_none());
+        assert!(check_op(
+            Operation::UpdateApp,
+            Method::PATCH,
+            "update_mask.paths=a&update_mask.paths=b"
+        )
+        .is_none());
+        for twice in [
+            "update_mask=a&update_mask=b",
+            "update_mask=a&updateMask=b",
+            "update_mask=a&update_mask.paths=b",
+        ] {
+            assert!(
+                check_op(Operation::UpdateApp, Method::PATCH, twice).is_some(),
+                "{twice}"
+            );
+        }
     }
 
     #[test]

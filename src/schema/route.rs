@@ -14,7 +14,7 @@
 use http::Method;
 
 use super::{Api, OperationDef, Segment};
-use crate::domain::{valid_id, Operation};
+use crate::domain::valid_id;
 
 /// Splits a template into its segments and verb.
 pub(super) fn parse_template(path: &str) -> Result<(Vec<Segment>, Option<String>), String> {
@@ -288,15 +288,11 @@ fn matches(e: &Entry, parts: &[&str], verb: Option<&str>, fold: bool) -> bool {
     })
 }
 
-/// Whether `op` is one the schema routes (everything but `other` and the token endpoint).
-pub fn routed(op: Operation) -> bool {
-    !matches!(op, Operation::Other | Operation::OauthToken)
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::schema;
     use super::*;
+    use crate::domain::Operation;
 
     fn route(method: Method, path: &str) -> Routed {
         let rest = path.strip_prefix('/').expect("abs");

@@ -110,6 +110,11 @@ fn value_after_colon(line: &[u8]) -> &[u8] {
 }
 
 impl Sniffer {
+    /// Whether a request head has begun and is not complete.
+    fn in_head(&self) -> bool {
+        self.phase == Phase::Head && (self.head_lines > 0 || self.line_len > 0)
+    }
+
     fn current_line(&self) -> &[u8] {
         &self.line[..self.line_len.min(KEEP)]
     }
@@ -283,6 +288,12 @@ pub struct SniffIo<T> {
     stall: Option<(std::time::Duration, Option<super::OnWriteStall>)>,
     /// Armed while writes are pending.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Where a write stall is recorded as the reason the connection closes.
+    close: super::CloseCause,
+    /// The stall was reported (it is reported once, however often the dead socket is polled).
+    reported: bool,
+    /// What `close` was last told of a request head in progress.
+    in_head: bool,
 }
 
 impl<T> std::fmt::Debug for SniffIo<T> {
@@ -293,11 +304,13 @@ impl<T> std::fmt::Debug for SniffIo<T> {
 
 impl<T> SniffIo<T> {
     /// Wraps `inner`; `flag` is raised on a conflicting request; `stall` is the write-stall
-    /// timeout and whom to tell when it closes the connection.
+    /// timeout and whom to tell when it closes the connection, which is also recorded in
+    /// `close`.
     pub fn new(
         inner: T,
         flag: FramingFlag,
         stall: Option<(std::time::Duration, Option<super::OnWriteStall>)>,
+        close: super::CloseCause,
     ) -> Self {
         Self {
             inner,
@@ -305,6 +318,9 @@ impl<T> SniffIo<T> {
             flag,
             stall,
             stalled: None,
+            close,
+            reported: false,
+            in_head: false,
         }
     }
 
@@ -326,8 +342,12 @@ impl<T> SniffIo<T> {
             .stalled
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(*timeout)));
         if sleep.as_mut().poll(cx).is_ready() {
-            if let Some(f) = on_stall {
-                f();
+            if !self.reported {
+                self.reported = true;
+                self.close.set(super::CloseReason::WriteStall);
+                if let Some(f) = on_stall {
+                    f();
+                }
             }
             return Poll::Ready(Err(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -349,6 +369,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for SniffIo<T> {
         let result = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
             this.sniffer.feed(&buf.filled()[before..], &this.flag);
+            let in_head = this.sniffer.in_head();
+            if in_head != this.in_head {
+                this.in_head = in_head;
+                this.close.set_head_started(in_head);
+            }
         }
         result
     }
@@ -495,6 +520,26 @@ mod tests {
             flagged(&[b"GET / HTTP/1.1\r\nX-Content-Length: 1\r\nTransfer-Encoding-X: y\r\n\r\n"]),
             None
         );
+    }
+
+    #[test]
+    fn a_head_in_progress_is_told_apart_from_an_idle_connection() {
+        let flag = FramingFlag::default();
+        let mut s = Sniffer::default();
+        assert!(!s.in_head());
+        s.feed(b"GET /a HTTP/1.1\r\nHo", &flag);
+        assert!(s.in_head());
+        s.feed(b"st: x\r\n\r\n", &flag);
+        assert!(!s.in_head(), "complete");
+        s.feed(b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\no", &flag);
+        assert!(!s.in_head(), "in a body");
+        s.feed(b"k\r\n", &flag);
+        assert!(
+            !s.in_head(),
+            "blank lines before a request line are not a head"
+        );
+        s.feed(b"G", &flag);
+        assert!(s.in_head());
     }
 
     #[test]

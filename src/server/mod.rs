@@ -2,26 +2,36 @@
 //! one port, or both over TLS with ALPN), cap concurrent connections, and drain gracefully on
 //! shutdown.
 //!
+//! One deadline runs from accept until the connection's first complete request head, whatever
+//! the protocol phase: the HTTP/1-or-h2 sniff, the TLS handshake, the h2 preface and SETTINGS,
+//! the first HEADERS. A connection that misses it is closed, so no slot is held by a peer that
+//! never asks for anything.
+//!
 //! The same loop serves the proxy, the admin endpoints and the simulator.
 
+pub mod close;
 pub mod framing;
+pub mod streams;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+pub use close::{CloseCause, CloseReason, OnClose};
 use framing::{FramingFlag, SniffIo};
+use streams::StreamExecutor;
 
 /// The receiving side of a shutdown request. Cloneable; every clone sees the trigger.
 #[derive(Clone, Debug)]
@@ -67,20 +77,23 @@ pub type OnWriteStall = std::sync::Arc<dyn Fn() + Send + Sync>;
 /// Per-listener connection settings.
 #[derive(Clone)]
 pub struct ConnectionSettings {
-    /// Time a client has to send a complete request head, and its first byte.
+    /// Time a client has from accept to its first complete request head (through TLS and the
+    /// h2 preface), and between HTTP/1.1 requests.
     pub header_read_timeout: Duration,
     /// Time a client may leave the gateway's writes unread before its connection is closed
     /// (`None`: no limit).
     pub write_stall_timeout: Option<Duration>,
     /// Told of every connection closed for a write stall.
     pub on_write_stall: Option<OnWriteStall>,
+    /// Told of every connection the gateway closed, with why.
+    pub on_close: Option<OnClose>,
     /// Concurrent connections; further ones wait in the accept backlog.
     pub max_connections: usize,
     /// HTTP/2 concurrent streams per connection.
     pub http2_max_concurrent_streams: u32,
     /// Time in-flight requests get after shutdown is triggered.
     pub shutdown_grace: Duration,
-    /// TLS for every connection (the handshake must finish within the header read timeout).
+    /// TLS for every connection (the handshake counts against the header read timeout).
     pub tls: Option<crate::tls::ServerTls>,
 }
 
@@ -90,6 +103,7 @@ impl Default for ConnectionSettings {
             header_read_timeout: Duration::from_secs(10),
             write_stall_timeout: None,
             on_write_stall: None,
+            on_close: None,
             max_connections: 10_000,
             http2_max_concurrent_streams: 256,
             shutdown_grace: Duration::from_secs(20),
@@ -126,8 +140,8 @@ pub const H2_MAX_SEND_BUF: usize = 16 * 1024;
 const H2_STREAM_WINDOW: u32 = 64 * 1024;
 const H2_CONNECTION_WINDOW: u32 = 1024 * 1024;
 
-fn builder(settings: &ConnectionSettings) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+fn builder(settings: &ConnectionSettings) -> auto::Builder<StreamExecutor> {
+    let mut builder = auto::Builder::new(StreamExecutor);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -157,6 +171,44 @@ pub struct ConnectionInfo {
     pub framing: FramingFlag,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// Where the request path records why it is closing the connection.
+    pub close: CloseCause,
+}
+
+/// Marks its connection's first request: hyper calls the service once a request head is
+/// complete, which ends the connection's head deadline.
+#[derive(Clone)]
+struct FirstHead<S> {
+    inner: S,
+    seen: Arc<AtomicBool>,
+}
+
+impl<S: tower::Service<R>, R> tower::Service<R> for FirstHead<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: R) -> Self::Future {
+        if !self.seen.load(Ordering::Relaxed) {
+            self.seen.store(true, Ordering::Release);
+        }
+        self.inner.call(req)
+    }
+}
+
+/// Whether `error` is hyper's HTTP/1 header read timeout (an h2 keep-alive timeout carries a
+/// source; the header timeout has none).
+fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
+    error
+        .downcast_ref::<hyper::Error>()
+        .is_some_and(|e| e.is_timeout() && std::error::Error::source(e).is_none())
 }
 
 /// Serves `listener` until `shutdown`, then drains for at most `shutdown_grace`.
@@ -205,55 +257,80 @@ pub async fn serve<M, S, B>(
         };
         let _ = stream.set_nodelay(true);
         let framing = FramingFlag::default();
+        let close = CloseCause::default();
         let tls = settings.tls.as_ref().map(crate::tls::ServerTls::acceptor);
-        let service = TowerToHyperService::new(make(ConnectionInfo {
-            peer,
-            framing: framing.clone(),
-            tls: tls.is_some(),
-        }));
+        let seen = Arc::new(AtomicBool::new(false));
+        let service = TowerToHyperService::new(FirstHead {
+            inner: make(ConnectionInfo {
+                peer,
+                framing: framing.clone(),
+                tls: tls.is_some(),
+                close: close.clone(),
+            }),
+            seen: seen.clone(),
+        });
         let builder = builder.clone();
         let graceful = graceful.watcher();
-        let first_byte = settings.header_read_timeout;
+        let head_timeout = settings.header_read_timeout;
+        let on_close = settings.on_close.clone();
         let stall = settings
             .write_stall_timeout
             .map(|t| (t, settings.on_write_stall.clone()));
         tokio::spawn(async move {
-            // The first-byte deadline: hyper's own header timer only starts once bytes arrive,
-            // and choosing HTTP/1 or h2 waits for them without one, so a silent connection
-            // would hold its slot for ever.
-            let mut first = [0u8; 1];
-            match tokio::time::timeout(first_byte, stream.peek(&mut first)).await {
-                Ok(Ok(n)) if n > 0 => {}
-                Ok(_) | Err(_) => {
-                    tracing::debug!(listener = name, peer = %peer, "no request within the header read timeout; closing");
-                    drop(permit);
-                    return;
-                }
-            }
-            let result = match tls {
-                None => {
-                    let io = TokioIo::new(SniffIo::new(stream, framing, stall));
-                    graceful
-                        .watch(builder.serve_connection(io, service).into_owned())
-                        .await
-                }
-                Some(acceptor) => {
-                    match tokio::time::timeout(first_byte, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            let io = TokioIo::new(SniffIo::new(stream, framing, stall));
+            let io_close = close.clone();
+            let connection = async move {
+                match tls {
+                    None => {
+                        let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
+                        graceful
+                            .watch(builder.serve_connection(io, service).into_owned())
+                            .await
+                    }
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => {
+                            let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
                             graceful
                                 .watch(builder.serve_connection(io, service).into_owned())
                                 .await
                         }
-                        Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
-                        Err(_) => Err("no TLS handshake within the header read timeout".into()),
-                    }
+                        Err(e) => Err(format!("TLS handshake failed: {e}").into()),
+                    },
                 }
             };
-            if let Err(e) = result {
+            // hyper's own header timer starts only once it reads a request, after the sniff
+            // and the handshake; this one starts at accept and stops at the first request.
+            let head_deadline = async {
+                tokio::time::sleep(head_timeout).await;
+                if seen.load(Ordering::Acquire) {
+                    std::future::pending::<()>().await;
+                }
+            };
+            let ended = tokio::select! {
+                result = connection => result,
+                () = head_deadline => {
+                    close.set(CloseReason::HeaderTimeout);
+                    Err("no complete request head within the header read timeout".into())
+                }
+            };
+            if let Err(e) = &ended {
+                if is_header_timeout(&**e) {
+                    // hyper's timer, waiting for a later HTTP/1.1 request: a head begun and
+                    // not finished, or none begun at all.
+                    close.set(if close.head_started() || !seen.load(Ordering::Acquire) {
+                        CloseReason::HeaderTimeout
+                    } else {
+                        CloseReason::Idle
+                    });
+                }
                 tracing::debug!(listener = name, peer = %peer, error = %e, "connection ended with error");
             }
             drop(permit);
+            if let Some(reason) = close.get() {
+                tracing::debug!(listener = name, peer = %peer, reason = reason.as_str(), "closed the connection");
+                if let Some(on_close) = &on_close {
+                    on_close(reason);
+                }
+            }
         });
     }
     drop(listener);

@@ -3,12 +3,15 @@
 //! and for the Batch API's origin on another ([`batch`]).
 //!
 //! It is its own service, never part of the gateway's request path. Besides the API it answers
-//! two control endpoints for tests and benchmarks: `GET /_simulator/calls` (per-operation call
-//! counts) and `POST /_simulator/tokens:expire` (expire every issued token).
+//! control endpoints for tests and benchmarks: `GET /_simulator/calls` (per-operation call
+//! counts, and callback deliveries), `POST /_simulator/tokens:expire` (expire every issued
+//! token) and `POST /_simulator/inbound` (an MO from `{"project_id","app_id","channel",
+//! "identity","text"}`, delivered to the app's webhooks as `MESSAGE_INBOUND`; see [`callbacks`]).
 
 mod api;
 mod auth;
 mod batch;
+pub mod callbacks;
 mod lenient;
 pub mod seed;
 mod store;
@@ -44,6 +47,7 @@ pub struct Simulator {
     state: Mutex<State>,
     faults: seed::Faults,
     calls: Vec<AtomicU64>,
+    deliverer: callbacks::Deliverer,
 }
 
 impl std::fmt::Debug for Simulator {
@@ -88,6 +92,7 @@ impl Simulator {
             }),
             faults: seed.faults,
             calls: Operation::ALL.iter().map(|_| AtomicU64::new(0)).collect(),
+            deliverer: callbacks::Deliverer::new(seed.callbacks),
         })
     }
 
@@ -99,6 +104,11 @@ impl Simulator {
     /// How many calls of `op` arrived so far (every call counts, including refused ones).
     pub fn calls(&self, op: Operation) -> u64 {
         self.calls[op.index()].load(Ordering::Relaxed)
+    }
+
+    /// Callback deliveries so far.
+    pub fn callback_stats(&self) -> &callbacks::DeliveryStats {
+        &self.deliverer.stats
     }
 
     /// Expires every issued token.
@@ -159,6 +169,9 @@ impl Simulator {
     {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
+        if path == "/_simulator/inbound" && parts.method == Method::POST {
+            return self.inbound(body).await;
+        }
         if let Some(control) = path.strip_prefix("/_simulator/") {
             return self.control(&parts.method, control);
         }
@@ -264,10 +277,68 @@ impl Simulator {
             query: &query,
             body: body_json,
         };
-        match api::handle(project, &call) {
+        let answer = api::handle(project, &call);
+        let deliveries = match (&answer, op) {
+            (Ok(v), Operation::SendMessage) => callbacks::for_send(
+                project,
+                &route.project,
+                v.get("message_id").and_then(Value::as_str).unwrap_or(""),
+                call.body
+                    .get("correlation_id")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
+            ),
+            _ => Vec::new(),
+        };
+        drop(state);
+        self.deliverer.spawn(deliveries);
+        match answer {
             Ok(v) => json_response(StatusCode::OK, &v),
             Err(e) => e.into_response(),
         }
+    }
+
+    /// `POST /_simulator/inbound`: an MO, stored and delivered as `MESSAGE_INBOUND`.
+    async fn inbound<B>(&self, body: B) -> Response<Full<Bytes>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let Ok(bytes) = Limited::new(body, MAX_BODY).collect().await else {
+            return ApiError::invalid_argument("body: unreadable").into_response();
+        };
+        let v: Value = serde_json::from_slice(&bytes.to_bytes()).unwrap_or(Value::Null);
+        let field = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("");
+        let project_id = field("project_id");
+        let mut state = self.state();
+        let Some(project) = state.projects.get_mut(project_id) else {
+            return ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("project {project_id} not found"),
+            )
+            .into_response();
+        };
+        let channel = Some(field("channel"))
+            .filter(|c| !c.is_empty())
+            .unwrap_or("SMS");
+        let message = match api::inbound(
+            project,
+            field("app_id"),
+            channel,
+            field("identity"),
+            field("text"),
+        ) {
+            Ok(m) => m,
+            Err(e) => return e.into_response(),
+        };
+        let deliveries = callbacks::for_inbound(project, project_id, &message);
+        drop(state);
+        let n = deliveries.len();
+        self.deliverer.spawn(deliveries);
+        json_response(
+            StatusCode::OK,
+            &serde_json::json!({"message_id": message.id, "callbacks": n}),
+        )
     }
 
     fn control(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
@@ -278,7 +349,16 @@ impl Simulator {
                     .map(|op| (op.as_str().to_string(), Value::from(self.calls(*op))))
                     .filter(|(_, v)| v.as_u64() != Some(0))
                     .collect();
-                json_response(StatusCode::OK, &serde_json::json!({ "operations": counts }))
+                let stats = self.callback_stats();
+                let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+                json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "operations": counts, "callbacks": {
+                        "attempts": n(&stats.attempts),
+                        "delivered": n(&stats.delivered),
+                        "failed": n(&stats.failed),
+                    }}),
+                )
             }
             (&Method::POST, "tokens:expire") => {
                 self.expire_tokens();

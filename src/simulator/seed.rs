@@ -34,6 +34,44 @@ pub struct Seed {
     /// Fault injection.
     #[serde(default)]
     pub faults: Faults,
+    /// How callbacks are delivered.
+    #[serde(default)]
+    pub callbacks: CallbackKnobs,
+}
+
+/// Callback delivery knobs (`[callbacks]` in a seed).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallbackKnobs {
+    /// Retries after a 5xx, 429, timeout or connection failure (default 3).
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    /// Pause before the first retry, doubling after each (default 5000).
+    #[serde(default = "default_retry_first")]
+    pub retry_first_ms: u64,
+    /// Time a webhook target has to answer (default 10000).
+    #[serde(default = "default_callback_timeout")]
+    pub timeout_ms: u64,
+}
+
+impl Default for CallbackKnobs {
+    fn default() -> Self {
+        CallbackKnobs {
+            retries: default_retries(),
+            retry_first_ms: default_retry_first(),
+            timeout_ms: default_callback_timeout(),
+        }
+    }
+}
+
+fn default_retries() -> u32 {
+    3
+}
+fn default_retry_first() -> u64 {
+    5_000
+}
+fn default_callback_timeout() -> u64 {
+    10_000
 }
 
 fn default_token_ttl() -> u64 {
@@ -65,6 +103,31 @@ pub struct SeedProject {
     /// Contacts (project-level).
     #[serde(default)]
     pub contacts: Vec<SeedContact>,
+    /// Webhooks, as `POST /webhooks` would create them.
+    #[serde(default)]
+    pub webhooks: Vec<SeedWebhook>,
+}
+
+/// One webhook.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedWebhook {
+    /// The app whose callbacks it receives.
+    pub app_id: String,
+    /// Where callbacks are POSTed.
+    pub target: String,
+    /// Triggers (default MESSAGE_INBOUND, MESSAGE_DELIVERY, MESSAGE_SUBMIT).
+    #[serde(default = "default_triggers")]
+    pub triggers: Vec<String>,
+    /// Signing secret: callbacks are signed when set.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+fn default_triggers() -> Vec<String> {
+    ["MESSAGE_INBOUND", "MESSAGE_DELIVERY", "MESSAGE_SUBMIT"]
+        .map(String::from)
+        .to_vec()
 }
 
 /// One app.

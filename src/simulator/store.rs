@@ -202,6 +202,19 @@ impl Project {
             };
             project.contacts.insert(c.id.clone(), contact);
         }
+        for w in &seed.webhooks {
+            let id = crate::ids::ulid();
+            let Value::Object(mut hook) = json!({
+                "id": id, "app_id": w.app_id, "target": w.target, "target_type": "HTTP",
+                "triggers": w.triggers,
+            }) else {
+                unreachable!("json! object literal")
+            };
+            if let Some(secret) = &w.secret {
+                hook.insert("secret".into(), json!(secret));
+            }
+            project.webhooks.insert(id, hook);
+        }
         project
     }
 

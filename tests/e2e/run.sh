@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real Sinch SDK end-to-end suite: PyPI sinch==2.3.0 and npm @sinch/sdk-core@1.4.0 against
 # `modegate serve` in front of `modegate simulate`, once with passthrough auth and once with
-# injected credentials (the SDKs then hold no real key). Any failed SDK step fails the run.
+# injected credentials (the SDKs then hold no real key), and the SDKs' webhook verifiers on the
+# callbacks the gateway forwards. Any failed SDK step fails the run.
 #
 # Usage: bash tests/e2e/run.sh   (MODEGATE_BIN overrides the binary; default target/debug)
 set -euo pipefail
@@ -153,6 +154,15 @@ TOML
 for state in fresh listed pinned; do
   run_mixed "$state"
 done
+
+# Callbacks: the SDKs' own webhook verifiers accept what the gateway's callback listener forwards.
+export MODEGATE_BIN="$bin" SIMULATOR="http://$sim" PROJECT=e2e-project APP=dispatch-app \
+  KEY_ID=e2e-key KEY_SECRET=e2e-secret WORK="$work"
+if "$work/venv/bin/python" "$here/callbacks_sdk.py" && node "$here/callbacks_sdk.js"; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1))
+fi
 
 echo "e2e: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

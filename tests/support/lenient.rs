@@ -47,7 +47,8 @@ fn decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn snake(k: &str) -> String {
+/// A key in its proto spelling (`contactId` → `contact_id`).
+pub fn snake(k: &str) -> String {
     let mut o = String::new();
     for c in k.chars() {
         if c.is_ascii_uppercase() {
@@ -311,7 +312,11 @@ pub fn violation(seen: &Seen) -> Option<String> {
     } else {
         (method, parse_all(&seen.body))
     };
-    if query.values().any(|v| v.len() > 1) {
+    // A repeated field (`update_mask.paths`) is a list, not a duplicate.
+    if query
+        .iter()
+        .any(|(k, v)| v.len() > 1 && !k.ends_with(".paths"))
+    {
         return Some(format!("a parameter given twice forwarded: {:?}", seen.uri));
     }
     if body.as_ref().is_some_and(J::has_duplicates) {

@@ -149,6 +149,37 @@ pub(super) fn send_message(project: &mut Project, body: &Value) -> Answer {
     Ok(json!({"message_id": id, "accepted_time": store::rfc3339(now)}))
 }
 
+/// An MO from `identity` on `channel` to `app_id`, stored as a `TO_APP` message in the app's
+/// mode (in CONVERSATION mode with its contact and conversation, created when new).
+pub(crate) fn inbound(
+    project: &mut Project,
+    app_id: &str,
+    channel: &str,
+    identity: &str,
+    text: &str,
+) -> Result<Message, ApiError> {
+    let mode = app_mode(app(project, app_id)?);
+    let body = json!({"recipient": {"identified_by": {"channel_identities": [
+        {"channel": channel, "identity": identity}
+    ]}}});
+    let (channel, identity, contact_id, conversation_id) = addressed(project, app_id, &body, mode)?;
+    let message = Message {
+        id: crate::ids::ulid(),
+        app_id: app_id.to_string(),
+        mode,
+        direction: "TO_APP",
+        channel,
+        identity,
+        contact_id,
+        conversation_id,
+        content: json!({"text_message": {"text": text}}),
+        metadata: String::new(),
+        accept_time: SystemTime::now(),
+    };
+    project.messages.push(message.clone());
+    Ok(message)
+}
+
 /// Who a send addresses: channel, identity and contact, and the conversation it joins (none in
 /// DISPATCH mode).
 pub(super) fn addressed(

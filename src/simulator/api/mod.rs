@@ -21,6 +21,8 @@ use conversations::*;
 use messages::*;
 use webhooks::*;
 
+pub(crate) use messages::inbound;
+
 use super::store::Project;
 use crate::api_error::ApiError;
 use crate::domain::Operation;
@@ -175,7 +177,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
             })
         }
         Op::Settings => settings(project, call),
-        // The Batch API is served on its own origin (`batch`).
+        // The Batch API is served on its own origin (`batch`); callbacks are the gateway's.
         Op::BatchSend
         | Op::BatchCancel
         | Op::BatchGet
@@ -184,6 +186,7 @@ pub(crate) fn handle(project: &mut Project, call: &Call<'_>) -> Answer {
         | Op::BatchContactsDelete
         | Op::BatchConsents
         | Op::OauthToken
+        | Op::Callback
         | Op::Other => Err(not_found("no such endpoint")),
     }
 }
