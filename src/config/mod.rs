@@ -20,6 +20,7 @@ mod summary;
 pub mod transport;
 mod typed;
 mod validate;
+mod values;
 
 use std::fmt;
 use std::net::SocketAddr;
