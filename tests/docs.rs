@@ -47,12 +47,13 @@ fn figures(text: &str) -> Vec<String> {
 fn every_performance_figure_in_the_readme_is_from_the_committed_results() {
     let readme = read("README.md");
     // The committed runs: the benchmark, the stalled-reader measurement, the soak and the
-    // callback throughput.
+    // callback throughput, the API-model before / after run.
     let results = [
         "bench/results.md",
         "bench/stalled.md",
         "bench/soak.md",
         "bench/callbacks.md",
+        "bench/api-model.md",
     ]
     .map(read)
     .concat()
