@@ -296,16 +296,21 @@ fn sorted(path: &Path, mut problems: Vec<Problem>) -> ConfigError {
     }
 }
 
+/// The text of a config file, or the error that names it.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            key: String::new(),
+            message: format!("cannot read the file: {e}"),
+        }],
+    })
+}
+
 impl Config {
     /// Reads and validates a file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_path_buf(),
-            problems: vec![Problem {
-                key: String::new(),
-                message: format!("cannot read the file: {e}"),
-            }],
-        })?;
+        let text = read_file(path)?;
         Config::parse(&text, path)
     }
 
@@ -327,13 +332,7 @@ impl Config {
         path: &Path,
         start_checks: impl FnOnce(&Config) -> Vec<Problem>,
     ) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: path.to_path_buf(),
-            problems: vec![Problem {
-                key: String::new(),
-                message: format!("cannot read the file: {e}"),
-            }],
-        })?;
+        let text = read_file(path)?;
         let (config, mut problems) = validate::read(&text, path)?;
         for p in start_checks(&config) {
             if !problems.iter().any(|q| q.key == p.key) {
