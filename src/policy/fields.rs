@@ -15,8 +15,8 @@ use crate::schema::{schema, Kind, MessageId};
 struct ReadTable {
     /// Top-level body fields (proto names) built from a policy route's body.
     kept: Vec<&'static str>,
-    /// Every field on a declared path: (message, field index).
-    read: Vec<(MessageId, usize)>,
+    /// Per message, per field: whether it is on a declared path.
+    read: Vec<Vec<bool>>,
 }
 
 fn table() -> &'static ReadTable {
@@ -25,7 +25,7 @@ fn table() -> &'static ReadTable {
         let s = schema();
         // The facts phase reads the subject's app id from the body.
         let mut kept: Vec<&'static str> = vec!["app_id"];
-        let mut read = Vec::new();
+        let mut read: Vec<Vec<bool>> = (0..s.message_count()).map(|_| Vec::new()).collect();
         for rule in RuleId::ALL {
             for path in rule.reads() {
                 let first = path.split('.').next().unwrap_or(path);
@@ -38,9 +38,11 @@ fn table() -> &'static ReadTable {
                         let Some((index, field)) = s.message(current).field(part) else {
                             break;
                         };
-                        if !read.contains(&(current, index)) {
-                            read.push((current, index));
+                        let flags = &mut read[current.index()];
+                        if flags.len() <= index {
+                            flags.resize(index + 1, false);
                         }
+                        flags[index] = true;
                         match field.kind {
                             Kind::Message(m) => current = m,
                             _ => break,
@@ -62,7 +64,12 @@ pub fn kept(proto: &str) -> bool {
 /// Whether a rule reads field `index` of `message` (its enum values are then read strictly:
 /// an unknown name is refused, not forwarded).
 pub fn is_read(message: MessageId, index: usize) -> bool {
-    table().read.contains(&(message, index))
+    table()
+        .read
+        .get(message.index())
+        .and_then(|flags| flags.get(index))
+        .copied()
+        .unwrap_or(false)
 }
 
 /// Whether `key` is the lowerCamelCase JSON name of `proto` (`ttl_days` → `ttlDays`).

@@ -32,6 +32,13 @@ pub enum Api {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MessageId(u16);
 
+impl MessageId {
+    /// The dense index, for per-message tables.
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
 /// Index of an enum in the schema.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EnumId(u16);
@@ -227,6 +234,11 @@ pub struct Schema {
 }
 
 impl Schema {
+    /// How many messages the schema has (`MessageId::index` is below it).
+    pub fn message_count(&self) -> usize {
+        self.messages.len()
+    }
+
     /// The message `id`.
     pub fn message(&self, id: MessageId) -> &Message {
         &self.messages[usize::from(id.0)]

@@ -220,13 +220,14 @@ impl Routes {
         out
     }
 
-    fn candidates<'a>(&'a self, parts: &[&str]) -> impl Iterator<Item = &'a Entry> + 'a {
+    /// The templates of the path's collection (literals compared without case; the
+    /// collection names are distinct that way too).
+    fn candidates(&self, parts: &[&str]) -> std::slice::Iter<'_, Entry> {
         let collection = parts.get(COLLECTION).copied().unwrap_or("");
-        let folded = collection.to_ascii_lowercase();
         self.groups
             .iter()
-            .filter(move |(c, _)| c.eq_ignore_ascii_case(&folded))
-            .flat_map(|(_, list)| list)
+            .find(|(c, _)| c.eq_ignore_ascii_case(collection))
+            .map_or([].iter(), |(_, list)| list.iter())
     }
 
     fn find(&self, api: Api, parts: &[&str], verb: Option<&str>, fold: bool) -> Option<&Entry> {
