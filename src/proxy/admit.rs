@@ -6,10 +6,13 @@
 //!   smuggling vector, refused and the connection closed rather than normalised.
 //! - In inject mode, callers that do not present the gateway's shared secret.
 //! - What the upstream could read differently from the gateway (rule `request.canonical`): a
-//!   path with no canonical form, a method override header, more than one `Authorization`, a
-//!   `Connection` header that would strip a header the gateway relies on, a method the API
-//!   does not define on a known route; and, with `policy.unrecognized_route = "reject"`, a path
-//!   under `/v1/projects/` that names no operation (rule `request.unrecognized_route`).
+//!   path with no canonical form, or one that resembles an operation only in a way front ends
+//!   read differently (see `schema::route`); a method or target override (headers, `_method`);
+//!   a gRPC request; a query the API schema reads otherwise (see `schema::query`); a body on an
+//!   operation that takes none; more than one `Authorization`; a `Connection` header that would
+//!   strip a header the gateway relies on; a method the API does not define on a known route;
+//!   and, with `policy.unrecognized_route = "reject"`, any path that names no operation of the
+//!   API (rule `request.unrecognized_route`).
 
 use http::{header, Method, Request, Version};
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::ctx::RequestCtx;
 use crate::domain::{project_key, Operation};
 use crate::policy::{fields, Action, PseudoFacts, PseudoField, Resolved, RuleId};
-use crate::pseudo_ids::{is_pseudo, PseudoIdError, PseudoIdentity, PseudoIds, PseudoKind};
+use crate::pseudo_ids::{is_pseudo, PseudoIdentity, PseudoIds, PseudoKind};
 
 /// The pseudo ids of the request in `ctx`, opened; `None` when it carries none (or the rule
 /// is off, or no keys are configured).
@@ -94,7 +94,7 @@ fn resolve(
                     "{field}: this pseudo id is of the other kind (a contact id where a conversation id belongs, or the reverse); send it in its own field"
                 ))
             }
-            Err(PseudoIdError::DoesNotVerify | PseudoIdError::Malformed) | Err(_) => {
+            Err(_) => {
                 return Err(format!(
                     "{field}: this pseudo id does not verify (changed, or minted with a key the gateway no longer holds); use the id exactly as the callback carried it"
                 ))
