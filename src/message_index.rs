@@ -7,7 +7,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use moka::future::Cache;
+use moka::policy::EvictionPolicy;
+use moka::sync::Cache;
 
 use crate::domain::ProcessingMode;
 
@@ -46,7 +47,17 @@ impl MessageIndex {
     /// Up to `max` ids for `ttl` each; `max = 0` turns the index off.
     pub fn new(max: u64, ttl: Duration) -> Self {
         Self {
-            cache: (max > 0).then(|| Cache::builder().max_capacity(max).time_to_live(ttl).build()),
+            cache: (max > 0).then(|| {
+                // Least-recently-used: the ids looked up are the ones just sent, and a new id
+                // is always admitted (a frequency-based admission could refuse the newest ids
+                // once the index is full, which are exactly the ones a client asks about).
+                // The synchronous cache: nothing here waits, and it costs a send less.
+                Cache::builder()
+                    .max_capacity(max)
+                    .time_to_live(ttl)
+                    .eviction_policy(EvictionPolicy::lru())
+                    .build()
+            }),
         }
     }
 
@@ -62,32 +73,32 @@ impl MessageIndex {
             return;
         };
         let k = key(project, message);
-        let merged = match cache.get(&k).await {
+        let merged = match cache.get(&k) {
             Some(old) => MessageOrigin {
                 app: origin.app.or(old.app),
                 store: origin.store.or(old.store),
             },
             None => origin,
         };
-        cache.insert(k, merged).await;
+        cache.insert(k, merged);
     }
 
     /// Remembers a message just sent: its id is new, so there is nothing to merge with.
     pub async fn remember_new(&self, project: &str, message: &str, origin: MessageOrigin) {
         if let Some(cache) = &self.cache {
-            cache.insert(key(project, message), origin).await;
+            cache.insert(key(project, message), origin);
         }
     }
 
     /// What is known of a message.
     pub async fn origin(&self, project: &str, message: &str) -> Option<MessageOrigin> {
-        self.cache.as_ref()?.get(&key(project, message)).await
+        self.cache.as_ref()?.get(&key(project, message))
     }
 
     /// Forgets a deleted message.
     pub async fn forget(&self, project: &str, message: &str) {
         if let Some(cache) = &self.cache {
-            cache.invalidate(&key(project, message)).await;
+            cache.invalidate(&key(project, message));
         }
     }
 }

@@ -190,15 +190,31 @@ fn dispatch_only(facts: &RequestFacts<'_>) -> bool {
     ) && facts.body.and_then(|b| json_text(b, "processing_strategy")) == Some("DISPATCH_ONLY")
 }
 
-/// The mode this request is processed in: the app's, or DISPATCH for a DISPATCH_ONLY send.
-fn effective_mode(
-    facts: &RequestFacts<'_>,
+/// A request as the rules judge it: its facts, the app's mode, and what every rule asks of
+/// them first (read once per evaluation, not once per rule).
+struct Judged<'f, 'a> {
+    facts: &'f RequestFacts<'a>,
     mode: Option<ProcessingMode>,
-) -> Option<ProcessingMode> {
-    if dispatch_only(facts) {
-        Some(ProcessingMode::Dispatch)
-    } else {
-        mode
+    /// A send with `processing_strategy = DISPATCH_ONLY`.
+    dispatch_only: bool,
+}
+
+impl<'f, 'a> Judged<'f, 'a> {
+    fn new(facts: &'f RequestFacts<'a>, mode: Option<ProcessingMode>) -> Self {
+        Judged {
+            facts,
+            mode,
+            dispatch_only: dispatch_only(facts),
+        }
+    }
+
+    /// The mode this request is processed in: the app's, or DISPATCH for a DISPATCH_ONLY send.
+    fn effective_mode(&self) -> Option<ProcessingMode> {
+        if self.dispatch_only {
+            Some(ProcessingMode::Dispatch)
+        } else {
+            self.mode
+        }
     }
 }
 
@@ -258,16 +274,12 @@ fn retention_problems(body: &Value) -> Option<String> {
     None
 }
 
-fn check(
-    rule: RuleId,
-    facts: &RequestFacts<'_>,
-    mode: Option<ProcessingMode>,
-    ctx: &PolicyContext<'_>,
-) -> Option<Finding> {
+fn check(rule: RuleId, judged: &Judged<'_, '_>, ctx: &PolicyContext<'_>) -> Option<Finding> {
+    let Judged { facts, mode, .. } = *judged;
     if !rule.applies_to(facts.operation) {
         return None;
     }
-    let dispatch = effective_mode(facts, mode) == Some(ProcessingMode::Dispatch);
+    let dispatch = judged.effective_mode() == Some(ProcessingMode::Dispatch);
     let body = facts.body;
     match rule {
         // Request rules judge the request itself, in the admit and facts phases.
@@ -301,7 +313,7 @@ fn check(
                 .and_then(|b| fields::get(b, "recipient"))
                 .and_then(|r| json_text(r, "contact_id"));
             (dispatch && contact.is_some()).then(|| {
-                let why = if dispatch_only(facts) && mode != Some(ProcessingMode::Dispatch) {
+                let why = if judged.dispatch_only && mode != Some(ProcessingMode::Dispatch) {
                     "messages sent with processing_strategy DISPATCH_ONLY"
                 } else {
                     "apps in DISPATCH processing mode"
@@ -403,14 +415,14 @@ fn check(
                 )
             })
         }
-        RuleId::DispatchOnlyOverride => (dispatch_only(facts) && !ctx.allow_dispatch_only).then(|| {
+        RuleId::DispatchOnlyOverride => (judged.dispatch_only && !ctx.allow_dispatch_only).then(|| {
             Finding::reject(
                 "processing_strategy: DISPATCH_ONLY is not allowed for this app by the gateway's policy; send with processing_strategy DEFAULT, or ask the operator to set allow_dispatch_only for the app",
             )
         }),
         RuleId::DispatchOnlyMetadata => {
             let b = body?;
-            if !dispatch_only(facts) || mode != Some(ProcessingMode::Conversation) {
+            if !judged.dispatch_only || mode != Some(ProcessingMode::Conversation) {
                 return None;
             }
             const FIELDS: [(&str, &[&str]); 2] = [
@@ -448,8 +460,9 @@ pub fn evaluate(
 ) -> Decision {
     let mut decision = Decision::default();
     // Pseudo ids are resolved first; the other rules judge the request as resolved.
+    let as_sent = Judged::new(facts, mode);
     let resolved = match ctx.rules.action(RuleId::PseudoIds) {
-        Action::Rewrite => check(RuleId::PseudoIds, facts, mode, ctx)
+        Action::Rewrite => check(RuleId::PseudoIds, &as_sent, ctx)
             .filter(|f| !f.refuses && !f.edits.is_empty())
             .map(|f| pseudo::substituted(facts, &f.edits)),
         _ => None,
@@ -463,17 +476,24 @@ pub fn evaluate(
         },
         None => *facts,
     };
+    let as_resolved = match resolved {
+        Some(_) => Judged::new(&current, mode),
+        None => Judged {
+            facts: &current,
+            ..as_sent
+        },
+    };
     for &rule in RuleId::ALL {
         let action = ctx.rules.action(rule);
-        if action == Action::Off {
+        if action == Action::Off || !rule.applies_to(facts.operation) {
             continue;
         }
         let judged = if rule == RuleId::PseudoIds {
-            facts
+            &as_sent
         } else {
-            &current
+            &as_resolved
         };
-        let Some(finding) = check(rule, judged, mode, ctx) else {
+        let Some(finding) = check(rule, judged, ctx) else {
             continue;
         };
         decision.matches.push(Match { rule, action });

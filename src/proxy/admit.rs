@@ -252,6 +252,10 @@ fn is_grpc<B>(req: &Request<B>) -> bool {
                 .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
         });
     let path = req.uri().path();
+    // `/package.Service/Method`: exactly two slashes (the API's own paths have more).
+    if path.bytes().filter(|&b| b == b'/').count() != 2 {
+        return grpc_type;
+    }
     let mut segments = path.strip_prefix('/').unwrap_or("").split('/');
     let service_path = match (segments.next(), segments.next(), segments.next()) {
         (Some(service), Some(method), None) => {

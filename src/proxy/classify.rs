@@ -122,26 +122,11 @@ pub fn classify_for(api: Api, method: &Method, path: &str) -> Classification {
             ..Classification::other()
         };
     }
-    let Some(rest) = path.strip_prefix('/') else {
+    let Some(split) = Split::of(path) else {
         return Classification::other();
     };
-    let mut parts = [""; MAX_SEGMENTS];
-    let mut n = 0;
-    for segment in path_segments(rest) {
-        if n == MAX_SEGMENTS {
-            return Classification::other();
-        }
-        parts[n] = segment;
-        n += 1;
-    }
-    let verb = match n.checked_sub(1).map(|i| (i, parts[i].split_once(':'))) {
-        Some((i, Some((last, verb)))) => {
-            parts[i] = last;
-            Some(verb)
-        }
-        _ => None,
-    };
-    match schema().routes().route(api, method, &parts[..n], verb) {
+    let (parts, verb) = (split.parts(), split.verb);
+    match schema().routes().route(api, method, parts, verb) {
         Routed::Operation {
             def,
             project,
@@ -164,23 +149,47 @@ pub fn classify_for(api: Api, method: &Method, path: &str) -> Classification {
 /// The methods the API defines for `path` other than `tried`, which the caller has classified
 /// already (empty when the path names no other operation).
 pub fn allowed_methods(api: Api, path: &str, tried: &Method) -> Vec<Method> {
-    let rest = path.strip_prefix('/').unwrap_or(path);
-    let mut parts: Vec<&str> = path_segments(rest).collect();
-    let verb = match parts.last_mut().and_then(|l| l.split_once(':')) {
-        Some((last, verb)) => {
-            if let Some(l) = parts.last_mut() {
-                *l = last;
-            }
-            Some(verb)
-        }
-        None => None,
+    let Some(split) = Split::of(path) else {
+        return Vec::new();
     };
     schema()
         .routes()
-        .methods(api, &parts, verb)
+        .methods(api, split.parts(), split.verb)
         .into_iter()
         .filter(|m| m != tried)
         .collect()
+}
+
+/// A path split into its segments (without the leading `/`) and the last one's `:verb`, on
+/// the stack: `None` for a path without a leading `/` or deeper than any operation.
+struct Split<'p> {
+    parts: [&'p str; MAX_SEGMENTS],
+    n: usize,
+    verb: Option<&'p str>,
+}
+
+impl<'p> Split<'p> {
+    fn of(path: &'p str) -> Option<Split<'p>> {
+        let rest = path.strip_prefix('/')?;
+        let mut parts = [""; MAX_SEGMENTS];
+        let mut n = 0;
+        for segment in path_segments(rest) {
+            *parts.get_mut(n)? = segment;
+            n += 1;
+        }
+        let verb = match n.checked_sub(1).map(|i| (i, parts[i].split_once(':'))) {
+            Some((i, Some((last, verb)))) => {
+                parts[i] = last;
+                Some(verb)
+            }
+            _ => None,
+        };
+        Some(Split { parts, n, verb })
+    }
+
+    fn parts(&self) -> &[&'p str] {
+        &self.parts[..self.n]
+    }
 }
 
 #[cfg(test)]

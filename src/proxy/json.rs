@@ -13,6 +13,7 @@
 //! validated. A rewrite reads the whole body again ([`parse_whole`]).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
 use std::collections::HashSet;
 use std::fmt;
 
@@ -57,48 +58,57 @@ fn spelled(key: &str) -> impl Iterator<Item = u8> + '_ {
 
 /// Whether two keys name the same field (equal, or a key and its alias).
 fn same_field(a: &str, b: &str) -> bool {
-    a == b || spelled(a).eq(spelled(b))
+    let camel = |k: &str| k.bytes().any(|c| c.is_ascii_uppercase());
+    // Without a capital in either, each is its own proto spelling.
+    a == b || ((camel(a) || camel(b)) && spelled(a).eq(spelled(b)))
 }
 
 /// Marks the visitor's own errors among serde_json's.
 const DUPLICATE: &str = "\u{1}duplicate key\u{1}";
 const AMBIGUOUS: &str = "\u{2}";
 
+/// The keys of the objects being read, innermost object's last: one buffer for the whole body.
+type KeyStack<'de> = RefCell<Vec<Cow<'de, str>>>;
+
+fn spelling(aliases: bool, key: &str) -> String {
+    if aliases {
+        proto_spelling(key).into_owned()
+    } else {
+        key.to_string()
+    }
+}
+
 /// The keys of one object seen so far, for the duplicate check: compared in place while the
-/// object is small, hashed once it is large. Where keys are field names (`aliases`), a key and
-/// its alias are the same key (compared by proto spelling); where they are data (maps,
-/// Structs), only equal keys are.
-struct Seen<'de> {
+/// object is small (kept on the body's [`KeyStack`], so nothing is allocated per object),
+/// hashed once it is large. Where keys are field names (`aliases`), a key and its alias are the
+/// same key (compared by proto spelling); where they are data (maps, Structs), only equal keys
+/// are.
+struct Seen<'k, 'de> {
     aliases: bool,
-    small: Vec<Cow<'de, str>>,
+    stack: &'k KeyStack<'de>,
+    /// Where this object's keys start on the stack.
+    start: usize,
     large: Option<HashSet<String>>,
 }
 
-impl<'de> Seen<'de> {
-    fn new(aliases: bool) -> Self {
+impl<'k, 'de> Seen<'k, 'de> {
+    fn new(aliases: bool, stack: &'k KeyStack<'de>) -> Self {
         Seen {
             aliases,
-            small: Vec::new(),
+            stack,
+            start: stack.borrow().len(),
             large: None,
-        }
-    }
-
-    fn spelling(&self, key: &str) -> String {
-        if self.aliases {
-            proto_spelling(key).into_owned()
-        } else {
-            key.to_string()
         }
     }
 
     /// Records `key`; false when the object already has it (or its alias).
     fn insert(&mut self, key: Cow<'de, str>) -> bool {
-        if self.large.is_some() {
-            let spelled = self.spelling(&key);
-            return self.large.as_mut().is_some_and(|set| set.insert(spelled));
-        }
         let aliases = self.aliases;
-        if self.small.iter().any(|k| {
+        if let Some(set) = self.large.as_mut() {
+            return set.insert(spelling(aliases, &key));
+        }
+        let mut keys = self.stack.borrow_mut();
+        if keys[self.start..].iter().any(|k| {
             if aliases {
                 same_field(k, &key)
             } else {
@@ -107,12 +117,21 @@ impl<'de> Seen<'de> {
         }) {
             return false;
         }
-        self.small.push(key);
-        if self.small.len() >= LINEAR_LIMIT {
-            let keys = std::mem::take(&mut self.small);
-            self.large = Some(keys.iter().map(|k| self.spelling(k)).collect());
+        keys.push(key);
+        if keys.len() - self.start == LINEAR_LIMIT {
+            self.large = Some(
+                keys.drain(self.start..)
+                    .map(|k| spelling(aliases, &k))
+                    .collect(),
+            );
         }
         true
+    }
+}
+
+impl Drop for Seen<'_, '_> {
+    fn drop(&mut self) {
+        self.stack.borrow_mut().truncate(self.start);
     }
 }
 
@@ -206,7 +225,9 @@ impl Ty {
 /// Reads one value: `strict` refuses what has two readings, otherwise the last of equal keys
 /// wins and spellings are not judged.
 #[derive(Clone, Copy)]
-struct Read {
+struct Read<'k, 'de> {
+    /// The keys of the enclosing objects, for the duplicate check.
+    keys: &'k KeyStack<'de>,
     strict: bool,
     part: Part,
     ty: Ty,
@@ -216,10 +237,10 @@ struct Read {
     read: bool,
 }
 
-impl Read {
+impl<'k, 'de> Read<'k, 'de> {
     /// The value of `key` in an object of this type; an error message when the key is a
     /// lenient spelling of a field.
-    fn child(self, key: &str) -> Result<Read, String> {
+    fn child(self, key: &str) -> Result<Self, String> {
         let (ty, field, read, kept) = match self.ty {
             Ty::Message(m) => {
                 let message = schema().message(m);
@@ -266,6 +287,7 @@ impl Read {
             _ => Part::Skipped,
         };
         Ok(Read {
+            keys: self.keys,
             strict: self.strict,
             part,
             ty,
@@ -274,7 +296,7 @@ impl Read {
         })
     }
 
-    fn element(self) -> Read {
+    fn element(self) -> Self {
         Read {
             part: match self.part {
                 Part::Kept | Part::Facts => self.part,
@@ -334,7 +356,7 @@ fn ambiguity<E: de::Error>(message: String) -> E {
     de::Error::custom(format!("{AMBIGUOUS}{message}{AMBIGUOUS}"))
 }
 
-impl<'de> DeserializeSeed<'de> for Read {
+impl<'de> DeserializeSeed<'de> for Read<'_, 'de> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -342,7 +364,7 @@ impl<'de> DeserializeSeed<'de> for Read {
     }
 }
 
-impl<'de> Visitor<'de> for Read {
+impl<'de> Visitor<'de> for Read<'_, 'de> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -400,7 +422,7 @@ impl<'de> Visitor<'de> for Read {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let builds = self.part != Part::Skipped;
         let mut map = Map::new();
-        let mut seen = Seen::new(self.ty.names_fields());
+        let mut seen = Seen::new(self.ty.names_fields(), self.keys);
         while let Some(Key(key)) = access.next_key()? {
             // Cloning a key borrowed from the input copies a pointer.
             if self.strict && !seen.insert(key.clone()) {
@@ -431,7 +453,9 @@ pub fn read_fields(
     message: Option<MessageId>,
 ) -> Result<Value, JsonProblem> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
+    let keys = KeyStack::default();
     let read = Read {
+        keys: &keys,
         strict,
         part: Part::Top,
         ty: message.map_or(Ty::Any, Ty::Message),

@@ -99,6 +99,10 @@ struct Entry {
     method: Method,
     segments: Vec<Segment>,
     verb: Option<String>,
+    /// Bit `i` set: segment `i` is a `{var}` (one id).
+    vars: u32,
+    /// The first `{var}` or `{var=**}` after the project: the resource id's segment.
+    resource: Option<usize>,
 }
 
 /// The templates, grouped by their collection (the literal after `{project_id}`).
@@ -127,6 +131,21 @@ impl Routes {
                 method: d.method.clone(),
                 segments: d.segments.clone(),
                 verb: d.verb.clone(),
+                vars: d
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| matches!(s, Segment::Var(_)))
+                    .fold(0, |mask, (i, _)| {
+                        mask | 1u32.checked_shl(i as u32).unwrap_or(0)
+                    }),
+                resource: d
+                    .segments
+                    .iter()
+                    .enumerate()
+                    .skip(COLLECTION)
+                    .find(|(_, s)| matches!(s, Segment::Var(_) | Segment::Rest(_)))
+                    .map(|(i, _)| i),
             };
             match groups.iter_mut().find(|(c, _)| *c == collection) {
                 Some((_, list)) => list.push(entry),
@@ -159,24 +178,33 @@ impl Routes {
     /// Routes a canonical path (`parts`: its segments without the leading `/`, the last one's
     /// `:verb` split off into `verb`).
     pub fn route(&self, api: Api, method: &Method, parts: &[&str], verb: Option<&str>) -> Routed {
-        let exact = self.find(api, parts, verb, false);
-        if exact.is_some() {
-            for (i, p) in parts.iter().enumerate().skip(COLLECTION) {
-                if self.is_var(api, parts, verb, i) && self.is_reserved(api, p) {
-                    return Routed::Refused(RouteRefusal::ReservedId);
-                }
+        // One pass over the collection's templates: whether any matches exactly, the first
+        // that also takes this method, and every segment some match binds to a `{var}`.
+        let mut matched = false;
+        let mut vars = 0u32;
+        let mut hit: Option<&Entry> = None;
+        for e in self.candidates(parts) {
+            if e.api != api || !matches(e, parts, verb, false) {
+                continue;
             }
-            return match self.find_method(api, method, parts, verb) {
+            matched = true;
+            vars |= e.vars;
+            if hit.is_none() && e.method == method {
+                hit = Some(e);
+            }
+        }
+        if matched {
+            let reserved_id = parts.iter().enumerate().skip(COLLECTION).any(|(i, p)| {
+                vars & 1u32.checked_shl(i as u32).unwrap_or(0) != 0 && self.is_reserved(api, p)
+            });
+            if reserved_id {
+                return Routed::Refused(RouteRefusal::ReservedId);
+            }
+            return match hit {
                 Some(entry) => Routed::Operation {
                     def: entry.def,
                     project: 2,
-                    resource: entry
-                        .segments
-                        .iter()
-                        .enumerate()
-                        .skip(COLLECTION)
-                        .find(|(_, s)| matches!(s, Segment::Var(_) | Segment::Rest(_)))
-                        .map(|(i, _)| i),
+                    resource: entry.resource,
                 },
                 None => Routed::WrongMethod,
             };
@@ -233,30 +261,6 @@ impl Routes {
     fn find(&self, api: Api, parts: &[&str], verb: Option<&str>, fold: bool) -> Option<&Entry> {
         self.candidates(parts)
             .find(|e| e.api == api && matches(e, parts, verb, fold))
-    }
-
-    fn find_method(
-        &self,
-        api: Api,
-        method: &Method,
-        parts: &[&str],
-        verb: Option<&str>,
-    ) -> Option<&Entry> {
-        self.candidates(parts)
-            .find(|e| e.api == api && e.method == method && matches(e, parts, verb, false))
-    }
-
-    /// Whether segment `i` of the path is bound to a variable by the matching templates.
-    fn is_var(&self, api: Api, parts: &[&str], verb: Option<&str>, i: usize) -> bool {
-        self.candidates(parts).any(|e| {
-            e.api == api
-                && matches(e, parts, verb, false)
-                && match e.segments.get(i).or(e.segments.last()) {
-                    Some(Segment::Var(_)) => true,
-                    Some(Segment::Rest(_)) => false,
-                    _ => false,
-                }
-        })
     }
 }
 
