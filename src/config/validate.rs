@@ -15,7 +15,7 @@ use super::typed::typed;
 use super::*;
 use crate::policy::{Action, ProcessingMode, RuleId, RuleSet};
 
-pub(super) use super::values::{http_url, range, socket_addr, Problems};
+use super::values::{http_url, range, socket_addr};
 use super::values::{log_filter, one_of, section};
 
 fn apply_rules(

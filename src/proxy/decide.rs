@@ -58,10 +58,7 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
         }
     }
     let settled = settled?;
-    // Findings recorded before the decision (request rules in shadow) come first, as in
-    // evaluation order.
-    let earlier = std::mem::replace(&mut ctx.decision, settled.decision);
-    ctx.decision.matches.splice(0..0, earlier.matches);
+    ctx.decision.settle(settled.decision);
     ctx.mode = settled.mode.or(ctx.message_store);
     ctx.blockers = settled.blockers;
     ctx.store_retry = settled.store_retry;

@@ -22,10 +22,9 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::Service;
 
-use super::classify::classify_for;
+use super::body::OutboundBody;
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::Act;
-use super::forward::OutboundBody;
 use super::idle::{self, Direction};
 use super::meta::RequestMeta;
 use super::{admit, decide, enforce, facts, forward, learn, GatewayResponse, GatewayState};
@@ -68,13 +67,11 @@ where
 /// Handles one request: the phases, then [`finish`].
 pub async fn handle(
     state: &GatewayState,
-    req: Request<GatewayBody>,
+    mut req: Request<GatewayBody>,
 ) -> Result<GatewayResponse, GatewayError> {
+    let class = RequestMeta::classify(&mut req);
     let meta = RequestMeta::get(&req);
     let api = RequestMeta::api_of(req.extensions());
-    let class = meta
-        .and_then(|m| m.class)
-        .unwrap_or_else(|| classify_for(api, req.method(), req.uri().path()));
     let request_id = meta.and_then(|m| m.request_id.clone());
     let trace_id = meta.and_then(|m| m.trace_id.clone());
     // Snapshot: the policy and mode cache this request is decided under.
@@ -188,10 +185,7 @@ fn finish(
             .get::<Outcome>()
             .copied()
             .unwrap_or_else(|| Outcome::of(&ctx.decision)),
-        Err(error) => Outcome {
-            error: true,
-            ..Outcome::answered(error.disposition())
-        },
+        Err(error) => Outcome::failed(error),
     };
     record(state, ctx);
     result.map(|mut response| {
