@@ -1,6 +1,6 @@
 //! Upstream faults: every client gets an answer, nothing leaks, recovery is automatic.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;
