@@ -11,8 +11,10 @@
 //! | forward | [`super::forward`] | token injection, upstream exchange, bounded retries |
 //! | learn | [`super::learn`] | forget on update / delete, learn from app responses |
 //!
-//! The outcome, the decision log and the policy metrics are written once, in [`finish`], from
-//! how the request really ended.
+//! A phase imports only the files below it (the context, the request record, body and query
+//! helpers), never another phase; it changes the decision only through `Decision`'s methods
+//! in the policy. The outcome, the decision log and the policy metrics are written once, in
+//! [`finish`], from how the request really ended.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -319,6 +319,32 @@ fn the_files_of_each_folder_import_each_other_without_cycles() {
 }
 
 #[test]
+fn the_request_phases_import_no_other_phase() {
+    const PHASES: [&str; 7] = [
+        "handler", "admit", "facts", "decide", "enforce", "forward", "learn",
+    ];
+    let folders = sibling_graph();
+    let proxy = &folders[&vec!["proxy".to_string()]];
+    assert!(
+        proxy["handler"].contains("admit"),
+        "the scanner sees the handler call its phases: {:?}",
+        proxy["handler"]
+    );
+    for phase in &PHASES[1..] {
+        let other: Vec<&String> = proxy
+            .get(*phase)
+            .into_iter()
+            .flatten()
+            .filter(|m| PHASES.contains(&m.as_str()))
+            .collect();
+        assert!(
+            other.is_empty(),
+            "proxy/{phase}.rs imports the phase(s) {other:?}: move what they share below both"
+        );
+    }
+}
+
+#[test]
 fn the_path_scanner_reads_use_trees_and_inline_paths() {
     let mut out = Vec::new();
     let text = "{a, b::{c, D}, e::*}";
