@@ -136,3 +136,22 @@ impl Connection {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Operation;
+
+    #[test]
+    fn a_request_is_classified_once_and_read_from_its_record_after() {
+        let mut req = Request::get("/v1/projects/p/apps/a")
+            .body(())
+            .expect("request");
+        let class = RequestMeta::classify(&mut req);
+        assert_eq!(class.operation, Operation::GetApp);
+        assert_eq!(RequestMeta::get(&req).and_then(|m| m.class), Some(class));
+        // A later layer reads the record, not the (here rewritten) path.
+        *req.uri_mut() = http::Uri::from_static("/v1/projects/p/messages");
+        assert_eq!(RequestMeta::classify(&mut req), class);
+    }
+}
