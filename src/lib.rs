@@ -478,3 +478,54 @@ impl RunningApp {
         let _ = self.task.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(toml: &str, embedded: Option<Origins>) -> (String, String, Option<String>) {
+        let config = Config::parse(toml, std::path::Path::new("t.toml")).expect("config");
+        let o = Origins::of(&config, embedded);
+        (
+            o.api.to_string(),
+            o.token.to_string(),
+            o.batch.map(|b| b.to_string()),
+        )
+    }
+
+    #[test]
+    fn origins_come_from_the_config_or_the_embedded_simulator_under_any_override() {
+        let url = "[upstream]\nbase_url = \"https://eu.example.com\"\n";
+        assert_eq!(
+            origins(url, None),
+            (
+                "https://eu.example.com/".into(),
+                config::DEFAULT_TOKEN_URL.into(),
+                None
+            )
+        );
+        let embedded = "[upstream]\nbase_url = \"embedded\"\n";
+        assert_eq!(
+            origins(embedded, None),
+            (
+                "http://simulator.embedded/".into(),
+                "http://simulator.embedded/oauth2/token".into(),
+                Some("http://batch.simulator.embedded/".into())
+            )
+        );
+        let bound = Origins {
+            api: Uri::from_static("http://127.0.0.1:1"),
+            token: Uri::from_static("http://127.0.0.1:1/oauth2/token"),
+            batch: None,
+        };
+        let overridden = "[upstream]\nbase_url = \"embedded\"\nbatch_base_url = \"http://b.example\"\n[auth]\ntoken_url = \"http://t.example/token\"\n";
+        assert_eq!(
+            origins(overridden, Some(bound)),
+            (
+                "http://127.0.0.1:1/".into(),
+                "http://t.example/token".into(),
+                Some("http://b.example/".into())
+            )
+        );
+    }
+}
