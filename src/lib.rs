@@ -2,7 +2,8 @@
 //!
 //! [`App::bind`] is the factory both `main.rs` and the tests use: it takes a validated
 //! [`Config`], binds the listeners (and starts the embedded simulator when configured), and
-//! [`App::run`] serves until shutdown, then drains.
+//! [`App::run`] serves until shutdown, then drains. It and [`build`] (the gateway without
+//! listeners) resolve the origins and assemble the state in one place.
 
 #![forbid(unsafe_code)]
 
@@ -60,52 +61,67 @@ pub use start::{start_problems, StartError};
 /// receives every upstream request (with `upstream.base_url = "embedded"` and no upstream
 /// given, the simulator answers in-process). [`proxy::stack`] serves requests over it.
 pub fn build(config: &Config, mut deps: Deps) -> Result<Arc<GatewayState>, StartError> {
-    let (api, token) = match &config.upstream.target {
-        UpstreamTarget::Url(uri) => (
-            uri.clone(),
-            config
-                .auth
-                .token_url
-                .clone()
-                .unwrap_or_else(|| Uri::from_static(config::DEFAULT_TOKEN_URL)),
-        ),
-        UpstreamTarget::Embedded { seed } => {
-            if deps.upstream.is_none() {
-                let seed = match seed {
-                    Some(path) => Seed::load(path).map_err(StartError::Seed)?,
-                    None => Seed::default(),
-                };
-                deps.upstream = Some(Simulator::new(seed).upstream());
-            }
-            let base = Uri::from_static("http://simulator.embedded");
-            let token = config
-                .auth
-                .token_url
-                .clone()
-                .unwrap_or_else(|| Uri::from_static("http://simulator.embedded/oauth2/token"));
-            (base, token)
+    if let (UpstreamTarget::Embedded { seed }, None) = (&config.upstream.target, &deps.upstream) {
+        let seed = match seed {
+            Some(path) => Seed::load(path).map_err(StartError::Seed)?,
+            None => Seed::default(),
+        };
+        deps.upstream = Some(Simulator::new(seed).upstream());
+    }
+    assemble(config, deps, Origins::of(config, None)).map(Arc::new)
+}
+
+/// Where the request path sends: the API origin, the token URL and the Batch origin.
+struct Origins {
+    api: Uri,
+    token: Uri,
+    batch: Option<Uri>,
+}
+
+impl Origins {
+    /// The configured origins; with `upstream.base_url = "embedded"`, the embedded simulator's
+    /// (`embedded`, or the in-process simulator's when `None`) under any `auth.token_url` /
+    /// `upstream.batch_base_url` set.
+    fn of(config: &Config, embedded: Option<Origins>) -> Origins {
+        let defaults = match &config.upstream.target {
+            UpstreamTarget::Url(uri) => Origins {
+                api: uri.clone(),
+                token: Uri::from_static(config::DEFAULT_TOKEN_URL),
+                batch: None,
+            },
+            UpstreamTarget::Embedded { .. } => embedded.unwrap_or_else(|| Origins {
+                api: Uri::from_static("http://simulator.embedded"),
+                token: Uri::from_static("http://simulator.embedded/oauth2/token"),
+                batch: Some(Uri::from_static("http://batch.simulator.embedded")),
+            }),
+        };
+        Origins {
+            api: defaults.api,
+            token: config.auth.token_url.clone().unwrap_or(defaults.token),
+            batch: config.upstream.batch_base_url.clone().or(defaults.batch),
         }
-    };
-    let batch = match (&config.upstream.batch_base_url, &config.upstream.target) {
-        (Some(url), _) => Some(url.clone()),
-        (None, UpstreamTarget::Embedded { .. }) => {
-            Some(Uri::from_static("http://batch.simulator.embedded"))
-        }
-        (None, UpstreamTarget::Url(_)) => None,
-    };
+    }
+}
+
+/// The one assembly of the gateway's state, for [`build`] and [`App::bind_with`]: production
+/// seams where none are given, the injected credentials, the origins.
+fn assemble(config: &Config, mut deps: Deps, origins: Origins) -> Result<GatewayState, StartError> {
     with_production_deps(config, &mut deps)?;
     let secrets = inject_secrets(config)?;
-    GatewayState::new(config, &api, token, secrets, deps)
-        .and_then(|state| with_batch(state, batch.as_ref()))
-        .map(Arc::new)
-        .ok_or_else(|| StartError::Upstream(format!("upstream {api} is not usable")))
+    let api = origins.api;
+    // The validated config guarantees an absolute http(s) URL here.
+    let state = GatewayState::new(config, &api, origins.token, secrets, deps)
+        .ok_or_else(|| StartError::Upstream(format!("upstream {api} is not usable")))?;
+    with_batch(state, origins.batch)
 }
 
 /// The state with its Batch origin, when there is one.
-fn with_batch(state: GatewayState, batch: Option<&Uri>) -> Option<GatewayState> {
+fn with_batch(state: GatewayState, batch: Option<Uri>) -> Result<GatewayState, StartError> {
     match batch {
-        Some(uri) => state.with_batch_origin(uri),
-        None => Some(state),
+        Some(uri) => state.with_batch_origin(&uri).ok_or_else(|| {
+            StartError::Upstream(format!("upstream.batch_base_url {uri} is not usable"))
+        }),
+        None => Ok(state),
     }
 }
 
@@ -140,24 +156,24 @@ impl App {
     /// [`App::bind`] with the request path's seams replaced (see [`Deps`]).
     pub async fn bind_with(config: Config, mut deps: Deps) -> Result<App, StartError> {
         with_production_deps(&config, &mut deps)?;
-        let mut batch_uri = config.upstream.batch_base_url.clone();
-        let (mut embedded, upstream_uri, token_uri) = match &config.upstream.target {
+        let mut embedded = match &config.upstream.target {
             UpstreamTarget::Embedded { seed } => {
-                let (embedded, base, token) = EmbeddedSimulator::bind(seed.as_deref()).await?;
-                let token = config.auth.token_url.clone().unwrap_or(token);
-                (Some(embedded), base, token)
+                Some(EmbeddedSimulator::bind(seed.as_deref()).await?)
             }
-            UpstreamTarget::Url(uri) => {
-                let token = config
-                    .auth
-                    .token_url
-                    .clone()
-                    .unwrap_or_else(|| Uri::from_static(config::DEFAULT_TOKEN_URL));
-                (None, uri.clone(), token)
-            }
+            UpstreamTarget::Url(_) => None,
         };
-        let secrets = inject_secrets(&config)?;
+        let origins = Origins::of(
+            &config,
+            embedded.as_ref().map(|(_, api, token)| Origins {
+                api: api.clone(),
+                token: token.clone(),
+                // Bound below, after the gateway's own listeners.
+                batch: None,
+            }),
+        );
+        let upstream_uri = origins.api.clone();
         let redis = deps.shared_cache.clone();
+        let mut state = assemble(&config, deps, origins)?;
         let listener_tls = config
             .server
             .tls
@@ -165,11 +181,6 @@ impl App {
             .map(|f| tls::ServerTls::load(&f.cert_file, &f.key_file))
             .transpose()
             .map_err(StartError::ListenerTls)?;
-        // The validated config guarantees an absolute http(s) URL here.
-        let state = GatewayState::new(&config, &upstream_uri, token_uri, secrets, deps)
-            .ok_or_else(|| {
-                StartError::Upstream(format!("upstream {upstream_uri} is not usable"))
-            })?;
         // Logged in this order: (simulator,) proxy, admin, then the Batch and callback listeners.
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
@@ -179,17 +190,13 @@ impl App {
             Some(addr) => Some(bind("batch", addr).await?),
             None => None,
         };
-        if let Some(embedded) = embedded.as_mut() {
+        if let Some((embedded, _, _)) = embedded.as_mut() {
             let origin = embedded.bind_batch().await?;
-            batch_uri = batch_uri.or(Some(origin));
+            if config.upstream.batch_base_url.is_none() {
+                state = with_batch(state, Some(origin))?;
+            }
         }
-        let state = with_batch(state, batch_uri.as_ref()).ok_or_else(|| {
-            let uri = batch_uri.as_ref().map(ToString::to_string);
-            StartError::Upstream(format!(
-                "upstream.batch_base_url {} is not usable",
-                uri.unwrap_or_default()
-            ))
-        })?;
+        let embedded = embedded.map(|(embedded, _, _)| embedded);
         let callbacks = match (callbacks, config.callbacks.listen) {
             (Some(c), Some(addr)) => Some(c.listener(bind("callbacks", addr).await?)),
             _ => None,
@@ -469,5 +476,56 @@ impl RunningApp {
     pub async fn shutdown(self) {
         self.trigger.trigger();
         let _ = self.task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origins(toml: &str, embedded: Option<Origins>) -> (String, String, Option<String>) {
+        let config = Config::parse(toml, std::path::Path::new("t.toml")).expect("config");
+        let o = Origins::of(&config, embedded);
+        (
+            o.api.to_string(),
+            o.token.to_string(),
+            o.batch.map(|b| b.to_string()),
+        )
+    }
+
+    #[test]
+    fn origins_come_from_the_config_or_the_embedded_simulator_under_any_override() {
+        let url = "[upstream]\nbase_url = \"https://eu.example.com\"\n";
+        assert_eq!(
+            origins(url, None),
+            (
+                "https://eu.example.com/".into(),
+                config::DEFAULT_TOKEN_URL.into(),
+                None
+            )
+        );
+        let embedded = "[upstream]\nbase_url = \"embedded\"\n";
+        assert_eq!(
+            origins(embedded, None),
+            (
+                "http://simulator.embedded/".into(),
+                "http://simulator.embedded/oauth2/token".into(),
+                Some("http://batch.simulator.embedded/".into())
+            )
+        );
+        let bound = Origins {
+            api: Uri::from_static("http://127.0.0.1:1"),
+            token: Uri::from_static("http://127.0.0.1:1/oauth2/token"),
+            batch: None,
+        };
+        let overridden = "[upstream]\nbase_url = \"embedded\"\nbatch_base_url = \"http://b.example\"\n[auth]\ntoken_url = \"http://t.example/token\"\n";
+        assert_eq!(
+            origins(overridden, Some(bound)),
+            (
+                "http://127.0.0.1:1/".into(),
+                "http://t.example/token".into(),
+                Some("http://b.example/".into())
+            )
+        );
     }
 }

@@ -3,7 +3,8 @@
 
 use http::Uri;
 
-use super::validate::{http_url, Problems};
+use super::values::http_url;
+use super::Problems;
 use super::{ServerSettings, UpstreamSettings, UpstreamTarget};
 
 /// The Batch API origin of a Sinch regional Conversation origin

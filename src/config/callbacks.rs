@@ -7,7 +7,8 @@ use std::time::Duration;
 use http::Uri;
 use serde::Deserialize;
 
-use super::validate::{http_url, range, socket_addr, Problems};
+use super::values::{http_url, range, socket_addr};
+use super::Problems;
 
 /// `[callbacks]`.
 #[derive(Debug, Default, Deserialize)]

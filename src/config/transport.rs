@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use http::Uri;
 
-use super::validate::Problems;
+use super::Problems;
 use super::{ListenerTls, ProxySetting, TlsRoots};
 use crate::tls;
 

@@ -5,7 +5,7 @@
 
 use serde::de::DeserializeOwned;
 
-use super::validate::Problems;
+use super::Problems;
 
 /// Deserialises one table, recording every problem under its full key path (`prefix.key`):
 /// a key that fails (unknown, or of the wrong type) is recorded, dropped, and the rest tried

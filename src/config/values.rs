@@ -1,5 +1,5 @@
 //! Value checks shared by the config sections: addresses, URLs, ranges, one-of choices, log
-//! filters, and the list every problem is collected in (with the key it belongs to).
+//! filters, each recording what is wrong in the [`Problems`] list.
 
 use std::net::SocketAddr;
 
@@ -7,19 +7,7 @@ use http::Uri;
 use serde::de::DeserializeOwned;
 
 use super::typed::typed;
-use super::Problem;
-
-/// Every problem found so far.
-pub(super) struct Problems(pub(super) Vec<Problem>);
-
-impl Problems {
-    pub(super) fn add(&mut self, key: impl Into<String>, message: impl Into<String>) {
-        self.0.push(Problem {
-            key: key.into(),
-            message: message.into(),
-        });
-    }
-}
+use super::Problems;
 
 /// The levels a log filter names.
 const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];

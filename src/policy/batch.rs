@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 
-use super::decision::Edit;
 use super::fields;
 
 /// Most recipients a batch takes.
@@ -135,8 +134,8 @@ fn holds_reserved(map: Option<&Value>) -> bool {
 
 /// `batch.reserved_metadata`: every place `_batch_id` is set (top level or per recipient, in
 /// `message_metadata` or `conversation_metadata`), which the API silently overwrites; the
-/// rewrite drops it.
-pub fn reserved_metadata(body: Option<&Value>) -> Option<(String, Vec<Edit>)> {
+/// rewrite drops it (`Edit::DropReservedMetadata`, applied by [`drop_reserved`]).
+pub fn reserved_metadata(body: Option<&Value>) -> Option<String> {
     let body = body?;
     let mut found = Vec::new();
     for field in ["message_metadata", "conversation_metadata"] {
@@ -152,12 +151,9 @@ pub fn reserved_metadata(body: Option<&Value>) -> Option<(String, Vec<Edit>)> {
         }
     }
     (!found.is_empty()).then(|| {
-        (
-            format!(
-                "{}: {RESERVED_KEY} is reserved by the Batch API, which replaces it with the batch id; use another key",
-                found.join(", ")
-            ),
-            vec![Edit::DropReservedMetadata],
+        format!(
+            "{}: {RESERVED_KEY} is reserved by the Batch API, which replaces it with the batch id; use another key",
+            found.join(", ")
         )
     })
 }
@@ -261,9 +257,8 @@ mod tests {
             "message_metadata": {"_batch_id": "x", "keep": 1},
             "recipient_and_params": [{}, {"conversation_metadata": {"_batch_id": "y"}}],
         });
-        let (message, edits) = reserved_metadata(Some(&body)).expect("found");
+        let message = reserved_metadata(Some(&body)).expect("found");
         assert!(message.starts_with("message_metadata._batch_id, recipient_and_params[1].conversation_metadata._batch_id:"), "{message}");
-        assert_eq!(edits, [Edit::DropReservedMetadata]);
         drop_reserved(&mut body);
         assert_eq!(body["message_metadata"], json!({"keep": 1}));
         assert_eq!(

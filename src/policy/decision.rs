@@ -72,6 +72,17 @@ pub enum Edit {
     RetryInStore(&'static str),
 }
 
+/// What the contact rewrite (`recipient.contact_id` to channel identities) did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ContactRewrite {
+    /// Every contact recipient was rewritten.
+    Done,
+    /// A recipient cannot be rewritten: the request is refused with this message.
+    Reject(String),
+    /// Nothing to rewrite; the recipient stays as sent.
+    Untouched,
+}
+
 /// The outcome of evaluating every rule against one request.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Decision {
@@ -128,6 +139,50 @@ impl Decision {
             .iter()
             .filter(|m| m.action == Action::Shadow)
             .map(|m| m.rule)
+    }
+
+    /// Records a request-family rule's finding (the request itself is at fault, whatever the
+    /// mode): under enforce it rejects (the first finding wins), under shadow it is recorded
+    /// as one match, off it is dropped. Nothing is recorded once the request is rejected.
+    pub fn request_finding(&mut self, rule: RuleId, action: Action, message: String) {
+        if action == Action::Off || self.reject.is_some() {
+            return;
+        }
+        if !self.matches.iter().any(|m| m.rule == rule) {
+            self.matches.push(Match { rule, action });
+        }
+        if action == Action::Enforce {
+            self.reject = Some(Rejection { rule, message });
+        }
+    }
+
+    /// Takes the decision the plan settled; the findings recorded before it (request rules in
+    /// shadow) come first, as in evaluation order.
+    pub fn settle(&mut self, settled: Decision) {
+        let earlier = std::mem::replace(self, settled);
+        self.matches.splice(0..0, earlier.matches);
+    }
+
+    /// Applies what the contact rewrite did: a recipient that cannot be rewritten rejects the
+    /// request (rule `dispatch.send.contact_recipient`, counted as an enforcement); a request
+    /// with nothing to rewrite keeps its recipient and every other edit.
+    pub fn contact_rewrite(&mut self, rewrite: ContactRewrite) {
+        let rule = RuleId::SendContactRecipient;
+        match rewrite {
+            ContactRewrite::Done => {}
+            ContactRewrite::Reject(message) => self.reject_with(rule, message),
+            ContactRewrite::Untouched => self.drop_edit(&Edit::ResolveContactRecipient, rule),
+        }
+    }
+
+    /// Records that a message read the upstream answered 404 was sent again, and found, in the
+    /// other store (`source`): a rewrite by `messages_source`.
+    pub fn retried_in_store(&mut self, source: &'static str) {
+        self.matches.push(Match {
+            rule: RuleId::MessagesSource,
+            action: Action::Rewrite,
+        });
+        self.edits.push(Edit::RetryInStore(source));
     }
 
     /// Turns the decision into a rejection by `rule` (a rewrite that cannot be made): nothing
@@ -243,6 +298,99 @@ pub fn apply_body_edits(body: &mut Value, edits: &[Edit]) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn found(rule: RuleId, action: Action) -> Match {
+        Match { rule, action }
+    }
+
+    #[test]
+    fn request_findings_reject_under_enforce_record_once_in_shadow_and_stop_at_a_rejection() {
+        let mut shadow = Decision::default();
+        shadow.request_finding(RuleId::Canonical, Action::Shadow, "a".into());
+        shadow.request_finding(RuleId::Canonical, Action::Shadow, "b".into());
+        assert_eq!(shadow.matches, [found(RuleId::Canonical, Action::Shadow)]);
+        assert_eq!(shadow.reject, None);
+
+        let mut off = Decision::default();
+        off.request_finding(RuleId::Canonical, Action::Off, "a".into());
+        assert!(off.is_empty());
+
+        let mut enforce = Decision::default();
+        enforce.request_finding(RuleId::Canonical, Action::Enforce, "first".into());
+        enforce.request_finding(RuleId::MessagesSource, Action::Enforce, "second".into());
+        assert_eq!(enforce.matches, [found(RuleId::Canonical, Action::Enforce)]);
+        assert_eq!(enforce.reject.map(|r| r.message).as_deref(), Some("first"));
+    }
+
+    #[test]
+    fn the_settled_decision_keeps_earlier_findings_first() {
+        let mut decision = Decision::default();
+        decision.request_finding(RuleId::Canonical, Action::Shadow, "a".into());
+        let settled = Decision {
+            matches: vec![found(RuleId::MessagesSource, Action::Rewrite)],
+            reject: None,
+            edits: vec![Edit::RetryInStore("DISPATCH_SOURCE")],
+        };
+        decision.settle(settled.clone());
+        assert_eq!(
+            decision.matches,
+            [
+                found(RuleId::Canonical, Action::Shadow),
+                found(RuleId::MessagesSource, Action::Rewrite)
+            ]
+        );
+        assert_eq!(decision.edits, settled.edits);
+    }
+
+    #[test]
+    fn the_contact_rewrite_outcome_rejects_drops_its_edit_or_keeps_the_decision() {
+        let rewrite = || Decision {
+            matches: vec![
+                found(RuleId::SendContactRecipient, Action::Rewrite),
+                found(RuleId::Canonical, Action::Shadow),
+            ],
+            reject: None,
+            edits: vec![
+                Edit::ResolveContactRecipient,
+                Edit::RemoveField { path: &["a"] },
+            ],
+        };
+        let mut done = rewrite();
+        done.contact_rewrite(ContactRewrite::Done);
+        assert_eq!(done, rewrite());
+
+        let mut refused = rewrite();
+        refused.contact_rewrite(ContactRewrite::Reject("no".into()));
+        assert_eq!(refused.disposition(), Disposition::Rejected);
+        assert!(refused.edits.is_empty());
+        assert_eq!(
+            refused.matches,
+            [
+                found(RuleId::SendContactRecipient, Action::Enforce),
+                found(RuleId::Canonical, Action::Shadow)
+            ]
+        );
+
+        let mut untouched = rewrite();
+        untouched.contact_rewrite(ContactRewrite::Untouched);
+        assert_eq!(untouched.edits, [Edit::RemoveField { path: &["a"] }]);
+        assert_eq!(
+            untouched.matches,
+            [found(RuleId::Canonical, Action::Shadow)]
+        );
+    }
+
+    #[test]
+    fn a_store_retry_that_found_the_message_is_a_messages_source_rewrite() {
+        let mut decision = Decision::default();
+        decision.retried_in_store("CONVERSATION_SOURCE");
+        assert_eq!(decision.disposition(), Disposition::Rewritten);
+        assert_eq!(
+            decision.acting_rules().collect::<Vec<_>>(),
+            [RuleId::MessagesSource]
+        );
+        assert_eq!(decision.edits, [Edit::RetryInStore("CONVERSATION_SOURCE")]);
+    }
 
     #[test]
     fn set_and_remove_fields() {

@@ -5,118 +5,15 @@
 //! first, then per-MT overrides, then the DISPATCH rules, then the create-time pin. The first enforcing
 //! match rejects; rewrites accumulate; shadow matches are only recorded.
 
-use std::borrow::Cow;
-
 use serde_json::Value;
 
 use super::decision::{Decision, Edit, Match, Rejection};
+pub use super::facts::{PolicyContext, Query, RequestFacts};
 use super::fields;
 use super::pseudo::{self, PseudoFacts};
 use super::rules::Family;
 use super::{Action, ProcessingMode, RuleId, RuleSet};
 use crate::domain::Operation;
-
-/// Query parameters of a request, decoded.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Query<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
-
-impl<'a> Query<'a> {
-    /// Parses a raw query string (`a=1&b=2`).
-    pub fn parse(raw: Option<&'a str>) -> Self {
-        Query(
-            raw.map(|q| form_urlencoded::parse(q.as_bytes()).collect())
-                .unwrap_or_default(),
-        )
-    }
-
-    /// Parses a raw query string into owned parts (for a request context that outlives it).
-    pub fn parse_owned(raw: Option<&str>) -> Query<'static> {
-        Query(
-            raw.map(|q| {
-                form_urlencoded::parse(q.as_bytes())
-                    .map(|(k, v)| (Cow::Owned(k.into_owned()), Cow::Owned(v.into_owned())))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        )
-    }
-
-    /// The first value of the parameter `name`, under its proto or JSON name.
-    pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| fields::names(k, name))
-            .map(|(_, v)| v.as_ref())
-    }
-
-    /// Whether the parameter `name` has a non-empty value, under either name.
-    pub fn has(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|(k, v)| fields::names(k, name) && !v.is_empty())
-    }
-
-    /// How often the parameter `name` is given, under either name.
-    pub fn count(&self, name: &str) -> usize {
-        self.0
-            .iter()
-            .filter(|(k, _)| fields::names(k, name))
-            .count()
-    }
-
-    /// The query with `edits`' query edits applied (a set parameter replaces every occurrence).
-    pub fn edited(&self, edits: &[Edit]) -> Query<'static> {
-        let mut pairs: Vec<(Cow<'static, str>, Cow<'static, str>)> = self
-            .0
-            .iter()
-            .map(|(k, v)| (Cow::Owned(k.to_string()), Cow::Owned(v.to_string())))
-            .collect();
-        for edit in edits {
-            let (name, value) = match edit {
-                Edit::SetQuery { name, value } => (*name, Some((*value).to_string())),
-                Edit::SetQueryText { name, value } => (*name, Some(value.clone())),
-                Edit::RemoveQuery { name } => (*name, None),
-                _ => continue,
-            };
-            pairs.retain(|(k, _)| !fields::names(k, name));
-            if let Some(v) = value {
-                pairs.push((Cow::Borrowed(name), Cow::Owned(v)));
-            }
-        }
-        Query(pairs)
-    }
-}
-
-/// What the policy knows of one request.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestFacts<'a> {
-    /// The API call.
-    pub operation: Operation,
-    /// Its query.
-    pub query: &'a Query<'a>,
-    /// Its JSON body, when the operation's rules read it and it parsed.
-    pub body: Option<&'a Value>,
-    /// For a get / update / delete of a message the gateway has seen before: the store it
-    /// lives in.
-    pub message_store: Option<ProcessingMode>,
-    /// The pseudo ids the request carries, opened (rule `dispatch.pseudo_ids`).
-    pub pseudo: Option<&'a PseudoFacts>,
-}
-
-/// Settings that shape the rules for one request.
-#[derive(Debug, Clone, Copy)]
-pub struct PolicyContext<'a> {
-    /// Rule actions (global, or the app's override).
-    pub rules: &'a RuleSet,
-    /// `policy.create_app_default_mode`.
-    pub create_app_default_mode: Option<ProcessingMode>,
-    /// `policy.max_ttl_days`.
-    pub max_ttl_days: u32,
-    /// The app may use `processing_strategy = DISPATCH_ONLY`.
-    pub allow_dispatch_only: bool,
-    /// When the request arrived (`batch.send_after.range` measures from it).
-    pub now: std::time::SystemTime,
-}
 
 /// The `messages_source` that holds a mode's messages.
 pub const fn store_source(mode: ProcessingMode) -> &'static str {
@@ -307,7 +204,8 @@ fn check(rule: RuleId, judged: &Judged<'_, '_>, ctx: &PolicyContext<'_>) -> Opti
         }
         RuleId::BatchRecipientsRange => super::batch::recipients_range(body).map(Finding::reject),
         RuleId::BatchSendAfterRange => super::batch::send_after_range(body, ctx.now).map(Finding::reject),
-        RuleId::BatchReservedMetadata => super::batch::reserved_metadata(body).map(|(m, e)| Finding::rewrite(m, e)),
+        RuleId::BatchReservedMetadata => super::batch::reserved_metadata(body)
+            .map(|m| Finding::rewrite(m, vec![Edit::DropReservedMetadata])),
         RuleId::SendContactRecipient => {
             let contact = body
                 .and_then(|b| fields::get(b, "recipient"))

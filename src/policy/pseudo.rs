@@ -11,46 +11,9 @@
 use serde_json::{json, Value};
 
 use super::decision::{apply_body_edits, Edit};
-use super::evaluate::{Query, RequestFacts};
+pub use super::facts::{PseudoFacts, PseudoField, Resolved};
+use super::facts::{Query, RequestFacts};
 use crate::domain::Operation;
-
-/// Where in the request the pseudo ids were.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PseudoField {
-    /// `recipient.contact_id` of a send.
-    Recipient,
-    /// `contact_id` and / or `conversation_id` of a list messages call.
-    ListFilter {
-        /// Whether `contact_id` held one.
-        contact: bool,
-        /// Whether `conversation_id` held one.
-        conversation: bool,
-    },
-    /// `contact_ids` of fetch-last-message.
-    ContactIds,
-}
-
-/// The pseudo ids of one request, opened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolved {
-    /// Where they were.
-    pub field: PseudoField,
-    /// Their channel (all of them share it).
-    pub channel: String,
-    /// The identities they stand for, in request order.
-    pub identities: Vec<String>,
-    /// The app they were minted for, when the request names none (a list call): added to it.
-    pub add_app: Option<String>,
-}
-
-/// What the facts phase found of pseudo ids in a request.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum PseudoFacts {
-    /// Every pseudo id opened, for this project and app.
-    Resolved(Resolved),
-    /// One did not verify, was minted for another app, or they mix channels: the message.
-    Refused(String),
-}
 
 /// The edits that resolve the pseudo ids.
 pub fn edits(op: Operation, resolved: &Resolved) -> Vec<Edit> {

@@ -19,7 +19,6 @@ use http::{header, Method, Request, Version};
 use super::canonical::NonCanonical;
 use super::classify::allowed_methods;
 use super::ctx::RequestCtx;
-use super::enforce::{ambiguous, record_request_rule};
 use super::meta::RequestMeta;
 use crate::domain::Operation;
 use crate::error::GatewayError;
@@ -100,7 +99,7 @@ const RELIED_ON: [&str; 5] = [
 /// Records what the upstream could read differently from the gateway (see the module docs).
 pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
     if let Some(NonCanonical(message)) = req.extensions().get::<NonCanonical>() {
-        ambiguous(ctx, message.clone());
+        ctx.ambiguous(message.clone());
     }
     // One pass over the names present (comparisons, no hashing) finds what to look at.
     let headers = req.headers();
@@ -118,9 +117,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         .zip(overrides)
         .filter(|(_, here)| *here)
     {
-        ambiguous(
-            ctx,
-            format!("{name}: method and target overrides are not accepted; send the request with the method and path it means"),
+        ctx.ambiguous(format!("{name}: method and target overrides are not accepted; send the request with the method and path it means"),
         );
     }
     if authorization
@@ -130,8 +127,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
             .nth(1)
             .is_some()
     {
-        ambiguous(
-            ctx,
+        ctx.ambiguous(
             "authorization: more than one Authorization header; send exactly one credential".into(),
         );
     }
@@ -147,27 +143,23 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         })
         .flatten();
     if let Some(token) = listed {
-        ambiguous(
-            ctx,
-            format!("connection: names {token}, which must reach the upstream as the gateway saw it; remove it from Connection"),
+        ctx.ambiguous(format!("connection: names {token}, which must reach the upstream as the gateway saw it; remove it from Connection"),
         );
     }
     if method_in_query(req.uri().query()) {
-        ambiguous(
-            ctx,
+        ctx.ambiguous(
             "_method: method overrides are not accepted; send the request with the method it means"
                 .into(),
         );
     }
     if is_grpc(req) {
-        ambiguous(
-            ctx,
+        ctx.ambiguous(
             "content-type: gRPC requests are not proxied; send the API's JSON over HTTP".into(),
         );
     }
     if let Some(def) = ctx.class.definition() {
         if let Some(problem) = query::check(def, req.uri().query(), &CatalogueReads(def.op)) {
-            ambiguous(ctx, problem);
+            ctx.ambiguous(problem);
         }
         return;
     }
@@ -175,7 +167,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         return;
     }
     if let Some(refusal) = ctx.class.refusal {
-        ambiguous(ctx, refusal.message().into());
+        ctx.ambiguous(refusal.message().into());
         return;
     }
     let path = req.uri().path();
@@ -184,18 +176,13 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         .map(ToString::to_string)
         .collect();
     if !allowed.is_empty() {
-        ambiguous(
-            ctx,
-            format!(
-                "method: {} is not defined for this path; the API takes {} here",
-                req.method(),
-                allowed.join(" or ")
-            ),
-        );
+        ctx.ambiguous(format!(
+            "method: {} is not defined for this path; the API takes {} here",
+            req.method(),
+            allowed.join(" or ")
+        ));
     } else if req.extensions().get::<NonCanonical>().is_none() && path != "/oauth2/token" {
-        record_request_rule(
-            ctx,
-            RuleId::UnrecognizedRoute,
+        ctx.record_request_rule(RuleId::UnrecognizedRoute,
             match ctx.api {
                 Api::Conversation => "path: no Conversation API operation has this path; check it against the API reference",
                 Api::Batch => "path: no Batch API operation has this path; check it against the Batch API reference",
@@ -218,11 +205,9 @@ pub async fn check_no_body(
     body: GatewayBody,
     limit: usize,
 ) -> Result<GatewayBody, GatewayError> {
-    let bytes = super::facts::read_body(body, limit).await?;
+    let bytes = super::body::read_body(body, limit).await?;
     if !bytes.is_empty() {
-        ambiguous(
-            ctx,
-            format!(
+        ctx.ambiguous(format!(
                 "body: {} takes no body, and front ends differ on whether they read one; send the request without a body",
                 ctx.operation().as_str()
             ),

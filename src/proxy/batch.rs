@@ -11,13 +11,12 @@ use futures_util::future::join_all;
 use serde_json::Value;
 
 use super::ctx::RequestCtx;
-use super::enforce::ContactRewrite;
 use super::GatewayState;
 use crate::contact_cache::ContactOutcome;
 use crate::domain::valid_id;
 use crate::error::GatewayError;
 use crate::policy::recipient::{identified_recipient, Contact};
-use crate::policy::{batch, fields};
+use crate::policy::{batch, fields, ContactRewrite};
 
 /// Contact lookups one batch runs at once.
 pub const LOOKUP_CONCURRENCY: usize = 16;

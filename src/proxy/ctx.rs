@@ -10,6 +10,7 @@ use super::classify::Classification;
 use super::meta::TraceId;
 use super::snapshot::{AppPolicy, Snapshot};
 use crate::domain::{Disposition, Operation, ProcessingMode};
+use crate::error::GatewayError;
 use crate::policy::{Decision, PolicyContext, Query, RequestFacts, RuleId};
 use crate::schema::Api;
 
@@ -83,6 +84,15 @@ impl Outcome {
             rules: RuleList::of(decision.acting_rules()),
             shadow: RuleList::of(decision.shadow_rules()),
             error: false,
+        }
+    }
+
+    /// A request the gateway could not complete: counted as decision `error`, with the
+    /// disposition the error reports (a policy refusal stays `rejected`).
+    pub fn failed(error: &GatewayError) -> Outcome {
+        Outcome {
+            error: true,
+            ..Outcome::answered(error.disposition())
         }
     }
 
@@ -198,6 +208,20 @@ impl RequestCtx {
             received: std::time::SystemTime::now(),
             batch_rewritten: 0,
         }
+    }
+
+    /// Records that the request is ambiguous (rule `request.canonical`): in enforce the decision
+    /// becomes a rejection saying what was ambiguous and how to send it; in shadow the request
+    /// goes on unchanged and the match is recorded once.
+    pub fn ambiguous(&mut self, message: String) {
+        self.record_request_rule(RuleId::Canonical, message);
+    }
+
+    /// Records a request-family rule's finding under the action the configured rules give it
+    /// (see [`Decision::request_finding`]).
+    pub fn record_request_rule(&mut self, rule: RuleId, message: String) {
+        let action = self.snapshot.policy.settings.rules.action(rule);
+        self.decision.request_finding(rule, action, message);
     }
 
     /// Whether the decision so far is a rejection.

@@ -1,13 +1,15 @@
 //! Phase 3, decide: the pure policy plans the request under both modes; only when the two
 //! answers differ is the app's mode resolved (pin, cache, one coalesced lookup, or the mode
-//! every known app of the project shares — the caller's credential verified first); then the
-//! pure policy settles the decision, `policy.unknown_mode` included.
+//! every known app of the project shares — the caller's credential verified first, once per
+//! request); then the pure policy settles the decision, `policy.unknown_mode` included.
+
+use http::HeaderValue;
 
 use super::ctx::RequestCtx;
 use super::GatewayState;
 use crate::domain::{CacheResult, ProcessingMode, Resolution};
 use crate::error::GatewayError;
-use crate::mode_cache::CredentialCheck;
+use crate::mode_cache::{CredentialCheck, ModeCache};
 use crate::policy::{ModeUnavailable, Plan, ProjectApps};
 
 /// Decides a policy route: fills `ctx.decision`, `ctx.mode`, `ctx.blockers`, `ctx.store_retry`.
@@ -17,10 +19,15 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
         settings.what_if_dispatch,
         settings.unknown_mode == crate::config::UnknownMode::Reject,
     );
-    ctx.message_store = tie_message(state, ctx).await;
+    // In passthrough auth the caller's credential is checked once, by the first step that
+    // needs it; once verified for the project it is not checked again.
+    let mut credential = Credential {
+        verified: !state.verify_credentials,
+    };
+    ctx.message_store = tie_message(ctx, &mut credential).await;
     let plan = Plan::new(&ctx.facts(), &ctx.policy_context(), what_if);
     let resolution = if plan.needs_mode() {
-        Some(resolve(state, ctx).await)
+        Some(resolve(ctx, &mut credential).await)
     } else {
         None
     };
@@ -58,33 +65,69 @@ pub async fn decide(state: &GatewayState, ctx: &mut RequestCtx) -> Result<(), Ga
         }
     }
     let settled = settled?;
-    // Findings recorded before the decision (request rules in shadow) come first, as in
-    // evaluation order.
-    let earlier = std::mem::replace(&mut ctx.decision, settled.decision);
-    ctx.decision.matches.splice(0..0, earlier.matches);
+    ctx.decision.settle(settled.decision);
     ctx.mode = settled.mode.or(ctx.message_store);
     ctx.blockers = settled.blockers;
     ctx.store_retry = settled.store_retry;
     Ok(())
 }
 
+/// Whether the caller's credential has been verified for the request's project (always, in
+/// inject mode: the gateway's own token is used).
+struct Credential {
+    verified: bool,
+}
+
+impl Credential {
+    /// Checks the credential for `project` with a lookup of `app` when it has not been verified
+    /// in this request.
+    async fn check(
+        &mut self,
+        modes: &ModeCache,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+    ) -> CredentialCheck {
+        if self.verified {
+            return CredentialCheck::Verified;
+        }
+        let check = modes.check_credential(project, app, authorization).await;
+        self.verified = check == CredentialCheck::Verified;
+        check
+    }
+
+    /// The mode of `app`, verifying the credential with it when it has not been verified in
+    /// this request.
+    async fn resolve(
+        &mut self,
+        modes: &ModeCache,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+        pinned: Option<ProcessingMode>,
+    ) -> Resolution {
+        let resolution = modes
+            .resolve(project, app, authorization, pinned, !self.verified)
+            .await;
+        // A known mode means the credential passed (or was not needed).
+        if let Resolution::Known(..) = resolution {
+            self.verified = true;
+        }
+        resolution
+    }
+}
+
 /// The mode for a request: its app's (pinned, cached or looked up), or for calls that name no
 /// app, the mode every pinned or known app of the project shares.
-async fn resolve(state: &GatewayState, ctx: &RequestCtx) -> Resolution {
+async fn resolve(ctx: &RequestCtx, credential: &mut Credential) -> Resolution {
     let Some(project) = &ctx.subject.project else {
         return Resolution::Untouched;
     };
     let modes = &ctx.snapshot.modes;
     let authorization = ctx.authorization.as_ref();
     if let Some(app) = &ctx.subject.app {
-        return modes
-            .resolve(
-                project,
-                app,
-                authorization,
-                ctx.app.pinned,
-                state.verify_credentials,
-            )
+        return credential
+            .resolve(modes, project, app, authorization, ctx.app.pinned)
             .await;
     }
     let tie = ctx
@@ -96,23 +139,20 @@ async fn resolve(state: &GatewayState, ctx: &RequestCtx) -> Resolution {
         // Nothing ties the call to a mode: forwarded unchanged.
         return Resolution::Untouched;
     };
-    if state.verify_credentials {
-        match modes
-            .check_credential(project, &sample_app, authorization)
-            .await
-        {
-            CredentialCheck::Verified => {}
-            CredentialCheck::Refused => return Resolution::Untouched,
-            CredentialCheck::Unverifiable => return Resolution::Unavailable,
-        }
+    match credential
+        .check(modes, project, &sample_app, authorization)
+        .await
+    {
+        CredentialCheck::Verified => Resolution::Known(mode, CacheResult::Hit),
+        CredentialCheck::Refused => Resolution::Untouched,
+        CredentialCheck::Unverifiable => Resolution::Unavailable,
     }
-    Resolution::Known(mode, CacheResult::Hit)
 }
 
 /// The store of the message a get / update / delete names, when the gateway has seen it (and
 /// the caller's credential has been seen to work for the project: the index never tells a
 /// caller the upstream would refuse where a message lives).
-async fn tie_message(state: &GatewayState, ctx: &RequestCtx) -> Option<ProcessingMode> {
+async fn tie_message(ctx: &RequestCtx, credential: &mut Credential) -> Option<ProcessingMode> {
     let (Some(project), Some(id)) = (&ctx.subject.project, &ctx.message_id) else {
         return None;
     };
@@ -121,31 +161,20 @@ async fn tie_message(state: &GatewayState, ctx: &RequestCtx) -> Option<Processin
     let authorization = ctx.authorization.as_ref();
     match (origin.store, origin.app.as_deref()) {
         (Some(store), Some(app)) => {
-            if state.verify_credentials {
-                match modes.check_credential(project, app, authorization).await {
-                    CredentialCheck::Verified => {}
-                    CredentialCheck::Refused | CredentialCheck::Unverifiable => return None,
-                }
-            }
-            Some(store)
+            let check = credential.check(modes, project, app, authorization).await;
+            (check == CredentialCheck::Verified).then_some(store)
         }
-        (Some(store), None) => (!state.verify_credentials
-            || modes.credential_seen(project, authorization))
-        .then_some(store),
+        (Some(store), None) => {
+            (credential.verified || modes.credential_seen(project, authorization)).then_some(store)
+        }
         (None, Some(app)) => {
             let pinned = ctx
                 .snapshot
                 .policy
                 .app_policy(Some(project), Some(app))
                 .pinned;
-            match modes
-                .resolve(
-                    project,
-                    app,
-                    authorization,
-                    pinned,
-                    state.verify_credentials,
-                )
+            match credential
+                .resolve(modes, project, app, authorization, pinned)
                 .await
             {
                 Resolution::Known(mode, _) => Some(mode),

@@ -9,14 +9,11 @@
 //! with `update_mask` is judged as what it stores (`schema::mask`). The query was checked
 //! against the schema in the admit phase.
 
-use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue};
-use http_body_util::{BodyExt, Limited};
 use serde_json::Value;
 
+use super::body::{read_body, OutboundBody};
 use super::ctx::{RequestCtx, Subject};
-use super::enforce::ambiguous;
-use super::forward::OutboundBody;
 use super::json::{self, JsonProblem};
 use super::GatewayState;
 use crate::domain::{project_key, valid_id, AppIdLocation};
@@ -135,22 +132,6 @@ fn stalled_or(ctx: &RequestCtx, error: GatewayError) -> GatewayError {
     }
 }
 
-/// Reads a whole body, refusing one over `limit` bytes.
-pub async fn read_body(body: GatewayBody, limit: usize) -> Result<Bytes, GatewayError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                Err(GatewayError::BodyTooLarge { limit })
-            } else {
-                Err(GatewayError::ClientBody(e.to_string()))
-            }
-        }
-    }
-}
-
 /// Reads the fields rules read from a policy route's body, which must have one meaning; an
 /// ambiguous one is refused (enforce) or, in shadow, read the lenient way and recorded.
 fn read_json(
@@ -166,6 +147,6 @@ fn read_json(
         JsonProblem::Invalid(message) => return Err(GatewayError::InvalidBody { message }),
         JsonProblem::Ambiguous(message) => message,
     };
-    ambiguous(ctx, message_text);
+    ctx.ambiguous(message_text);
     Ok(json::read_fields(bytes, false, message)?)
 }

@@ -4,62 +4,18 @@
 //! bodies the gateway holds) and at most one retry of a get / update / delete by message id in
 //! the other store after a 404. The response head comes back with its body streaming.
 
-use bytes::Bytes;
 use http::{header, Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 
+use super::body::OutboundBody;
 use super::ctx::{Outcome, RequestCtx};
-use super::enforce::set_query_params;
 use super::idle;
 use super::meta::RequestMeta;
+use super::query::set_query_params;
 use super::{headers, GatewayResponse, GatewayState};
 use crate::domain::Operation;
 use crate::error::GatewayError;
-use crate::policy::{Action, Edit, Match, RuleId};
 use crate::upstream::{self, full, GatewayBody};
-
-/// A request body on its way upstream: streamed as received, or bytes the gateway holds
-/// (read for a rule, rewritten, or kept for a replay).
-#[derive(Debug)]
-pub enum OutboundBody {
-    /// Streamed from the client.
-    Stream(GatewayBody),
-    /// Held whole.
-    Bytes(Bytes),
-}
-
-impl OutboundBody {
-    fn into_body(self) -> GatewayBody {
-        match self {
-            OutboundBody::Stream(b) => b,
-            OutboundBody::Bytes(b) => full(b),
-        }
-    }
-
-    /// The bytes, when the gateway holds them (so the request can be sent again).
-    fn replayable(&self) -> Option<Bytes> {
-        match self {
-            OutboundBody::Stream(_) => None,
-            OutboundBody::Bytes(b) => Some(b.clone()),
-        }
-    }
-}
-
-impl GatewayState {
-    /// In inject mode a request may have to be sent twice (after a 401 for an expired token),
-    /// so small bodies are read whole; everything else streams.
-    pub(super) async fn replayable(&self, body: GatewayBody) -> Result<OutboundBody, GatewayError> {
-        let small = http_body::Body::size_hint(&body)
-            .exact()
-            .is_some_and(|n| n <= self.max_policy_body_bytes as u64);
-        if self.inject.is_some() && small {
-            return Ok(OutboundBody::Bytes(
-                super::facts::read_body(body, self.max_policy_body_bytes).await?,
-            ));
-        }
-        Ok(OutboundBody::Stream(body))
-    }
-}
 
 /// Sends the request upstream (with the bounded retries) and prepares the response head for
 /// the client.
@@ -116,11 +72,7 @@ pub async fn forward(
             response = if retried.status() == StatusCode::NOT_FOUND {
                 Response::from_parts(head, full(first))
             } else {
-                ctx.decision.matches.push(Match {
-                    rule: RuleId::MessagesSource,
-                    action: Action::Rewrite,
-                });
-                ctx.decision.edits.push(Edit::RetryInStore(source));
+                ctx.decision.retried_in_store(source);
                 retried
             };
         }

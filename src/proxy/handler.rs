@@ -11,8 +11,10 @@
 //! | forward | [`super::forward`] | token injection, upstream exchange, bounded retries |
 //! | learn | [`super::learn`] | forget on update / delete, learn from app responses |
 //!
-//! The outcome, the decision log and the policy metrics are written once, in [`finish`], from
-//! how the request really ended.
+//! A phase imports only the files below it (the context, the request record, body and query
+//! helpers), never another phase; it changes the decision only through `Decision`'s methods
+//! in the policy. The outcome, the decision log and the policy metrics are written once, in
+//! [`finish`], from how the request really ended.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,10 +24,9 @@ use std::task::{Context, Poll};
 use http::Request;
 use tower::Service;
 
-use super::classify::classify_for;
+use super::body::OutboundBody;
 use super::ctx::{Outcome, RequestCtx};
 use super::enforce::Act;
-use super::forward::OutboundBody;
 use super::idle::{self, Direction};
 use super::meta::RequestMeta;
 use super::{admit, decide, enforce, facts, forward, learn, GatewayResponse, GatewayState};
@@ -68,13 +69,11 @@ where
 /// Handles one request: the phases, then [`finish`].
 pub async fn handle(
     state: &GatewayState,
-    req: Request<GatewayBody>,
+    mut req: Request<GatewayBody>,
 ) -> Result<GatewayResponse, GatewayError> {
+    let class = RequestMeta::classify(&mut req);
     let meta = RequestMeta::get(&req);
     let api = RequestMeta::api_of(req.extensions());
-    let class = meta
-        .and_then(|m| m.class)
-        .unwrap_or_else(|| classify_for(api, req.method(), req.uri().path()));
     let request_id = meta.and_then(|m| m.request_id.clone());
     let trace_id = meta.and_then(|m| m.trace_id.clone());
     // Snapshot: the policy and mode cache this request is decided under.
@@ -188,10 +187,7 @@ fn finish(
             .get::<Outcome>()
             .copied()
             .unwrap_or_else(|| Outcome::of(&ctx.decision)),
-        Err(error) => Outcome {
-            error: true,
-            ..Outcome::answered(error.disposition())
-        },
+        Err(error) => Outcome::failed(error),
     };
     record(state, ctx);
     result.map(|mut response| {

@@ -13,9 +13,11 @@
 
 pub mod admit;
 pub mod batch;
+pub mod body;
 pub mod canonical;
 pub mod classify;
 pub mod connection;
+pub mod contact;
 pub mod ctx;
 pub mod decide;
 pub mod enforce;
@@ -30,6 +32,7 @@ pub mod lookup;
 pub mod meta;
 pub mod observe;
 pub mod pseudo;
+pub mod query;
 pub mod request_id;
 pub mod rescue;
 pub mod snapshot;
@@ -151,6 +154,15 @@ impl std::fmt::Debug for GatewayState {
 }
 
 impl GatewayState {
+    /// The body to forward when no rule reads it (see [`body::replayable`]): held whole in
+    /// inject mode when small, so it can be sent again after an expired-token 401.
+    pub(crate) async fn replayable(
+        &self,
+        body: GatewayBody,
+    ) -> Result<body::OutboundBody, crate::error::GatewayError> {
+        body::replayable(body, self.inject.is_some(), self.max_policy_body_bytes).await
+    }
+
     /// The keys pseudo ids are opened with, when `callbacks.id_key_env` is set.
     pub fn pseudo_ids(&self) -> Option<&crate::pseudo_ids::PseudoIds> {
         self.pseudo_ids.as_ref()

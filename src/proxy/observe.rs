@@ -11,7 +11,6 @@ use http::{HeaderValue, Request, Response};
 use tower::{Layer, Service};
 use tracing::Instrument;
 
-use super::classify::classify_for;
 use super::ctx::Outcome;
 use super::headers::{X_MODEGATE_DECISION, X_MODEGATE_RULE, X_MODEGATE_SHADOW, X_REQUEST_ID};
 use super::meta::{RequestMeta, TraceId};
@@ -87,13 +86,11 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let started = Instant::now();
-        let api = RequestMeta::api_of(req.extensions());
-        let class = classify_for(api, req.method(), req.uri().path());
+        let class = RequestMeta::classify(&mut req);
         let trace = trace_id(req.headers());
         let method = req.method().clone();
         let access_log = self.access_log;
         let meta = RequestMeta::of(&mut req);
-        meta.class = Some(class);
         meta.trace_id = trace.clone();
         let request_id = meta.request_id.clone();
         // A span costs a registry slot per request; open one only when someone listens.

@@ -43,10 +43,7 @@ pub fn error_response(error: &GatewayError) -> GatewayResponse {
     for (name, value) in error.headers() {
         response.headers_mut().insert(name, value);
     }
-    response.extensions_mut().insert(Outcome {
-        error: true,
-        ..Outcome::answered(error.disposition())
-    });
+    response.extensions_mut().insert(Outcome::failed(error));
     response
 }
 

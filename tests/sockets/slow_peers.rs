@@ -5,7 +5,7 @@
 //! stops reading are each abandoned within the body idle timeout and counted, and the stalled
 //! h2 stream is reset at once while its connection serves on.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

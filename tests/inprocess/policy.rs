@@ -3,7 +3,7 @@
 //! counts; rewrite forwards the rewritten request and the upstream accepts it; off forwards
 //! untouched. The tests that read the admin endpoints run through real sockets.
 
-mod support;
+use crate::support;
 
 use http::{Method, StatusCode};
 use modegate::proxy::classify::Operation as Op;

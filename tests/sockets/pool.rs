@@ -2,7 +2,7 @@
 //! timeout, h2 multiplexing, an upstream that closes idle connections, a connection that dies
 //! mid-response, and the per-origin cap.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! Plus the mode cache's timing behaviour on a manual clock and a scripted lookup: no sockets,
 //! no sleeps.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -21,78 +21,34 @@
 //! With a shared level ([`crate::shared_cache`]) a local miss asks Redis before the upstream,
 //! every mode and verified credential learned here is shared, and a forgotten app is forgotten
 //! by every replica. Coalescing stays per replica.
+//!
+//! Here: the read-through cache and what it learns and forgets. Beside it: the lookup it loads
+//! through (`lookup`), the credential gate with its shared level (`credentials`) and the
+//! per-project tallies (`tallies`).
 
-use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+mod credentials;
+mod lookup;
+mod tallies;
+
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
-use http::{HeaderValue, StatusCode};
+use http::HeaderValue;
 use moka::future::Cache;
 
 use crate::clock::Clock;
 use crate::config::ModeCacheSettings;
 pub use crate::credentials::CredentialCheck;
-use crate::credentials::{fingerprint, CredentialGate};
 pub use crate::domain::KnownApp;
 pub use crate::domain::{valid_id, ModeSource, Resolution};
-use crate::domain::{CacheResult, LookupFailure, ProcessingMode};
+use crate::domain::{CacheResult, ProcessingMode};
 use crate::generations::Generations;
 use crate::metrics::Metrics;
 use crate::shared_cache::{Invalidation, SharedModes};
-
-/// A boxed future, for the lookup trait.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// A cached mode.
-#[derive(Clone, Copy, Debug)]
-pub struct CachedMode {
-    /// The mode.
-    pub mode: ProcessingMode,
-    /// Its source.
-    pub source: ModeSource,
-    /// When it was learned.
-    pub at: Instant,
-}
-
-/// What an upstream app lookup found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LookupOutcome {
-    /// The app and its mode.
-    Found(ProcessingMode),
-    /// Upstream refused the caller or does not know the app (401, 403, 404).
-    Denied(StatusCode),
-    /// The lookup gave no answer (connect, timeout, reset, 5xx, 429, unusable answer).
-    Failed(LookupFailure),
-}
-
-/// The upstream calls the caches make. A trait, so tests can count and script loads.
-pub trait ModeLookup: Send + Sync + 'static {
-    /// `GET /v1/projects/{project}/apps/{app}` with the caller's `Authorization`.
-    fn app_mode(
-        &self,
-        project: &str,
-        app: &str,
-        authorization: Option<HeaderValue>,
-    ) -> BoxFuture<LookupOutcome>;
-}
-
-#[derive(Debug, Default, Clone)]
-struct Tally {
-    counts: [u32; 2],
-    sample_app: String,
-}
-
-type Tallies = Arc<RwLock<HashMap<String, Tally>>>;
-
-fn mode_index(m: ProcessingMode) -> usize {
-    match m {
-        ProcessingMode::Conversation => 0,
-        ProcessingMode::Dispatch => 1,
-    }
-}
+use credentials::Credentials;
+pub use lookup::{BoxFuture, CachedMode, LookupOutcome, ModeLookup};
+use tallies::ProjectTallies;
 
 fn key(project: &str, app: &str) -> String {
     let project = crate::domain::project_key(project);
@@ -109,10 +65,10 @@ pub struct ModeCache {
     entries: Cache<String, CachedMode>,
     /// Loads in flight (and for a moment after), so concurrent misses share one lookup.
     inflight: Cache<String, CachedMode>,
-    credentials: CredentialGate,
-    tallies: Tallies,
-    /// Projects whose full app list passed through within the TTL: their tallies are complete.
-    listed: Cache<String, ()>,
+    /// Credentials seen to work, here and (with a shared level) in every replica.
+    credentials: Credentials,
+    /// Which modes each project's cached apps have.
+    tallies: Arc<ProjectTallies>,
     clock: Clock,
     /// `ttl + stale_if_error`: how long an entry may be served at all.
     keep: Duration,
@@ -148,20 +104,13 @@ impl ModeCache {
         let coalesce = ttl
             .min(Duration::from_secs(1))
             .max(Duration::from_millis(1));
-        let tallies: Tallies = Arc::default();
+        let tallies = Arc::new(ProjectTallies::new(settings.max_apps, ttl));
         let listener = {
             let tallies = tallies.clone();
             let metrics = metrics.clone();
             move |k: Arc<String>, v: CachedMode, _cause| {
                 let project = k.split('/').next().unwrap_or_default();
-                let mut t = tallies.write().unwrap_or_else(|p| p.into_inner());
-                if let Some(tally) = t.get_mut(project) {
-                    let c = &mut tally.counts[mode_index(v.mode)];
-                    *c = c.saturating_sub(1);
-                    if tally.counts == [0, 0] {
-                        t.remove(project);
-                    }
-                }
+                tallies.uncount(project, v.mode);
                 metrics.add_cached_apps(v.mode, -1);
             }
         };
@@ -175,12 +124,8 @@ impl ModeCache {
                 .max_capacity(1_024)
                 .time_to_live(coalesce)
                 .build(),
-            credentials: CredentialGate::new(settings.max_apps.max(1024), keep),
+            credentials: Credentials::new(settings.max_apps.max(1024), keep),
             tallies,
-            listed: Cache::builder()
-                .max_capacity(settings.max_apps)
-                .time_to_live(ttl.max(Duration::from_millis(1)))
-                .build(),
             clock,
             keep,
             ttl: settings.ttl,
@@ -193,6 +138,7 @@ impl ModeCache {
 
     /// This cache with a shared second level (`None`: local only).
     pub fn with_shared(mut self, shared: Option<Arc<SharedModes>>) -> Self {
+        self.credentials.share_with(shared.clone());
         self.shared = shared;
         self
     }
@@ -224,12 +170,7 @@ impl ModeCache {
             source,
             at: now.checked_sub(age).unwrap_or(now),
         };
-        {
-            let mut t = self.tallies.write().unwrap_or_else(|p| p.into_inner());
-            let tally = t.entry(project.to_string()).or_default();
-            tally.counts[mode_index(mode)] += 1;
-            tally.sample_app = app.to_string();
-        }
+        self.tallies.count(project, app, mode);
         self.metrics.add_cached_apps(mode, 1);
         // The listener sees a replaced entry and un-counts it.
         self.entries.insert(k, entry).await;
@@ -239,20 +180,7 @@ impl ModeCache {
     /// Records that `authorization` succeeded for `project`, sharing it the first time (a list
     /// of apps teaches one mode per app, but vouches for its caller once).
     pub async fn mark_verified(&self, project: &str, authorization: Option<&HeaderValue>) {
-        let new = !self.credentials.seen(project, authorization);
-        self.credentials.mark(project, authorization).await;
-        if new {
-            self.share_credential(project, authorization).await;
-        }
-    }
-
-    /// Shares that `authorization` works for `project` with the other replicas.
-    async fn share_credential(&self, project: &str, authorization: Option<&HeaderValue>) {
-        if let Some(shared) = &self.shared {
-            shared
-                .put_credential(&fingerprint(project, authorization), self.keep)
-                .await;
-        }
+        self.credentials.mark_verified(project, authorization).await;
     }
 
     /// Caches a mode learned here and shares it with the other replicas.
@@ -354,27 +282,11 @@ impl ModeCache {
         app: &str,
         authorization: Option<&HeaderValue>,
     ) -> Result<bool, LookupOutcome> {
-        if let Some(shared) = &self.shared {
-            if !self.credentials.seen(project, authorization)
-                && shared
-                    .credential_seen(&fingerprint(project, authorization))
-                    .await
-            {
-                // Another replica saw the upstream accept this very credential.
-                self.credentials.mark(project, authorization).await;
-                return Ok(false);
-            }
-        }
-        let looked_up = self
-            .credentials
+        self.credentials
             .verify(project, authorization, async {
                 self.load(project, app, authorization).await.map(|_| ())
             })
-            .await?;
-        if looked_up {
-            self.share_credential(project, authorization).await;
-        }
-        Ok(looked_up)
+            .await
     }
 
     /// One upstream lookup of `app`; a found mode is cached (source `lookup`) and shared.
@@ -416,13 +328,9 @@ impl ModeCache {
         )
     }
 
-    fn unavailable(&self) -> Resolution {
-        self.metrics.cache_lookup(CacheResult::Error);
-        Resolution::Unavailable
-    }
-
     /// Resolves the mode of `app`. `pinned` is a `[[policy.app]]` static mode;
-    /// `verify_credentials` is true in passthrough auth.
+    /// `verify_credentials` is true in passthrough auth. The lookup is counted once, from what
+    /// [`ModeCache::resolution`] found.
     pub async fn resolve(
         &self,
         project: &str,
@@ -431,24 +339,45 @@ impl ModeCache {
         pinned: Option<ProcessingMode>,
         verify_credentials: bool,
     ) -> Resolution {
+        let (resolution, counted) = self
+            .resolution(project, app, authorization, pinned, verify_credentials)
+            .await;
+        if let Some(result) = counted {
+            self.metrics.cache_lookup(result);
+        }
+        resolution
+    }
+
+    /// [`ModeCache::resolve`], and how the lookup counts in
+    /// `modegate_mode_cache_lookups_total` (`None`: not a cache lookup — a refused credential).
+    async fn resolution(
+        &self,
+        project: &str,
+        app: &str,
+        authorization: Option<&HeaderValue>,
+        pinned: Option<ProcessingMode>,
+        verify_credentials: bool,
+    ) -> (Resolution, Option<CacheResult>) {
+        const UNAVAILABLE: (Resolution, Option<CacheResult>) =
+            (Resolution::Unavailable, Some(CacheResult::Error));
+        let known = |mode, result| (Resolution::Known(mode, result), Some(result));
         let mut loaded = false;
         if verify_credentials {
             match self.verify(project, app, authorization).await {
                 Ok(l) => loaded = l,
-                Err(LookupOutcome::Denied(_)) => return Resolution::Untouched,
+                Err(LookupOutcome::Denied(_)) => return (Resolution::Untouched, None),
                 Err(_) => {
                     // The credential cannot be vouched for: no stale mode for it either.
                     return if pinned.is_some() {
-                        Resolution::Untouched
+                        (Resolution::Untouched, None)
                     } else {
-                        self.unavailable()
+                        UNAVAILABLE
                     };
                 }
             }
         }
         if let Some(mode) = pinned {
-            self.metrics.cache_lookup(CacheResult::Hit);
-            return Resolution::Known(mode, CacheResult::Hit);
+            return known(mode, CacheResult::Hit);
         }
         let k = key(project, app);
         let kept = self.entries.get(&k).await;
@@ -458,8 +387,7 @@ impl ModeCache {
             } else {
                 CacheResult::Hit
             };
-            self.metrics.cache_lookup(result);
-            return Resolution::Known(entry.mode, result);
+            return known(entry.mode, result);
         }
         // A coalesced answer is shared only while it is younger than the TTL (by this cache's
         // clock): an older one would hand out a mode the TTL says to look up again.
@@ -485,21 +413,14 @@ impl ModeCache {
                 } else {
                     CacheResult::Hit
                 };
-                self.metrics.cache_lookup(r);
-                Resolution::Known(entry.mode, r)
+                known(entry.mode, r)
             }
             Err(e) => match *e {
-                LookupOutcome::Denied(_) => {
-                    self.metrics.cache_lookup(CacheResult::Miss);
-                    Resolution::Untouched
-                }
+                LookupOutcome::Denied(_) => (Resolution::Untouched, Some(CacheResult::Miss)),
                 // The kept entry may be served while it is within ttl + stale_if_error.
                 _ => match kept.filter(|e| self.clock.since(e.at) < self.keep) {
-                    Some(entry) => {
-                        self.metrics.cache_lookup(CacheResult::Stale);
-                        Resolution::Known(entry.mode, CacheResult::Stale)
-                    }
-                    None => self.unavailable(),
+                    Some(entry) => known(entry.mode, CacheResult::Stale),
+                    None => UNAVAILABLE,
                 },
             },
         }
@@ -508,14 +429,7 @@ impl ModeCache {
     /// The mode shared by every cached app of `project`, and one of those apps (used to verify
     /// credentials for calls that name no app).
     pub fn project_mode(&self, project: &str) -> Option<(ProcessingMode, String)> {
-        let t = self.tallies.read().unwrap_or_else(|p| p.into_inner());
-        let tally = t.get(project)?;
-        let mode = match tally.counts {
-            [c, 0] if c > 0 => ProcessingMode::Conversation,
-            [0, d] if d > 0 => ProcessingMode::Dispatch,
-            _ => return None,
-        };
-        Some((mode, tally.sample_app.clone()))
+        self.tallies.project_mode(project)
     }
 
     /// Whether `authorization` has been seen to work for `project` (no lookup is made).
@@ -526,18 +440,13 @@ impl ModeCache {
     /// Records that `project`'s whole app list was just seen (a list-apps answer), so what the
     /// cache knows of it is, for the TTL, everything there is.
     pub async fn mark_listed(&self, project: &str) {
-        self.listed.insert(project.to_string(), ()).await;
+        self.tallies.mark_listed(project).await;
     }
 
     /// Whether `project` has, or may have, an app in `mode`: false only when its whole app list
     /// was seen within the TTL and none of its apps is in that mode.
     pub fn may_have(&self, project: &str, mode: ProcessingMode) -> bool {
-        if !self.listed.contains_key(project) {
-            return true;
-        }
-        let t = self.tallies.read().unwrap_or_else(|p| p.into_inner());
-        t.get(project)
-            .is_some_and(|tally| tally.counts[mode_index(mode)] > 0)
+        self.tallies.may_have(project, mode)
     }
 
     /// Checks a caller's credential for `project`, with a lookup of `app` when it has not been
@@ -591,7 +500,10 @@ impl ModeCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::LookupFailure;
+    use http::StatusCode;
     use std::sync::atomic::AtomicUsize;
+    use std::sync::RwLock;
 
     struct Scripted {
         calls: AtomicUsize,
@@ -721,6 +633,56 @@ mod tests {
                 .await,
             Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
         );
+    }
+
+    /// `modegate_mode_cache_lookups_total{result}` as rendered.
+    fn lookups(cache: &ModeCache, result: &str) -> u64 {
+        let line = format!("modegate_mode_cache_lookups_total{{result=\"{result}\"}} ");
+        cache
+            .metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(line.as_str()))
+            .map_or(0, |n| n.trim().parse().expect("count"))
+    }
+
+    #[tokio::test]
+    async fn each_resolution_is_counted_once_by_what_it_found() {
+        let token = HeaderValue::from_static("Bearer t");
+        let (c, lookup) = cache(60_000, LookupOutcome::Found(ProcessingMode::Dispatch));
+        let r = c.resolve("p", "a", Some(&token), None, true).await;
+        assert_eq!(
+            r,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Miss)
+        );
+        let r = c.resolve("p", "a", Some(&token), None, true).await;
+        assert_eq!(
+            r,
+            Resolution::Known(ProcessingMode::Dispatch, CacheResult::Hit)
+        );
+        let pinned = Some(ProcessingMode::Conversation);
+        let r = c.resolve("p", "b", Some(&token), pinned, true).await;
+        assert_eq!(
+            r,
+            Resolution::Known(ProcessingMode::Conversation, CacheResult::Hit)
+        );
+        assert_eq!((lookups(&c, "miss"), lookups(&c, "hit")), (1, 2));
+        assert_eq!(lookup.calls.load(Ordering::SeqCst), 1);
+
+        // A refused credential is no cache lookup; one that cannot be checked is an error.
+        let (c, lookup) = cache(60_000, LookupOutcome::Denied(StatusCode::UNAUTHORIZED));
+        let r = c.resolve("p", "a", Some(&token), None, true).await;
+        assert_eq!(r, Resolution::Untouched);
+        assert_eq!(
+            lookups(&c, "miss") + lookups(&c, "hit") + lookups(&c, "error"),
+            0
+        );
+        *lookup.answer.write().expect("lock") = LookupOutcome::Failed(LookupFailure::Upstream(
+            crate::domain::UpstreamErrorKind::Timeout,
+        ));
+        let r = c.resolve("p", "a", Some(&token), None, true).await;
+        assert_eq!(r, Resolution::Unavailable);
+        assert_eq!(lookups(&c, "error"), 1);
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! with `kind="tls"`, a CONNECT egress proxy, and TLS on the proxy listener with certificate
 //! rotation.
 
-mod support;
+use crate::support;
 
 use std::convert::Infallible;
 use std::time::Duration;

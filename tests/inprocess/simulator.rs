@@ -1,7 +1,7 @@
 //! The built-in simulator's own behaviour: auth, default modes, retention validation, and the
 //! DISPATCH-mode errors the gateway's rules anticipate.
 
-mod support;
+use crate::support;
 
 use base64::Engine as _;
 use http::{Method, StatusCode};

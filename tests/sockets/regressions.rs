@@ -3,7 +3,7 @@
 //! keeps the request's other edits, lookup answers are classified by what they are, token
 //! fetches are observed, and the two retry kinds are bounded to one each.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

@@ -3,7 +3,7 @@
 //! other within a second, Redis killed and restarted under traffic costs no request and
 //! sharing resumes, and a password in the URL works and shows nowhere.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -3,7 +3,7 @@
 //! MO; signed when the webhook has a secret; DISPATCH apps' ids arrive as pseudo ids the
 //! consumer can verify, CONVERSATION apps' as the real ids; failed deliveries are retried.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

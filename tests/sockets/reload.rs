@@ -1,7 +1,7 @@
 //! Hot reload through `POST /reload`: valid files swap in atomically, invalid ones are refused
 //! and counted, in-flight requests are unaffected.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! the simulator's Batch origin; the listener itself (HTTP/1.1 and h2c, its own origin, its
 //! body limit) over real sockets.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, SystemTime};
 

@@ -5,7 +5,7 @@
 //! and over h2c, to `modegate serve` in front of a recording upstream. Each must be refused by
 //! the gateway, or reach the upstream as a request whose lenient reading breaks no rule.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! it has not seen is retried once in the other store after a 404; a CONVERSATION message never
 //! gets `DISPATCH_SOURCE`. In-process, counting the simulator's calls.
 
-mod support;
+use crate::support;
 
 use http::{Method, StatusCode};
 use modegate::domain::Operation as Op;

@@ -1,7 +1,7 @@
 //! End-to-end forwarding through real sockets: exact round trips, streaming, header hygiene,
 //! upstream failures, and the no-open-proxy guarantees.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

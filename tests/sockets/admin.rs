@@ -1,6 +1,6 @@
 //! The admin listener and graceful shutdown.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

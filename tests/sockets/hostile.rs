@@ -1,7 +1,7 @@
 //! Hostile clients: slow heads, oversized heads, connection floods, and hostile bodies on policy
 //! routes get a clear 4xx (or a closed connection) and never reach the upstream.
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! `HTTPS_PROXY` with credentials, the system trust store (`SSL_CERT_FILE`), certificate
 //! rotation on SIGHUP, and `check-config` catching unusable environment values.
 
-mod support;
+use crate::support;
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! webhooks and CONVERSATION callbacks byte for byte; pseudo ids only in DISPATCH callbacks'
 //! empty ids; 502 / 504 / 404 / 405 / 413 in the API error shape.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,7 +4,7 @@
 //! streams beyond `http2_max_concurrent_streams` are refused; PING and SETTINGS floods from a
 //! client that reads nothing meet backpressure instead of a growing queue.
 
-mod support;
+use crate::support;
 
 use std::sync::Arc;
 use std::time::Duration;

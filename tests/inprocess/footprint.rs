@@ -3,7 +3,7 @@
 //! token source, connecting to an origin) are boxed where they are awaited so that a
 //! passthrough request neither carries nor copies them. A phase inlined again fails here.
 
-mod support;
+use crate::support;
 
 use bytes::Bytes;
 use http::Request;

@@ -4,7 +4,7 @@
 //! whose lenient reading (tests/support/lenient.rs, written independently of the gateway)
 //! breaks no rule. Driven in-process through the whole stack against a recording upstream.
 
-mod support;
+use crate::support;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,7 +1,7 @@
 //! `[auth] mode = "inject"`: the gateway's own OAuth2 tokens on every upstream request,
 //! refresh and retry on expiry, inbound admission, and no secret in any output.
 
-mod support;
+use crate::support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
