@@ -3,9 +3,18 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use bytes::Bytes;
+use http::{header, Request, Uri};
+use http_body_util::Full;
+
+use crate::callbacks::consumer::Consumer;
 use crate::config::{Config, ConfigError};
+use crate::pseudo_ids::PseudoIds;
+use crate::server::{self, ConnectionInfo, ConnectionSettings};
 use crate::simulator::seed::BUILT_IN_DIR;
+use crate::simulator::Simulator;
 
 /// The demo's config (`config/demo.toml`), built in: `modegate demo` reads no file unless
 /// `--config` names one. Its `upstream.embedded_seed`, relative as in the file, resolves to the
@@ -30,6 +39,142 @@ pub const LEGACY_APP: &str = "legacy-app";
 pub const NEW_APP: &str = "new-app";
 /// Demo access key (id:secret), accepted as Basic auth by the simulator.
 pub const KEY: &str = "demo-key:demo-secret";
+
+/// The demo key as a Basic credential.
+const BASIC: &str = "Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
+
+/// The demo's built-in callback consumer, on its socket.
+#[derive(Debug)]
+pub struct DemoConsumer {
+    /// What it received.
+    pub consumer: Arc<Consumer>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The webhook (path) now pointed at it, and its target.
+    pub webhook: (String, Uri),
+}
+
+/// Starts the built-in callback consumer where the config's first webhook points (an `http`
+/// URL with a literal IP; on an ephemeral port of that IP instead when `ephemeral`), and points
+/// the webhook at it. `None` when the config has no callback listener, no webhook, or a webhook
+/// that points elsewhere. The consumer serves until the process ends.
+pub async fn start_consumer(
+    config: &mut Config,
+    ephemeral: bool,
+) -> std::io::Result<Option<DemoConsumer>> {
+    if config.callbacks.listen.is_none() {
+        return Ok(None);
+    }
+    let Some(hook) = config.callbacks.webhooks.first_mut() else {
+        return Ok(None);
+    };
+    let Some(mut bind) = hook
+        .target
+        .authority()
+        .filter(|_| hook.target.scheme_str() == Some("http"))
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        return Ok(None);
+    };
+    if ephemeral {
+        bind.set_port(0);
+    }
+    // Not `server::bind`: the gateway's own "listening on" lines keep their order.
+    let listener = tokio::net::TcpListener::bind(bind).await?;
+    let addr = listener.local_addr()?;
+    if let Ok(target) = format!("http://{addr}{}", hook.target.path()).parse::<Uri>() {
+        hook.target = target;
+    }
+    let webhook = (hook.path.clone(), hook.target.clone());
+    let consumer = Consumer::new(None);
+    let service = consumer.clone().service();
+    let (trigger, shutdown) = server::shutdown_channel();
+    tokio::spawn(async move {
+        let _serves_until_the_process_ends = trigger;
+        server::serve(
+            "consumer",
+            listener,
+            move |_: ConnectionInfo| service.clone(),
+            ConnectionSettings::default(),
+            shutdown,
+        )
+        .await;
+    });
+    tracing::info!(
+        listener = "consumer",
+        "the demo's callback consumer is at {addr}"
+    );
+    Ok(Some(DemoConsumer {
+        consumer,
+        addr,
+        webhook,
+    }))
+}
+
+/// The keys the demo seals pseudo ids with: `None` when the variable `callbacks.id_key_env`
+/// names is set (the gateway reads it), otherwise a key made for this run (its pseudo ids open
+/// only while it runs).
+pub fn pseudo_ids(config: &Config) -> Option<PseudoIds> {
+    let name = config.callbacks.id_key_env.as_deref()?;
+    if std::env::var_os(name).is_some() {
+        return None;
+    }
+    let key = format!("{}{}", crate::ids::hex_id(), crate::ids::hex_id());
+    PseudoIds::from_keys(&key).ok()
+}
+
+/// Subscribes the simulator's DISPATCH app to its message callbacks, delivered to `target` (the
+/// gateway's callback listener and webhook path).
+pub async fn subscribe(simulator: &Simulator, target: &str) -> Result<(), String> {
+    let body = serde_json::json!({
+        "app_id": NEW_APP,
+        "target": target,
+        "target_type": "HTTP",
+        "triggers": ["MESSAGE_INBOUND", "MESSAGE_SUBMIT", "MESSAGE_DELIVERY"],
+    });
+    let request = Request::post(format!("/v1/projects/{PROJECT}/webhooks"))
+        .header(header::AUTHORIZATION, BASIC)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| e.to_string())?;
+    let answer = simulator.handle(request).await;
+    if answer.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the simulator answered {}", answer.status()))
+    }
+}
+
+/// The callback steps of the demo (they take the place of the closing line of the text before
+/// them, which they end with). `simulator` is the embedded simulator's URL.
+pub fn callback_instructions(
+    proxy: SocketAddr,
+    callbacks: SocketAddr,
+    consumer: SocketAddr,
+    simulator: &Uri,
+) -> String {
+    let sim = simulator.to_string();
+    let sim = sim.trim_end_matches('/');
+    let base = format!("http://{proxy}/v1/projects/{PROJECT}");
+    format!(
+        r#"Callbacks, on their own port (http://{callbacks}): the simulator delivers {NEW_APP}'s callbacks through the
+gateway to a small built-in consumer at http://{consumer}, written for CONVERSATION mode.
+
+11. A phone writes to the DISPATCH app. In DISPATCH mode its callback carries contact_id ""; the
+    gateway fills in a pseudo contact id (mgpc_…) that stands for the phone, sealed, not readable
+   curl -s -X POST {sim}/_simulator/inbound -H 'content-type: application/json'      -d '{{"project_id":"{PROJECT}","app_id":"{NEW_APP}","channel":"SMS","identity":"+15550123","text":"hello"}}'
+
+12. What the consumer received: the MO, with that contact_id
+   curl -s http://{consumer}/received
+
+13. The consumer replies the CONVERSATION way, to the contact_id: the gateway opens the pseudo id
+    and sends to the phone (x-modegate-decision: rewritten)
+   ID=$(curl -s http://{consumer}/received | grep -o 'mgpc_[A-Za-z0-9_-]*' | head -1)
+   curl -si -u {KEY} -H 'content-type: application/json' {base}/messages:send      -d '{{"app_id":"{NEW_APP}","recipient":{{"contact_id":"'"$ID"'"}},"message":{{"text_message":{{"text":"hi back"}}}}}}'
+
+Press Ctrl-C to stop."#
+    )
+}
 
 /// The text `modegate demo` prints once it is listening; `program` is how the binary was run.
 pub fn instructions(proxy: SocketAddr, admin: SocketAddr, program: &str) -> String {

@@ -184,8 +184,13 @@ impl App {
         // Logged in this order: (simulator,) proxy, admin, then the Batch and callback listeners.
         let proxy = bind("proxy", config.server.listen).await?;
         let admin = bind("admin", config.server.admin_listen).await?;
-        let callbacks = callbacks::Callbacks::new(&config, redis.as_ref(), state.metrics().clone())
-            .map_err(StartError::Secret)?;
+        let callbacks = callbacks::Callbacks::new(
+            &config,
+            redis.as_ref(),
+            state.metrics().clone(),
+            state.pseudo_ids(),
+        )
+        .map_err(StartError::Secret)?;
         let batch = match config.server.batch_listen {
             Some(addr) => Some(bind("batch", addr).await?),
             None => None,
@@ -219,16 +224,15 @@ impl App {
     /// Makes `path` (the file this config came from) reloadable through `POST /reload`; the
     /// returned handle reloads it too (`serve` calls it on SIGHUP).
     pub fn enable_reload(&mut self, path: std::path::PathBuf) -> Arc<reload::Reloader> {
-        self.enable_reload_with(path, None, None)
+        self.enable_reload_with(path, reload::Overrides::default())
     }
 
-    /// [`App::enable_reload`] for a gateway whose listen addresses came from the command line:
-    /// they stay in force on every reload.
+    /// [`App::enable_reload`] for a gateway some of whose settings came from the command line
+    /// (listen addresses, the demo's webhook target): they stay in force on every reload.
     pub fn enable_reload_with(
         &mut self,
         path: std::path::PathBuf,
-        listen: Option<SocketAddr>,
-        admin_listen: Option<SocketAddr>,
+        overrides: reload::Overrides,
     ) -> Arc<reload::Reloader> {
         let reloader = Arc::new(
             reload::Reloader::new(
@@ -237,7 +241,7 @@ impl App {
                 self.state.clone(),
                 self.state.metrics().clone(),
             )
-            .with_listen_overrides(listen, admin_listen)
+            .with_overrides(overrides)
             .with_listener_tls(self.listener_tls.clone()),
         );
         self.reloader = Some(reloader.clone());

@@ -209,12 +209,31 @@ async fn demo(
     // `--listen` on port 0: every demo listener takes an ephemeral port.
     modegate::reload::apply_listen_overrides(&mut config, listen, admin_listen);
     logging::init(config.log.format, &config.log.level);
-    let mut app = match App::bind(config).await {
+    // The callback loop: the built-in consumer the demo's webhook forwards to.
+    let ephemeral = listen.is_some_and(|l| l.port() == 0);
+    let consumer = match modegate::demo::start_consumer(&mut config, ephemeral).await {
+        Ok(consumer) => consumer,
+        Err(e) => {
+            eprintln!("modegate: cannot start the demo's callback consumer: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let hook_path = config.callbacks.webhooks.first().map(|w| w.path.clone());
+    let overrides = modegate::reload::Overrides {
+        listen,
+        admin_listen,
+        webhook_targets: consumer.iter().map(|c| c.webhook.clone()).collect(),
+    };
+    let deps = modegate::Deps {
+        pseudo_ids: modegate::demo::pseudo_ids(&config),
+        ..modegate::Deps::default()
+    };
+    let mut app = match App::bind_with(config, deps).await {
         Ok(app) => app,
         Err(e) => return cannot_start(&e),
     };
     if let Some(path) = path {
-        reload_on_hangup(app.enable_reload_with(path, listen, admin_listen));
+        reload_on_hangup(app.enable_reload_with(path, overrides));
     }
     let program = std::env::args().next().unwrap_or_else(|| "modegate".into());
     let mut text = modegate::demo::instructions(app.proxy_addr(), app.admin_addr(), &program);
@@ -224,6 +243,25 @@ async fn demo(
             &modegate::demo::batch_instructions(batch, app.admin_addr()),
             1,
         );
+    }
+    if let (Some(consumer), Some(callbacks), Some(sim), Some(hook_path)) =
+        (consumer, app.callbacks_addr(), app.simulator(), hook_path)
+    {
+        match modegate::demo::subscribe(&sim, &format!("http://{callbacks}{hook_path}")).await {
+            Ok(()) => {
+                text = text.replacen(
+                    "Press Ctrl-C to stop.",
+                    &modegate::demo::callback_instructions(
+                        app.proxy_addr(),
+                        callbacks,
+                        consumer.addr,
+                        app.upstream_uri(),
+                    ),
+                    1,
+                );
+            }
+            Err(e) => eprintln!("modegate: the demo's webhook was not registered: {e}"),
+        }
     }
     println!("{text}");
     app.run(signal_shutdown()).await;

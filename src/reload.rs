@@ -43,8 +43,8 @@ pub struct Reloader {
     running: Config,
     /// The config last applied (the policy and mode cache in force).
     current: Mutex<Config>,
-    /// Listen addresses given on the command line, which win over the file's on every reload.
-    listen_overrides: (Option<SocketAddr>, Option<SocketAddr>),
+    /// What the command line (and the demo) set over the file's values, on every reload.
+    overrides: Overrides,
     /// The proxy listener's TLS, when it serves TLS.
     listener_tls: Option<ServerTls>,
 }
@@ -97,8 +97,32 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
+/// What the process sets over its file's values, at start and on every reload.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// Webhook targets by webhook path (the demo points its webhook at its own consumer).
+    pub webhook_targets: Vec<(String, http::Uri)>,
+}
+
+impl Overrides {
+    /// Applies these over `config`.
+    pub fn apply(&self, config: &mut Config) {
+        apply_listen_overrides(config, self.listen, self.admin_listen);
+        for w in &mut config.callbacks.webhooks {
+            if let Some((_, target)) = self.webhook_targets.iter().find(|(p, _)| *p == w.path) {
+                w.target = target.clone();
+            }
+        }
+    }
+}
+
 /// Applies command-line listen addresses over the file's: `listen` and `admin_listen` replace
-/// theirs, and a `listen` on port 0 gives the Batch listener (when set) an ephemeral port too.
+/// theirs, and a `listen` on port 0 gives the Batch and callback listeners (when set) ephemeral
+/// ports too.
 pub fn apply_listen_overrides(
     config: &mut Config,
     listen: Option<SocketAddr>,
@@ -106,9 +130,15 @@ pub fn apply_listen_overrides(
 ) {
     config.server.listen = listen.unwrap_or(config.server.listen);
     config.server.admin_listen = admin_listen.unwrap_or(config.server.admin_listen);
-    if let (Some(l), Some(batch)) = (listen, config.server.batch_listen.as_mut()) {
-        if l.port() == 0 {
-            *batch = SocketAddr::new(l.ip(), 0);
+    if let Some(l) = listen.filter(|l| l.port() == 0) {
+        for other in [
+            config.server.batch_listen.as_mut(),
+            config.callbacks.listen.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *other = SocketAddr::new(l.ip(), 0);
         }
     }
 }
@@ -127,7 +157,7 @@ impl Reloader {
             metrics,
             running: config.clone(),
             current: Mutex::new(config),
-            listen_overrides: (None, None),
+            overrides: Overrides::default(),
             listener_tls: None,
         }
     }
@@ -138,13 +168,10 @@ impl Reloader {
         self
     }
 
-    /// Keeps command-line listen addresses (`demo --listen`, `--admin-listen`) over the file's.
-    pub fn with_listen_overrides(
-        mut self,
-        listen: Option<SocketAddr>,
-        admin_listen: Option<SocketAddr>,
-    ) -> Self {
-        self.listen_overrides = (listen, admin_listen);
+    /// Keeps what the command line set (`demo --listen`, `--admin-listen`, the demo's webhook
+    /// target) over the file's.
+    pub fn with_overrides(mut self, overrides: Overrides) -> Self {
+        self.overrides = overrides;
         self
     }
 
@@ -152,8 +179,7 @@ impl Reloader {
     pub fn reload(&self) -> Result<ReloadReport, ConfigError> {
         let new = match Config::load(&self.path) {
             Ok(mut c) => {
-                let (listen, admin) = self.listen_overrides;
-                apply_listen_overrides(&mut c, listen, admin);
+                self.overrides.apply(&mut c);
                 c
             }
             Err(e) => {

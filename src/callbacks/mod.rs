@@ -77,13 +77,17 @@ fn env(name: &str) -> Result<String, String> {
     }
 }
 
-/// The pseudo-id keys, when a webhook fills ids.
-fn pseudo_ids(settings: &CallbackSettings) -> Result<Option<PseudoIds>, (String, String)> {
-    let wanted = settings
+/// Whether a webhook fills ids with pseudo ids.
+fn fills_pseudo_ids(settings: &CallbackSettings) -> bool {
+    settings
         .webhooks
         .iter()
-        .any(|w| w.fill_ids == FillIds::Pseudo);
-    match (&settings.id_key_env, wanted) {
+        .any(|w| w.fill_ids == FillIds::Pseudo)
+}
+
+/// The pseudo-id keys in the environment, when a webhook fills ids (for `check-config`).
+fn pseudo_ids(settings: &CallbackSettings) -> Result<Option<PseudoIds>, (String, String)> {
+    match (&settings.id_key_env, fills_pseudo_ids(settings)) {
         (Some(name), true) => PseudoIds::from_env(name)
             .map(Some)
             .map_err(|m| ("callbacks.id_key_env".to_string(), m)),
@@ -162,6 +166,7 @@ impl Callbacks {
         config: &Config,
         redis: Option<&RedisTarget>,
         metrics: Arc<Metrics>,
+        pseudo_ids: Option<&PseudoIds>,
     ) -> Result<Option<Arc<Callbacks>>, String> {
         let settings = &config.callbacks;
         if settings.listen.is_none() {
@@ -194,7 +199,15 @@ impl Callbacks {
             metrics,
             max_body: config.server.max_policy_body_bytes,
             body_idle: config.server.body_idle_timeout,
-            pseudo_ids: pseudo_ids(settings).map_err(|(k, m)| format!("{k}: {m}"))?,
+            // The gateway's keys (read once at start, from `callbacks.id_key_env`), when a
+            // webhook fills ids.
+            pseudo_ids: match (pseudo_ids, fills_pseudo_ids(settings)) {
+                (Some(keys), true) => Some(keys.clone()),
+                (None, true) => {
+                    return Err("callbacks.id_key_env: no keys to seal pseudo ids with".into())
+                }
+                (_, false) => None,
+            },
         })))
     }
 

@@ -995,6 +995,8 @@ fn every_shipped_config_is_valid() {
             .env("MODEGATE_REDIS_URL", "redis://:pw@modegate-redis:6379/0")
             .env("SINCH_WEBHOOK_SECRET", "webhook-secret")
             .env("MODEGATE_ID_KEY", "ab".repeat(32))
+            // `demo` makes a key of its own when this is unset; `check-config` wants one.
+            .env("MODEGATE_DEMO_ID_KEY", "cd".repeat(32))
             .output()
             .expect("run");
         assert_eq!(
@@ -1118,4 +1120,71 @@ fn callback_refusals_are_logged_without_body_signature_secret_or_identity() {
     ] {
         assert!(!all.contains(leak), "{leak} leaked into the logs");
     }
+}
+
+/// The address in `text` right after `marker` (`127.0.0.1:PORT`).
+fn address_after(text: &str, marker: &str) -> String {
+    let rest = text
+        .split(marker)
+        .nth(1)
+        .unwrap_or_else(|| panic!("{marker:?} in {text}"));
+    rest.chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect()
+}
+
+#[test]
+fn the_demo_closes_the_callback_loop_with_a_pseudo_contact_id() {
+    let dir = std::env::temp_dir().join(format!("modegate-demo-{}", modegate::ids::hex_id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (child, proxy, _admin, printed) = demo(None, &dir);
+    // Steps 11 to 13 as printed: an MO to the DISPATCH app through the simulator…
+    let simulator = address_after(&printed, "curl -s -X POST http://");
+    let consumer = address_after(&printed, "small built-in consumer at http://");
+    let mo = r#"{"project_id":"demo-project","app_id":"new-app","channel":"SMS","identity":"+15550123","text":"hello"}"#;
+    let answer = http(
+        &simulator,
+        &format!(
+            "POST /_simulator/inbound HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{mo}",
+            mo.len()
+        ),
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // …reaches the consumer with a pseudo contact id in place of the empty one…
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let id = loop {
+        let received = get(&consumer, "/received");
+        if let Some(at) = received.find("\"contact_id\":\"mgpc_") {
+            let id: String = received[at + "\"contact_id\":\"".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                .collect();
+            break id;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no pseudo id arrived: {received}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // …and the reply to that contact id is sent to the phone.
+    let reply = format!(
+        r#"{{"app_id":"new-app","recipient":{{"contact_id":"{id}"}},"message":{{"text_message":{{"text":"hi back"}}}}}}"#
+    );
+    let sent = http(
+        &proxy,
+        &format!(
+            "POST /v1/projects/demo-project/messages:send HTTP/1.1\r\nHost: x\r\nAuthorization: Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{reply}",
+            reply.len()
+        ),
+    );
+    assert!(sent.starts_with("HTTP/1.1 200"), "{sent}");
+    assert!(sent.contains("x-modegate-decision: rewritten"), "{sent}");
+    assert!(
+        sent.contains("x-modegate-rule: dispatch.pseudo_ids"),
+        "{sent}"
+    );
+    sigterm(&child);
+    assert_eq!(wait_exit(child), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }
