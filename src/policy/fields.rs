@@ -17,6 +17,8 @@ struct ReadTable {
     kept: Vec<&'static str>,
     /// Per message, per field: whether it is on a declared path.
     read: Vec<Vec<bool>>,
+    /// Per message, per field: whether it is in `kept` (for a body message at the top).
+    kept_at_top: Vec<Vec<bool>>,
 }
 
 fn table() -> &'static ReadTable {
@@ -51,7 +53,21 @@ fn table() -> &'static ReadTable {
                 }
             }
         }
-        ReadTable { kept, read }
+        let kept_at_top = s
+            .messages()
+            .iter()
+            .map(|m| {
+                m.fields
+                    .iter()
+                    .map(|f| kept.contains(&f.proto.as_str()))
+                    .collect()
+            })
+            .collect();
+        ReadTable {
+            kept,
+            read,
+            kept_at_top,
+        }
     })
 }
 
@@ -59,6 +75,16 @@ fn table() -> &'static ReadTable {
 /// are built from a policy route's body.
 pub fn kept(proto: &str) -> bool {
     table().kept.contains(&proto)
+}
+
+/// [`kept`] for field `index` of `message`, the body's message: one table lookup.
+pub fn kept_field(message: MessageId, index: usize) -> bool {
+    table()
+        .kept_at_top
+        .get(message.index())
+        .and_then(|flags| flags.get(index))
+        .copied()
+        .unwrap_or(false)
 }
 
 /// Whether a rule reads field `index` of `message` (its enum values are then read strictly:
@@ -138,6 +164,31 @@ pub fn present(value: &Value, proto: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_kept_table_agrees_with_the_kept_names() {
+        let s = schema();
+        let mut kept_somewhere = 0;
+        for (i, m) in s.messages().iter().enumerate() {
+            let id = s.message_named(&m.name).expect("named");
+            assert_eq!(id.index(), i);
+            for (index, f) in m.fields.iter().enumerate() {
+                assert_eq!(
+                    kept_field(id, index),
+                    kept(&f.proto),
+                    "{}.{}",
+                    m.name,
+                    f.proto
+                );
+                kept_somewhere += usize::from(kept(&f.proto));
+            }
+        }
+        assert!(kept_somewhere > 0);
+        assert!(!kept_field(
+            schema().message_named("SendMessageRequest").expect("send"),
+            999
+        ));
+    }
 
     #[test]
     fn json_names_are_derived_from_proto_names() {

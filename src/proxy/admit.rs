@@ -101,16 +101,22 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
     if let Some(NonCanonical(message)) = req.extensions().get::<NonCanonical>() {
         ctx.ambiguous(message.clone());
     }
-    // One pass over the names present (comparisons, no hashing) finds what to look at.
+    // One pass over the headers (comparisons, no hashing) finds everything looked at here.
     let headers = req.headers();
     let mut overrides = [false; METHOD_OVERRIDES.len()];
-    let (mut authorization, mut connection) = (false, false);
-    for name in headers.keys() {
-        if let Some(i) = METHOD_OVERRIDES.iter().position(|o| name.as_str() == *o) {
+    let mut authorizations = 0usize;
+    let mut content_type = None;
+    let mut relied_on = None;
+    for (name, value) in headers {
+        if name == header::AUTHORIZATION {
+            authorizations += 1;
+        } else if name == header::CONTENT_TYPE {
+            content_type.get_or_insert(value);
+        } else if name == header::CONNECTION {
+            relied_on = relied_on.or_else(|| relied_on_token(value));
+        } else if let Some(i) = METHOD_OVERRIDES.iter().position(|o| name.as_str() == *o) {
             overrides[i] = true;
         }
-        authorization |= name == header::AUTHORIZATION;
-        connection |= name == header::CONNECTION;
     }
     for (name, _) in METHOD_OVERRIDES
         .iter()
@@ -120,29 +126,12 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
         ctx.ambiguous(format!("{name}: method and target overrides are not accepted; send the request with the method and path it means"),
         );
     }
-    if authorization
-        && headers
-            .get_all(header::AUTHORIZATION)
-            .iter()
-            .nth(1)
-            .is_some()
-    {
+    if authorizations > 1 {
         ctx.ambiguous(
             "authorization: more than one Authorization header; send exactly one credential".into(),
         );
     }
-    let listed = connection
-        .then(|| {
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(|t| t.trim().to_ascii_lowercase())
-                .find(|t| RELIED_ON.contains(&t.as_str()))
-        })
-        .flatten();
-    if let Some(token) = listed {
+    if let Some(token) = relied_on {
         ctx.ambiguous(format!("connection: names {token}, which must reach the upstream as the gateway saw it; remove it from Connection"),
         );
     }
@@ -152,7 +141,7 @@ pub fn check_request<B>(ctx: &mut RequestCtx, req: &Request<B>) {
                 .into(),
         );
     }
-    if is_grpc(req) {
+    if is_grpc(content_type, req.uri().path()) {
         ctx.ambiguous(
             "content-type: gRPC requests are not proxied; send the API's JSON over HTTP".into(),
         );
@@ -225,18 +214,25 @@ fn method_in_query(query: Option<&str>) -> bool {
     })
 }
 
+/// A Connection header value's first token that names a header the gateway relies on.
+fn relied_on_token(value: &http::HeaderValue) -> Option<String> {
+    value
+        .to_str()
+        .ok()?
+        .split(',')
+        .map(|t| t.trim().to_ascii_lowercase())
+        .find(|t| RELIED_ON.contains(&t.as_str()))
+}
+
 /// A gRPC request: by its content type, or by a `/package.Service/Method` path.
-fn is_grpc<B>(req: &Request<B>) -> bool {
-    let grpc_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
+fn is_grpc(content_type: Option<&http::HeaderValue>, path: &str) -> bool {
+    let grpc_type = content_type
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| {
             ct.trim_start()
                 .get(..16)
                 .is_some_and(|p| p.eq_ignore_ascii_case("application/grpc"))
         });
-    let path = req.uri().path();
     // `/package.Service/Method`: exactly two slashes (the API's own paths have more).
     if path.bytes().filter(|&b| b == b'/').count() != 2 {
         return grpc_type;

@@ -248,7 +248,7 @@ impl<'k, 'de> Read<'k, 'de> {
                     Some((index, f)) => {
                         let read = fields::is_read(m, index);
                         let kept = match self.part {
-                            Part::Top => fields::kept(&f.proto),
+                            Part::Top => fields::kept_field(m, index),
                             Part::Facts => read,
                             Part::Kept | Part::Skipped => false,
                         };

@@ -249,6 +249,11 @@ impl Schema {
         self.messages.len()
     }
 
+    /// Every message, in [`MessageId::index`] order.
+    pub fn messages(&self) -> &[Message] {
+        &self.messages
+    }
+
     /// The message `id`.
     pub fn message(&self, id: MessageId) -> &Message {
         &self.messages[usize::from(id.0)]
