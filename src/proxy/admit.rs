@@ -310,6 +310,23 @@ mod tests {
     }
 
     #[test]
+    fn a_method_override_in_the_query_is_found_however_it_is_encoded() {
+        for q in [
+            "_method=GET",
+            "a=1&_METHOD=DELETE",
+            "%5Fmethod=GET",
+            "_%6Dethod=PATCH",
+            "_meth%6Fd=PUT",
+        ] {
+            assert!(method_in_query(Some(q)), "{q}");
+        }
+        for q in ["method=GET", "a=_method", "x_method=1", ""] {
+            assert!(!method_in_query(Some(q)), "{q}");
+        }
+        assert!(!method_in_query(None));
+    }
+
+    #[test]
     fn both_framing_headers_are_refused() {
         let mut req = request(Method::POST, "/");
         req.headers_mut()

@@ -5,9 +5,10 @@
 //! parameter into the field `a.b` of the request message, whatever the body binding, wherever
 //! the body leaves it unset. So a parameter naming a field the operation reads from the body or
 //! the path has two readings, and is refused; so is an enum given as anything but one of its
-//! exact names, a single-valued field given twice, `_method`, and — on operations a rule reads —
+//! exact names, a single-valued field given twice, and — on operations a rule reads —
 //! a name that is not exactly a field's but that a lenient reader could take for one. Query
-//! parameters the schema does not know are forwarded untouched.
+//! parameters the schema does not know are forwarded untouched (`_method`, which some front
+//! ends read as the method, is refused for every request by the admit phase).
 
 use super::{schema, Binding, EnumDef, Field, Kind, OperationDef, Shape};
 
@@ -83,12 +84,6 @@ pub fn check(def: &OperationDef, raw: Option<&str>, rules: &dyn RuleReads) -> Op
     // Occurrences of a field mask as repeated `.paths` and as one string.
     let mut mask_forms = [0u32; 2];
     for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
-        if key.eq_ignore_ascii_case("_method") {
-            return Some(
-                "_method: method overrides are not accepted; send the request with the method it means"
-                    .into(),
-            );
-        }
         let mut path = key.split('.');
         let first = path.next().unwrap_or("");
         let Some((index, field)) = request.field(first) else {
@@ -273,7 +268,6 @@ mod tests {
             "app_id=D",
             "appId=D",
             "processing_strategy=DISPATCH_ONLY",
-            "_method=GET",
             "project_id=p",
         ] {
             assert!(
