@@ -171,6 +171,15 @@ pub(super) fn read(text: &str, path: &Path) -> Result<(Config, Vec<Problem>), Co
             256 * 1_048_576,
             &mut problems,
         ) as usize,
+        http1_engine: match one_of(
+            "server.http1_engine",
+            &s.http1_engine,
+            &["hyper", "native"],
+            &mut problems,
+        ) {
+            "native" => super::Http1Engine::Native,
+            _ => super::Http1Engine::Hyper,
+        },
     });
     if let Some(s) = &server {
         if s.listen == s.admin_listen && s.listen.port() != 0 {

@@ -1,0 +1,277 @@
+//! Request heads: httparse over the connection's read buffer, then the framing rules hyper's
+//! HTTP/1.1 server applies (RFC 9112 §6), so that a head is accepted, refused or framed
+//! exactly as hyper would:
+//!
+//! - `Transfer-Encoding` on HTTP/1.0, or whose final coding is not `chunked` → 400;
+//! - `Content-Length` that is not all digits, or differing values → 400; equal repeats are
+//!   kept once; a length over hyper's maximum → 431;
+//! - `Content-Length` together with `Transfer-Encoding`: framed by the chunked coding, the
+//!   length dropped, keep-alive off, and the head marked ambiguous (the request path refuses
+//!   it);
+//! - too many header fields → 431, a target over 65,534 bytes → 414, anything else httparse
+//!   or `http` refuse → 400.
+
+use std::mem::MaybeUninit;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Uri, Version};
+
+/// Header fields httparse reads per head (hyper's default; the request path refuses more than
+/// [`crate::server::MAX_HEADERS`] of them in the API's error shape).
+const MAX_FIELDS: usize = 100;
+/// Longest request target (hyper's).
+const MAX_URI_LEN: usize = (u16::MAX - 1) as usize;
+/// Largest `Content-Length` (hyper's).
+const MAX_LEN: u64 = u64::MAX - 2;
+
+/// How a request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// This many bytes (0: no body).
+    Length(u64),
+    /// The chunked transfer coding.
+    Chunked,
+}
+
+/// A complete request head.
+#[derive(Debug)]
+pub(crate) struct Head {
+    /// The request, without its body.
+    pub(crate) request: Request<()>,
+    /// How its body is delimited.
+    pub(crate) framing: Framing,
+    /// Whether the connection may carry a further request afterwards.
+    pub(crate) keep_alive: bool,
+    /// `Expect: 100-continue` on an HTTP/1.1 request.
+    pub(crate) expect_continue: bool,
+    /// Both `Content-Length` and `Transfer-Encoding` were present.
+    pub(crate) ambiguous: bool,
+}
+
+/// What a parse of the buffer found.
+#[derive(Debug)]
+pub(crate) enum Parsed {
+    /// The head is not complete yet.
+    Partial,
+    /// A head, taken off the front of the buffer.
+    Head(Box<Head>),
+    /// A head refused with this status (the connection is closed after it).
+    Refused(StatusCode),
+}
+
+fn connection_has(value: &HeaderValue, needle: &str) -> bool {
+    value.to_str().is_ok_and(|s| {
+        s.split(',')
+            .any(|token| token.trim().eq_ignore_ascii_case(needle))
+    })
+}
+
+fn is_chunked(value: &HeaderValue) -> bool {
+    value.to_str().is_ok_and(|s| {
+        s.rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+    })
+}
+
+fn digits(bytes: &[u8]) -> Option<u64> {
+    if bytes.is_empty() {
+        return None;
+    }
+    bytes.iter().try_fold(0u64, |n, b| {
+        if b.is_ascii_digit() {
+            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
+        } else {
+            None
+        }
+    })
+}
+
+/// Parses the head at the front of `buf`; a complete head is split off it.
+pub(crate) fn parse(buf: &mut BytesMut) -> Parsed {
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
+        &mut req,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        }
+        Err(_) => return Parsed::Refused(StatusCode::BAD_REQUEST),
+    };
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Parsed::Refused(StatusCode::BAD_REQUEST);
+    };
+    if path.len() > MAX_URI_LEN {
+        return Parsed::Refused(StatusCode::URI_TOO_LONG);
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Refused(StatusCode::BAD_REQUEST);
+    };
+    if req.headers.iter().any(|h| h.name.len() >= 1 << 16) {
+        return Parsed::Refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    }
+    // Offsets into the buffer, so the fields can be taken from the frozen head without copies.
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let target = offset(path.as_bytes());
+    let mut spans: smallvec_lite::Spans = smallvec_lite::Spans::new();
+    for h in req.headers.iter() {
+        spans.push((offset(h.name.as_bytes()), offset(h.value)));
+    }
+    let http11 = version == 1;
+    let head = buf.split_to(len).freeze();
+    let slice = |(at, n): (usize, usize)| head.slice(at..at + n);
+    let Ok(uri) = Uri::from_maybe_shared(slice(target)) else {
+        return Parsed::Refused(StatusCode::BAD_REQUEST);
+    };
+    match fields_of(&head, spans.as_slice(), http11, &slice) {
+        Ok(fields) => {
+            let mut request = Request::new(());
+            *request.headers_mut() = fields.headers;
+            *request.method_mut() = method;
+            *request.uri_mut() = uri;
+            *request.version_mut() = if http11 {
+                Version::HTTP_11
+            } else {
+                Version::HTTP_10
+            };
+            Parsed::Head(Box::new(Head {
+                request,
+                framing: fields.framing,
+                keep_alive: fields.keep_alive,
+                expect_continue: fields.expect_continue && http11,
+                ambiguous: fields.ambiguous,
+            }))
+        }
+        Err(status) => Parsed::Refused(status),
+    }
+}
+
+/// The header fields' part of a head.
+struct Fields {
+    headers: HeaderMap,
+    framing: Framing,
+    keep_alive: bool,
+    expect_continue: bool,
+    ambiguous: bool,
+}
+
+type Span = (usize, usize);
+
+fn fields_of(
+    head: &Bytes,
+    spans: &[(Span, Span)],
+    http11: bool,
+    slice: &dyn Fn(Span) -> Bytes,
+) -> Result<Fields, StatusCode> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut framing = Framing::Length(0);
+    let mut keep_alive = http11;
+    let mut saw_close = false;
+    let mut expect_continue = false;
+    let mut content_length: Option<u64> = None;
+    let (mut is_cl, mut is_te, mut te_chunked) = (false, false, false);
+    for &((name_at, name_len), value) in spans {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+        let value =
+            HeaderValue::from_maybe_shared(slice(value)).map_err(|_| StatusCode::BAD_REQUEST)?;
+        match name {
+            header::TRANSFER_ENCODING => {
+                if !http11 {
+                    return Err(StatusCode::BAD_REQUEST);
+                }
+                is_te = true;
+                if is_cl && content_length.take().is_some() {
+                    headers.remove(header::CONTENT_LENGTH);
+                }
+                te_chunked = is_chunked(&value);
+                if te_chunked {
+                    framing = Framing::Chunked;
+                }
+            }
+            header::CONTENT_LENGTH => {
+                is_cl = true;
+                if is_te {
+                    continue;
+                }
+                let len = digits(value.as_bytes()).ok_or(StatusCode::BAD_REQUEST)?;
+                if let Some(previous) = content_length {
+                    if previous != len {
+                        return Err(StatusCode::BAD_REQUEST);
+                    }
+                    continue;
+                }
+                if len > MAX_LEN {
+                    return Err(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                }
+                framing = Framing::Length(len);
+                content_length = Some(len);
+            }
+            header::CONNECTION => {
+                if saw_close || connection_has(&value, "close") {
+                    saw_close = true;
+                    keep_alive = false;
+                } else if !keep_alive {
+                    keep_alive = connection_has(&value, "keep-alive");
+                }
+            }
+            header::EXPECT => {
+                expect_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+            }
+            _ => {}
+        }
+        headers.append(name, value);
+    }
+    if is_te && !te_chunked {
+        return Err(StatusCode::BAD_REQUEST);
+    }
+    let ambiguous = is_te && is_cl;
+    if ambiguous {
+        keep_alive = false;
+    }
+    Ok(Fields {
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+        ambiguous,
+    })
+}
+
+/// A small fixed-capacity list of field spans on the stack (no heap for common heads).
+mod smallvec_lite {
+    use super::{Span, MAX_FIELDS};
+
+    pub(super) struct Spans {
+        items: [(Span, Span); MAX_FIELDS],
+        len: usize,
+    }
+
+    impl Spans {
+        pub(super) fn new() -> Self {
+            Spans {
+                items: [((0, 0), (0, 0)); MAX_FIELDS],
+                len: 0,
+            }
+        }
+
+        pub(super) fn push(&mut self, item: (Span, Span)) {
+            if let Some(slot) = self.items.get_mut(self.len) {
+                *slot = item;
+                self.len += 1;
+            }
+        }
+
+        pub(super) fn as_slice(&self) -> &[(Span, Span)] {
+            &self.items[..self.len]
+        }
+    }
+}
