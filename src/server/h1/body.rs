@@ -128,6 +128,18 @@ impl Decoder {
         Self { kind }
     }
 
+    /// Whether the body is complete.
+    pub(crate) fn is_eof(&self) -> bool {
+        matches!(
+            self.kind,
+            Kind::Length(0)
+                | Kind::Chunked {
+                    state: Chunk::End,
+                    ..
+                }
+        )
+    }
+
     /// Bytes left, when known.
     pub(crate) fn remaining(&self) -> Option<u64> {
         match self.kind {
@@ -339,8 +351,9 @@ fn decode_trailers(buf: &[u8], count: usize) -> io::Result<HeaderMap> {
 pub(crate) enum Returned {
     /// The body was read to its end.
     Done(Reader),
-    /// The body was dropped before its end.
-    Unfinished(Reader, Decoder),
+    /// The body was dropped before its end; whether it had been free to read ahead (it was
+    /// polled, or no `100 Continue` was awaited).
+    Unfinished(Reader, Decoder, bool),
     /// The body failed (malformed framing, or the stream ended early).
     Failed,
 }
@@ -395,7 +408,8 @@ impl RequestBody {
 
 impl Drop for RequestBody {
     fn drop(&mut self) {
-        self.finish(Returned::Unfinished);
+        let ahead = self.active.as_ref().is_some_and(|a| a.wants.is_none());
+        self.finish(|reader, decoder| Returned::Unfinished(reader, decoder, ahead));
     }
 }
 
@@ -461,5 +475,77 @@ impl http_body::Body for RequestBody {
                 None => SizeHint::default(),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `bytes` fed in pieces of `size`: the data, the trailers, and whether it ended
+    /// (or the error).
+    fn decode(framing: Framing, bytes: &[u8], size: usize) -> Result<(Vec<u8>, usize), String> {
+        let mut decoder = Decoder::new(framing);
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut trailers = 0;
+        let mut pieces = bytes.chunks(size.max(1));
+        loop {
+            match decoder.step(&mut buf).map_err(|e| e.to_string())? {
+                Step::Data(d) => data.extend_from_slice(&d),
+                Step::Trailers(t) => trailers += t.len(),
+                Step::End => return Ok((data, trailers)),
+                Step::More => match pieces.next() {
+                    Some(p) => buf.extend_from_slice(p),
+                    None => return Err("eof".into()),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn chunked_bodies_decode_alike_whatever_the_split() {
+        let body = b"5;ext=1\r\nhello\r\nA \r\n0123456789\r\n0\r\nx-t: 1\r\n\r\n";
+        for size in 1..=body.len() {
+            assert_eq!(
+                decode(Framing::Chunked, body, size),
+                Ok((b"hello0123456789".to_vec(), 1)),
+                "pieces of {size}"
+            );
+        }
+        assert_eq!(
+            decode(Framing::Length(4), b"abcdef", 1),
+            Ok((b"abcd".to_vec(), 0))
+        );
+    }
+
+    #[test]
+    fn malformed_chunked_framing_is_an_error() {
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n0\r\n\r\n",
+            b"fffffffffffffffff1\r\n",
+            b"-1\r\n",
+            b"1;\n",
+            b"1 x\r\n",
+            b"0\r\nx-t: 1\nx\r\n\r\n",
+        ] {
+            assert!(
+                decode(Framing::Chunked, bad, 64).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn a_trailer_section_is_bounded() {
+        let mut body = b"0\r\n".to_vec();
+        for i in 0..=TRAILER_FIELDS {
+            body.extend_from_slice(format!("x-{i}: v\r\n").as_bytes());
+        }
+        body.extend_from_slice(b"\r\n");
+        assert!(decode(Framing::Chunked, &body, 64).is_err());
     }
 }

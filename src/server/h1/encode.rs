@@ -26,6 +26,8 @@ pub(crate) struct Plan {
     pub(crate) out: Out,
     /// The connection closes after this response.
     pub(crate) last: bool,
+    /// The response has no body on the wire whatever its body holds (`HEAD`, 204, 304).
+    pub(crate) bodiless: bool,
 }
 
 /// What the request said that shapes its response.
@@ -206,11 +208,8 @@ pub(crate) fn head(
             }
         },
     };
-    let out = if can_chunked(method, status) {
-        out
-    } else {
-        Out::Length(0)
-    };
+    let bodiless = !can_chunked(method, status);
+    let out = if bodiless { Out::Length(0) } else { out };
     if !wrote_date {
         dst.extend_from_slice(b"date: ");
         date(dst);
@@ -220,6 +219,7 @@ pub(crate) fn head(
     Plan {
         out,
         last: last || out == Out::Close,
+        bodiless,
     }
 }
 

@@ -280,27 +280,33 @@ where
     }
 }
 
-/// The read side back from a lent body: read to its end, or drained of what is already
-/// buffered (else the connection closes, as hyper's does).
+/// The read side back from a lent body. A body read to its end gives it back as it is. One
+/// dropped before its end is drained as far as hyper's engine would have read it: hyper reads
+/// one frame ahead of the service (unless a `100 Continue` is still owed) and, once the body is
+/// dropped, one more frame (from what is buffered, or one read that does not wait); the
+/// connection is kept only if that ends the body.
 async fn take_back(back: oneshot::Receiver<Returned>, wait: Duration) -> Option<Reader> {
     match tokio::time::timeout(wait, back).await {
         Ok(Ok(Returned::Done(reader))) => Some(reader),
-        Ok(Ok(Returned::Unfinished(mut reader, mut decoder))) => {
-            let mut read_once = false;
-            loop {
-                match decoder.step(&mut reader.buf) {
-                    Ok(Step::Data(_) | Step::Trailers(_)) => {}
-                    Ok(Step::End) => return Some(reader),
-                    Ok(Step::More) if !read_once => {
-                        read_once = true;
-                        match poll_once(reader.fill()) {
-                            Some(Ok(n)) if n > 0 => {}
-                            _ => return None,
-                        }
+        Ok(Ok(Returned::Unfinished(mut reader, mut decoder, ahead))) => {
+            for _ in 0..if ahead { 2 } else { 1 } {
+                let mut step = decoder.step(&mut reader.buf);
+                if matches!(step, Ok(Step::More)) {
+                    match poll_once(reader.fill()) {
+                        Some(Ok(n)) if n > 0 => step = decoder.step(&mut reader.buf),
+                        _ => return None,
                     }
+                }
+                match step {
+                    Ok(Step::End) => return Some(reader),
+                    Ok(Step::Data(_) | Step::Trailers(_)) if decoder.is_eof() => {
+                        return Some(reader)
+                    }
+                    Ok(Step::Data(_) | Step::Trailers(_)) => {}
                     Ok(Step::More) | Err(_) => return None,
                 }
             }
+            None
         }
         _ => None,
     }
@@ -331,7 +337,7 @@ where
     let plan = encode::head(&mut parts, asked, shape, out);
     let mut body = pin!(body);
     let mut sent: u64 = 0;
-    if shape.is_some() {
+    if shape.is_some() && !plan.bodiless {
         loop {
             let ready: Option<Option<Result<_, BoxError>>> =
                 poll_once(body.as_mut().frame()).map(|frame| frame.map(|f| f.map_err(Into::into)));
@@ -370,7 +376,7 @@ where
     }
     match plan.out {
         encode::Out::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-        encode::Out::Length(n) if sent < n && shape.is_some() => {
+        encode::Out::Length(n) if sent < n && shape.is_some() && !plan.bodiless => {
             flush(writer, out).await?;
             return Err("the response body ended before its length".into());
         }

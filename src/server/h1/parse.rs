@@ -275,3 +275,86 @@ mod smallvec_lite {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(text: &str) -> Result<Head, StatusCode> {
+        let mut buf = BytesMut::from(text.as_bytes());
+        match parse(&mut buf) {
+            Parsed::Head(h) => Ok(*h),
+            Parsed::Refused(status) => Err(status),
+            Parsed::Partial => Err(StatusCode::CONTINUE),
+        }
+    }
+
+    #[test]
+    fn framing_follows_hyper() {
+        let h = head("POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 5\r\n\r\n")
+            .expect("head");
+        assert_eq!(h.framing, Framing::Length(5));
+        assert_eq!(
+            h.request.headers().get_all("content-length").iter().count(),
+            1
+        );
+        let h = head("POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n")
+            .expect("head");
+        assert_eq!(h.framing, Framing::Chunked);
+        assert!(h.ambiguous && !h.keep_alive);
+        assert!(!h.request.headers().contains_key("content-length"));
+        for refused in [
+            "POST / HTTP/1.1\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\n",
+            "POST / HTTP/1.1\r\ncontent-length: +5\r\n\r\n",
+            "POST / HTTP/1.1\r\ncontent-length: 5,5\r\n\r\n",
+            "POST / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\ntransfer-encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.0\r\ntransfer-encoding: chunked\r\n\r\n",
+            "GET / HTTP/1.1\r\nx: a\r\n b\r\n\r\n",
+            "GET / HTTP/1.1\r\nx : a\r\n\r\n",
+        ] {
+            assert_eq!(
+                head(refused).err(),
+                Some(StatusCode::BAD_REQUEST),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(
+            head("POST / HTTP/1.1\r\ncontent-length: 18446744073709551615\r\n\r\n").err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+        let many: String = (0..101).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert_eq!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")).err(),
+            Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+        );
+    }
+
+    #[test]
+    fn keep_alive_and_expect_follow_the_version() {
+        let h = head("GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").expect("head");
+        assert!(h.keep_alive);
+        let h = head("GET / HTTP/1.0\r\nexpect: 100-continue\r\n\r\n").expect("head");
+        assert!(!h.keep_alive && !h.expect_continue);
+        let h = head("GET / HTTP/1.1\r\nconnection: close\r\nconnection: keep-alive\r\n\r\n")
+            .expect("head");
+        assert!(!h.keep_alive);
+        let h = head("\r\n\nGET / HTTP/1.1\nexpect: 100-Continue\n\n").expect("bare LF");
+        assert!(h.keep_alive && h.expect_continue);
+    }
+
+    #[test]
+    fn a_head_split_anywhere_parses_once_complete() {
+        let text = b"POST /a?b=c HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok";
+        for cut in 0..text.len() - 2 {
+            let mut buf = BytesMut::from(&text[..cut]);
+            assert!(matches!(parse(&mut buf), Parsed::Partial), "cut at {cut}");
+            buf.extend_from_slice(&text[cut..]);
+            let Parsed::Head(h) = parse(&mut buf) else {
+                panic!("cut at {cut}")
+            };
+            assert_eq!(h.request.uri(), "/a?b=c");
+            assert_eq!(&buf[..], b"ok");
+        }
+    }
+}
