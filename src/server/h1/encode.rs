@@ -6,7 +6,7 @@
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
 /// How the response body goes on the wire.
@@ -77,36 +77,23 @@ fn digits(bytes: &[u8]) -> Option<u64> {
     })
 }
 
-/// Writes the head of `parts` into `dst`. `body` is `None` for a body that is already at its
-/// end, else its exact length when known.
+/// A header field that is written as one line of comma-joined values.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Joined {
+    Connection,
+    TransferEncoding,
+}
+
+/// Writes the head of `parts` into `dst`, in one pass over its fields. `body` is `None` for a
+/// body that is already at its end, else its exact length when known.
 pub(crate) fn head(
-    parts: &mut http::response::Parts,
+    parts: &http::response::Parts,
     asked: Asked<'_>,
     body: Option<Option<u64>>,
     dst: &mut Vec<u8>,
 ) -> Plan {
     let method = asked.method;
     let status = parts.status;
-    let headers = &mut parts.headers;
-    // The connection's fate, said where the client needs to hear it.
-    if asked.http10 {
-        let said = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v, "keep-alive"));
-        if !said && asked.keep_alive {
-            headers.append(header::CONNECTION, HeaderValue::from_static("keep-alive"));
-        }
-    } else if !asked.keep_alive
-        && !headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| has_token(v, "close"))
-    {
-        headers.append(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    let mut last = !asked.keep_alive;
-
     dst.extend_from_slice(if asked.http10 {
         b"HTTP/1.0 "
     } else {
@@ -118,69 +105,81 @@ pub(crate) fn head(
     dst.extend_from_slice(b"\r\n");
 
     let chunkable = !asked.http10 && can_chunked(method, status);
+    let mut last = !asked.keep_alive;
     let mut out = None;
     let mut wrote_date = false;
-    for name in headers.keys() {
-        let mut values = headers.get_all(name).iter();
+    let mut said_connection = false;
+    // The joined line being written, and what its values said.
+    let mut open: Option<Joined> = None;
+    let (mut close_said, mut keep_alive_said, mut te_chunked) = (false, false, false);
+    let mut previous: Option<&HeaderName> = None;
+    for (name, value) in &parts.headers {
+        let first = previous != Some(name);
+        previous = Some(name);
+        if first {
+            if let Some(joined) = open.take() {
+                end_joined(dst, joined, asked, close_said, keep_alive_said, te_chunked);
+            }
+        }
         match *name {
             header::CONTENT_LENGTH => {
-                if out.is_some() {
+                if !first || out.is_some() {
                     continue;
                 }
-                let Some(first) = values.next() else { continue };
                 match body {
                     Some(Some(known)) => out = Some(Out::Length(known)),
-                    Some(None) => match digits(first.as_bytes()) {
+                    Some(None) => match digits(value.as_bytes()) {
                         Some(n) => out = Some(Out::Length(n)),
                         None => continue,
                     },
                     None if method == Method::HEAD => out = Some(Out::Length(0)),
                     None => continue,
                 }
-                line(dst, b"content-length", first.as_bytes());
+                line(dst, b"content-length", value.as_bytes());
             }
             header::TRANSFER_ENCODING => {
-                if !chunkable || out.is_some() {
+                if !chunkable || (first && out.is_some()) || (!first && open.is_none()) {
                     continue;
                 }
-                out = Some(Out::Chunked);
-                dst.extend_from_slice(b"transfer-encoding: ");
-                let mut chunked = false;
-                for (i, v) in headers.get_all(name).iter().enumerate() {
-                    if i > 0 {
-                        dst.extend_from_slice(b", ");
-                    }
-                    dst.extend_from_slice(v.as_bytes());
-                    chunked = has_token(v, "chunked")
-                        && v.to_str().is_ok_and(|s| {
-                            s.rsplit(',')
-                                .next()
-                                .is_some_and(|l| l.trim().eq_ignore_ascii_case("chunked"))
-                        });
+                if first {
+                    out = Some(Out::Chunked);
+                    dst.extend_from_slice(b"transfer-encoding: ");
+                    open = Some(Joined::TransferEncoding);
+                } else {
+                    dst.extend_from_slice(b", ");
                 }
-                if !chunked {
-                    dst.extend_from_slice(b", chunked");
-                }
-                dst.extend_from_slice(b"\r\n");
+                dst.extend_from_slice(value.as_bytes());
+                te_chunked = last_token_is(value, "chunked");
             }
             header::CONNECTION => {
-                dst.extend_from_slice(b"connection: ");
-                for (i, v) in headers.get_all(name).iter().enumerate() {
-                    if i > 0 {
-                        dst.extend_from_slice(b", ");
-                    }
-                    last |= has_token(v, "close");
-                    dst.extend_from_slice(v.as_bytes());
+                if first {
+                    said_connection = true;
+                    dst.extend_from_slice(b"connection: ");
+                    open = Some(Joined::Connection);
+                } else {
+                    dst.extend_from_slice(b", ");
                 }
-                dst.extend_from_slice(b"\r\n");
+                dst.extend_from_slice(value.as_bytes());
+                let (close, keep) = (has_token(value, "close"), has_token(value, "keep-alive"));
+                close_said |= close;
+                keep_alive_said |= keep;
+                last |= close;
             }
             header::TRAILER if !chunkable => {}
             _ => {
                 wrote_date |= name == header::DATE;
-                for v in values {
-                    line(dst, name.as_str().as_bytes(), v.as_bytes());
-                }
+                line(dst, name.as_str().as_bytes(), value.as_bytes());
             }
+        }
+    }
+    if let Some(joined) = open.take() {
+        end_joined(dst, joined, asked, close_said, keep_alive_said, te_chunked);
+    }
+    if !said_connection {
+        if asked.http10 && asked.keep_alive {
+            dst.extend_from_slice(b"connection: keep-alive\r\n");
+        } else if !asked.http10 && !asked.keep_alive {
+            dst.extend_from_slice(b"connection: close\r\n");
         }
     }
     let out = match out {
@@ -221,6 +220,37 @@ pub(crate) fn head(
         last: last || out == Out::Close,
         bodiless,
     }
+}
+
+/// Ends a joined line: `chunked` is added to a coding list that does not end with it, and the
+/// connection's fate to a `Connection` line that does not say it (as hyper does).
+fn end_joined(
+    dst: &mut Vec<u8>,
+    joined: Joined,
+    asked: Asked<'_>,
+    close_said: bool,
+    keep_alive_said: bool,
+    te_chunked: bool,
+) {
+    match joined {
+        Joined::TransferEncoding if !te_chunked => dst.extend_from_slice(b", chunked"),
+        Joined::Connection if asked.http10 && asked.keep_alive && !keep_alive_said => {
+            dst.extend_from_slice(b", keep-alive")
+        }
+        Joined::Connection if !asked.http10 && !asked.keep_alive && !close_said => {
+            dst.extend_from_slice(b", close")
+        }
+        _ => {}
+    }
+    dst.extend_from_slice(b"\r\n");
+}
+
+fn last_token_is(value: &HeaderValue, needle: &str) -> bool {
+    value.to_str().is_ok_and(|s| {
+        s.rsplit(',')
+            .next()
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case(needle))
+    })
 }
 
 fn line(dst: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -267,4 +297,122 @@ fn date(dst: &mut Vec<u8>) {
         }
         dst.extend_from_slice(&cached.1);
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(
+        status: u16,
+        headers: &[(&str, &str)],
+        method: Method,
+        http10: bool,
+        keep_alive: bool,
+        body: Option<Option<u64>>,
+    ) -> (String, Plan) {
+        let mut response = http::Response::new(());
+        *response.status_mut() = StatusCode::from_u16(status).expect("status");
+        for (n, v) in headers {
+            response.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        let (parts, ()) = response.into_parts();
+        let mut dst = Vec::new();
+        let asked = Asked {
+            method: &method,
+            http10,
+            keep_alive,
+        };
+        let plan = head(&parts, asked, body, &mut dst);
+        let text = String::from_utf8(dst).expect("utf-8");
+        let without_date: Vec<&str> = text.lines().filter(|l| !l.starts_with("date: ")).collect();
+        assert!(text.contains("\r\ndate: "), "{text}");
+        (without_date.join("\n"), plan)
+    }
+
+    #[test]
+    fn lengths_follow_the_body_and_the_method() {
+        let (text, plan) = encode(
+            200,
+            &[("x-a", "1")],
+            Method::GET,
+            false,
+            true,
+            Some(Some(2)),
+        );
+        assert_eq!(text, "HTTP/1.1 200 OK\nx-a: 1\ncontent-length: 2\n");
+        assert_eq!((plan.out, plan.last), (Out::Length(2), false));
+        let (text, plan) = encode(200, &[], Method::GET, false, true, Some(None));
+        assert_eq!(text, "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n");
+        assert_eq!(plan.out, Out::Chunked);
+        let (_, plan) = encode(200, &[], Method::GET, true, true, Some(None));
+        assert!(
+            plan.last && plan.out == Out::Close,
+            "an HTTP/1.0 client reads to the close"
+        );
+        let (text, plan) = encode(
+            200,
+            &[("content-length", "10")],
+            Method::HEAD,
+            false,
+            true,
+            None,
+        );
+        assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 10\n");
+        assert!(plan.bodiless);
+        let (text, plan) = encode(204, &[], Method::GET, false, true, Some(Some(3)));
+        assert_eq!(text, "HTTP/1.1 204 No Content\n");
+        assert!(plan.bodiless);
+        let (text, _) = encode(200, &[], Method::GET, false, true, None);
+        assert_eq!(text, "HTTP/1.1 200 OK\ncontent-length: 0\n");
+    }
+
+    #[test]
+    fn the_connection_fate_is_said_once() {
+        let (text, plan) = encode(200, &[], Method::GET, false, false, Some(Some(0)));
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\nconnection: close\ncontent-length: 0\n"
+        );
+        assert!(plan.last);
+        let (text, _) = encode(
+            200,
+            &[("connection", "x-a"), ("connection", "x-b")],
+            Method::GET,
+            false,
+            false,
+            Some(Some(0)),
+        );
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\nconnection: x-a, x-b, close\ncontent-length: 0\n"
+        );
+        let (text, plan) = encode(200, &[], Method::GET, true, true, Some(Some(1)));
+        assert_eq!(
+            text,
+            "HTTP/1.0 200 OK\nconnection: keep-alive\ncontent-length: 1\n"
+        );
+        assert!(!plan.last);
+        let (_, plan) = encode(
+            400,
+            &[("connection", "close")],
+            Method::GET,
+            false,
+            true,
+            Some(Some(1)),
+        );
+        assert!(plan.last, "a response that says close ends the connection");
+        let (text, _) = encode(
+            200,
+            &[("transfer-encoding", "gzip")],
+            Method::GET,
+            false,
+            true,
+            Some(None),
+        );
+        assert_eq!(text, "HTTP/1.1 200 OK\ntransfer-encoding: gzip, chunked\n");
+    }
 }

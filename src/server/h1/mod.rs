@@ -98,14 +98,15 @@ enum Next {
 async fn read_head(
     reader: &mut Reader,
     writer: &mut Writer,
-    ctx: &mut Ctx,
+    conn: &mut Conn,
     first: bool,
 ) -> io::Result<Next> {
+    let ctx = &conn.ctx;
     let deadline = tokio::time::Instant::now() + ctx.header_read_timeout;
     let mut started = false;
     loop {
         if !reader.buf.is_empty() {
-            match parse::parse(&mut reader.buf) {
+            match parse::parse(&mut reader.buf, &mut conn.spans) {
                 Parsed::Head(head) => {
                     if started {
                         ctx.close.set_head_started(false);
@@ -135,7 +136,7 @@ async fn read_head(
                 ctx.close.set(if started || first { CloseReason::HeaderTimeout } else { CloseReason::Idle });
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "header read timeout"));
             }
-            () = ctx.shutdown.wait(), if waiting => return Ok(Next::Close),
+            () = &mut conn.stop, if waiting => return Ok(Next::Close),
         }
     }
 }
@@ -148,12 +149,21 @@ async fn refuse(writer: &mut Writer, status: StatusCode) -> io::Result<Next> {
     Ok(Next::Close)
 }
 
+/// What a connection keeps between its requests.
+struct Conn {
+    ctx: Ctx,
+    /// Field spans of the head being parsed.
+    spans: parse::Spans,
+    /// Completes when shutdown is triggered (made once, polled while waiting for a head).
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
 /// Serves HTTP/1.1 on one connection until it closes.
 pub(crate) async fn serve<S, B>(
     mut reader: Reader,
     mut writer: Writer,
     mut service: S,
-    mut ctx: Ctx,
+    ctx: Ctx,
 ) -> Result<(), BoxError>
 where
     S: tower::Service<Request<RequestBody>, Response = Response<B>, Error = Infallible>,
@@ -162,8 +172,14 @@ where
 {
     let mut out: Vec<u8> = Vec::with_capacity(4 * 1024);
     let mut index: u64 = 0;
+    let mut shutdown = ctx.shutdown.clone();
+    let mut conn = Conn {
+        ctx,
+        spans: Vec::new(),
+        stop: Box::pin(async move { shutdown.wait().await }),
+    };
     loop {
-        let head = match read_head(&mut reader, &mut writer, &mut ctx, index == 0).await? {
+        let head = match read_head(&mut reader, &mut writer, &mut conn, index == 0).await? {
             Next::Head(head) => head,
             Next::Close => return Ok(()),
         };
@@ -174,6 +190,7 @@ where
             expect_continue,
             ambiguous,
         } = *head;
+        let ctx = &conn.ctx;
         if ambiguous {
             ctx.framing.raise(index);
         }
@@ -327,14 +344,14 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let (mut parts, body) = response.into_parts();
+    let (parts, body) = response.into_parts();
     let shape = if body.is_end_stream() {
         None
     } else {
         Some(body.size_hint().exact())
     };
     out.clear();
-    let plan = encode::head(&mut parts, asked, shape, out);
+    let plan = encode::head(&parts, asked, shape, out);
     let mut body = pin!(body);
     let mut sent: u64 = 0;
     if shape.is_some() && !plan.bodiless {

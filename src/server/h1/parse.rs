@@ -88,8 +88,16 @@ fn digits(bytes: &[u8]) -> Option<u64> {
     })
 }
 
-/// Parses the head at the front of `buf`; a complete head is split off it.
-pub(crate) fn parse(buf: &mut BytesMut) -> Parsed {
+/// Header fields the request path may add to a request (forwarding headers, a request id):
+/// room is made for them up front so the map does not grow on the way.
+const ADDED_FIELDS: usize = 6;
+
+/// Where a field's name and value lie in the head.
+pub(crate) type Spans = Vec<(Span, Span)>;
+
+/// Parses the head at the front of `buf`; a complete head is split off it. `spans` is the
+/// connection's scratch space.
+pub(crate) fn parse(buf: &mut BytesMut, spans: &mut Spans) -> Parsed {
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_request_with_uninit_headers(
@@ -121,17 +129,19 @@ pub(crate) fn parse(buf: &mut BytesMut) -> Parsed {
     let base = buf.as_ptr() as usize;
     let offset = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
     let target = offset(path.as_bytes());
-    let mut spans: smallvec_lite::Spans = smallvec_lite::Spans::new();
-    for h in req.headers.iter() {
-        spans.push((offset(h.name.as_bytes()), offset(h.value)));
-    }
+    spans.clear();
+    spans.extend(
+        req.headers
+            .iter()
+            .map(|h| (offset(h.name.as_bytes()), offset(h.value))),
+    );
     let http11 = version == 1;
     let head = buf.split_to(len).freeze();
     let slice = |(at, n): (usize, usize)| head.slice(at..at + n);
     let Ok(uri) = Uri::from_maybe_shared(slice(target)) else {
         return Parsed::Refused(StatusCode::BAD_REQUEST);
     };
-    match fields_of(&head, spans.as_slice(), http11, &slice) {
+    match fields_of(&head, spans, http11, &slice) {
         Ok(fields) => {
             let mut request = Request::new(());
             *request.headers_mut() = fields.headers;
@@ -163,7 +173,8 @@ struct Fields {
     ambiguous: bool,
 }
 
-type Span = (usize, usize);
+/// An offset and a length in the head.
+pub(crate) type Span = (usize, usize);
 
 fn fields_of(
     head: &Bytes,
@@ -171,7 +182,7 @@ fn fields_of(
     http11: bool,
     slice: &dyn Fn(Span) -> Bytes,
 ) -> Result<Fields, StatusCode> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_FIELDS);
     let mut framing = Framing::Length(0);
     let mut keep_alive = http11;
     let mut saw_close = false;
@@ -246,43 +257,13 @@ fn fields_of(
     })
 }
 
-/// A small fixed-capacity list of field spans on the stack (no heap for common heads).
-mod smallvec_lite {
-    use super::{Span, MAX_FIELDS};
-
-    pub(super) struct Spans {
-        items: [(Span, Span); MAX_FIELDS],
-        len: usize,
-    }
-
-    impl Spans {
-        pub(super) fn new() -> Self {
-            Spans {
-                items: [((0, 0), (0, 0)); MAX_FIELDS],
-                len: 0,
-            }
-        }
-
-        pub(super) fn push(&mut self, item: (Span, Span)) {
-            if let Some(slot) = self.items.get_mut(self.len) {
-                *slot = item;
-                self.len += 1;
-            }
-        }
-
-        pub(super) fn as_slice(&self) -> &[(Span, Span)] {
-            &self.items[..self.len]
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn head(text: &str) -> Result<Head, StatusCode> {
         let mut buf = BytesMut::from(text.as_bytes());
-        match parse(&mut buf) {
+        match parse(&mut buf, &mut Vec::new()) {
             Parsed::Head(h) => Ok(*h),
             Parsed::Refused(status) => Err(status),
             Parsed::Partial => Err(StatusCode::CONTINUE),
@@ -348,9 +329,13 @@ mod tests {
         let text = b"POST /a?b=c HTTP/1.1\r\nhost: x\r\ncontent-length: 2\r\n\r\nok";
         for cut in 0..text.len() - 2 {
             let mut buf = BytesMut::from(&text[..cut]);
-            assert!(matches!(parse(&mut buf), Parsed::Partial), "cut at {cut}");
+            let spans = &mut Vec::new();
+            assert!(
+                matches!(parse(&mut buf, spans), Parsed::Partial),
+                "cut at {cut}"
+            );
             buf.extend_from_slice(&text[cut..]);
-            let Parsed::Head(h) = parse(&mut buf) else {
+            let Parsed::Head(h) = parse(&mut buf, spans) else {
                 panic!("cut at {cut}")
             };
             assert_eq!(h.request.uri(), "/a?b=c");
