@@ -343,6 +343,10 @@ fn extra() -> impl Strategy<Value = Vec<String>> {
             "authorization: Bearer u",
             "x-http-method-override: DELETE",
             "content-type: application/json",
+            "upgrade: websocket",
+            "connection: upgrade",
+            "te: trailers",
+            "content-length : 3",
         ]),
         0..4,
     )
@@ -457,5 +461,115 @@ proptest! {
             tokio::join!(run(&pair.hyper, &chunks), run(&pair.native, &chunks))
         });
         prop_assert_eq!(comparable(a, &chunks), comparable(b, &chunks), "stream: {:?}", String::from_utf8_lossy(&chunks.concat()));
+    }
+}
+
+/// On either engine, a drain closes an idle keep-alive connection at once and lets the
+/// request in flight finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_closes_idle_connections_and_finishes_the_request_in_flight() {
+    for engine in [Http1Engine::Hyper, Http1Engine::Native] {
+        let (release, released) = tokio::sync::watch::channel(false);
+        let upstream = Upstream::start(Arc::new(move |seen: Seen| {
+            let mut released = released.clone();
+            Box::pin(async move {
+                if seen.uri.path() == "/v1/projects/p/apps" {
+                    let _ = released.wait_for(|r| *r).await;
+                }
+                Response::new(Full::new(Bytes::from_static(b"{}")))
+            })
+        }))
+        .await;
+        let mut config = config_toml(&format!(
+            "[upstream]\nbase_url = \"http://{}\"\n[mode_cache]\nttl_secs = 0\n",
+            upstream.addr
+        ));
+        config.server.http1_engine = engine;
+        let gw = spawn(config).await;
+        let mut idle = TcpStream::connect(gw.proxy_addr).await.expect("connect");
+        idle.write_all(b"GET /v1/projects/p/apps/x HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(b"{}") {
+            let n = idle.read(&mut buf).await.expect("read");
+            assert!(n > 0, "{engine:?}: answered");
+            got.extend_from_slice(&buf[..n]);
+        }
+        let mut busy = TcpStream::connect(gw.proxy_addr).await.expect("connect");
+        busy.write_all(b"GET /v1/projects/p/apps HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .expect("write");
+        let seen = upstream.seen.clone();
+        assert_eventually(
+            || seen.lock().expect("lock").len() == 2,
+            Duration::from_secs(5),
+            "the second request upstream",
+        )
+        .await;
+        gw.begin_shutdown();
+        let closed = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf)).await;
+        assert!(
+            matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+            "{engine:?}: the idle connection is closed by the drain"
+        );
+        release.send(true).expect("release");
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), busy.read_to_end(&mut answer))
+            .await
+            .expect("the connection closes after its answer")
+            .expect("read");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200 OK"),
+            "{engine:?}: {answer}"
+        );
+        assert!(answer.contains("\r\n\r\n{}"), "{engine:?}: {answer}");
+        gw.shutdown().await;
+    }
+}
+
+/// On either engine, `Expect: 100-continue` is answered with `100 Continue` once the gateway
+/// reads the body, and the request completes after the client sends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_is_answered_when_the_body_is_read() {
+    for engine in [Http1Engine::Hyper, Http1Engine::Native] {
+        let upstream = Upstream::ok().await;
+        let mut config = config_toml(&format!(
+            "[upstream]\nbase_url = \"http://{}\"\n[mode_cache]\nttl_secs = 0\n",
+            upstream.addr
+        ));
+        config.server.http1_engine = engine;
+        let gw = spawn(config).await;
+        let mut stream = TcpStream::connect(gw.proxy_addr).await.expect("connect");
+        let body = br#"{"display_name":"x"}"#;
+        stream
+            .write_all(
+                format!(
+                    "POST /v1/projects/p/contacts HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            )
+            .await
+            .expect("write");
+        let mut interim = [0u8; 25];
+        tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut interim))
+            .await
+            .expect("100 Continue before the body")
+            .expect("read");
+        assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n", "{engine:?}");
+        stream.write_all(body).await.expect("body");
+        let mut answer = [0u8; 15];
+        stream.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer, b"HTTP/1.1 200 OK", "{engine:?}");
+        let seen = upstream.seen();
+        assert_eq!(
+            seen.last().map(|s| s.body.clone()),
+            Some(Bytes::from_static(body)),
+            "{engine:?}"
+        );
+        gw.shutdown().await;
     }
 }
