@@ -33,7 +33,9 @@ use parse::{Framing, Parsed};
 
 use super::framing::{FramingFlag, SniffIo};
 use super::{CloseCause, CloseReason, Shutdown};
-use crate::upstream::BoxError;
+
+/// An error of a connection or a body.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Most bytes buffered while a head is incomplete (hyper's buffer limit on the other engine);
 /// past it the head is refused with 431.
