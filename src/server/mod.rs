@@ -389,24 +389,27 @@ pub async fn serve<M, S, B, RB>(
                         let io = h1::Rewind::new(buf, stream);
                         let io = TokioIo::new(SniffIo::new(io, framing, stall, io_close));
                         let service = TowerToHyperService::new(service.map_request(from_hyper));
-                        graceful
-                            .watch(builder.serve_connection(io, service).into_owned())
+                        // Boxed: hyper's connection state is not carried in every connection
+                        // task's future (a native connection's task stays small).
+                        Box::pin(graceful.watch(builder.serve_connection(io, service).into_owned()))
                             .await
                     }
                     (None, None) => {
                         let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
                         let service = TowerToHyperService::new(service.map_request(from_hyper));
-                        graceful
-                            .watch(builder.serve_connection(io, service).into_owned())
+                        // Boxed: hyper's connection state is not carried in every connection
+                        // task's future (a native connection's task stays small).
+                        Box::pin(graceful.watch(builder.serve_connection(io, service).into_owned()))
                             .await
                     }
-                    (Some(acceptor), _) => match acceptor.accept(stream).await {
+                    (Some(acceptor), _) => match Box::pin(acceptor.accept(stream)).await {
                         Ok(stream) => {
                             let service = TowerToHyperService::new(service.map_request(from_hyper));
                             let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
-                            graceful
-                                .watch(builder.serve_connection(io, service).into_owned())
-                                .await
+                            Box::pin(
+                                graceful.watch(builder.serve_connection(io, service).into_owned()),
+                            )
+                            .await
                         }
                         Err(e) => Err(format!("TLS handshake failed: {e}").into()),
                     },
