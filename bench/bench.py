@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""modegate benchmark driver: direct vs nginx proxy_pass vs modegate, loopback only, pinned.
+"""modegate benchmark driver: direct vs nginx proxy_pass vs HAProxy vs modegate (on hyper's and on
+its native HTTP/1.1 engine), and for the policy route nginx with lua; loopback only, pinned.
 
 Invoked by bench/run.sh (which installs the tools and builds the release binary). Writes
 bench/results.json (raw numbers) and bench/results.md (the table), or with --smoke a short run
@@ -92,8 +93,10 @@ def settled_kb(read_kb, within=20.0):
 class Contender:
     """A proxy process pinned to the contender CPU (or nothing, for direct)."""
 
-    def __init__(self, name, port, cmd=None, env=None, work=None):
+    def __init__(self, name, port, cmd=None, env=None, work=None, scenarios=None):
         self.name, self.port, self.cmd, self.env, self.proc = name, port, cmd, env, None
+        # The scenarios it is measured on (None: all).
+        self.scenarios = scenarios
         self.log = os.path.join(work, f"{name}.log") if work else None
 
     def start(self):
@@ -231,9 +234,13 @@ def cpu_at_rate(contender, scenario, rate, seconds, conns, smoke):
     return r
 
 
-def instructions_per_request(name, cmd, port, scenario, requests, work, env=None):
+SCENARIOS_CPU = ("a_passthrough", "b_policy_send")
+
+
+def instructions_per_request(name, cmd, port, scenario, requests, work, env=None, keep=False):
     """Instructions per request of `cmd` under callgrind: counters zeroed after a warm-up,
-    dumped after `requests` more. Deterministic, unlike CPU time on a shared machine."""
+    dumped after `requests` more. Deterministic, unlike CPU time on a shared machine. `keep`
+    leaves the profile (the last dump) in `work`."""
     out = os.path.join(work, f"callgrind-{name}-{scenario}")
     proc = subprocess.Popen(["taskset", "-c", CONTENDER_CPU, "valgrind", "--tool=callgrind", "--trace-children=no",
                              f"--callgrind-out-file={out}.%p"] + cmd,
@@ -257,6 +264,10 @@ def instructions_per_request(name, cmd, port, scenario, requests, work, env=None
                         if line.startswith("summary:") or line.startswith("totals:"):
                             total = int(line.split()[1])
             time.sleep(0.2)
+        if not keep:
+            for f in os.listdir(work):
+                if f.startswith(os.path.basename(out)):
+                    os.remove(os.path.join(work, f))
         return total / requests if total else None
     finally:
         proc.terminate()
@@ -289,30 +300,37 @@ def main():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    ports = {k: free_port() for k in ("UP", "NGINX", "HAPROXY", "MG", "ADMIN")}
+    ports = {k: free_port() for k in ("UP", "NGINX", "HAPROXY", "MG", "ADMIN", "NGINX_LUA")}
     subst = {"WORK": work, "PAD": "x" * 900, "MAXAPPS": str(fill_target), **{k: str(v) for k, v in ports.items()}}
 
-    def render(name, extra=None):
+    def render(name, extra=None, out=None):
         text = open(os.path.join(HERE, name)).read()
         for k, v in {**subst, **(extra or {})}.items():
             text = text.replace("{{" + k + "}}", v)
-        path = os.path.join(work, name.replace(".tmpl", ""))
+        path = os.path.join(work, out or name.replace(".tmpl", ""))
         with open(path, "w") as f:
             f.write(text)
         return path
 
     up_conf, ng_conf, ha_conf = render("upstream.nginx.conf.tmpl"), render("proxy.nginx.conf.tmpl"), render("haproxy.cfg.tmpl")
-    mg_conf = render("modegate.toml.tmpl")
+    mg_conf = render("modegate.toml.tmpl", {"ENGINE": "hyper"})
+    mg_native_conf = render("modegate.toml.tmpl", {"ENGINE": "native"}, "modegate-native.toml")
+    # nginx with lua-nginx-module (Debian's libnginx-mod-http-lua) and lua-cjson, when installed.
+    lua = os.path.exists("/usr/lib/nginx/modules/ngx_http_lua_module.so") and \
+        os.path.exists("/usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so")
+    lua_conf = render("proxy-lua.nginx.conf.tmpl") if lua else None
     upstream = subprocess.Popen(["taskset", "-c", SUPPORT_CPU, "nginx", "-p", work, "-c", up_conf, "-g", "daemon off;"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(ports["UP"])
     mg_env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}
-    mg_cmd = lambda binary: [binary, "serve", "--config", mg_conf]
+    mg_cmd = lambda binary, conf=mg_conf: [binary, "serve", "--config", conf]
     contenders = {
         "direct": Contender("direct", ports["UP"]),
         "nginx": Contender("nginx", ports["NGINX"], ["nginx", "-p", work, "-c", ng_conf, "-g", "daemon off;"], work=work),
         "haproxy": Contender("haproxy", ports["HAPROXY"], ["haproxy", "-db", "-f", ha_conf], work=work),
         "modegate": Contender("modegate", ports["MG"], mg_cmd(args.bin), env=mg_env, work=work),
+        # The same binary on its own HTTP/1.1 engine (server.http1_engine = "native").
+        "modegate_native": Contender("modegate_native", ports["MG"], mg_cmd(args.bin, mg_native_conf), env=mg_env, work=work),
         # The runtime-shape comparison: the same binary on tokio's multi-thread scheduler.
         "modegate_multi_thread": Contender("modegate_multi_thread", ports["MG"], mg_cmd(args.bin),
                                            env={**mg_env, "MODEGATE_RUNTIME": "multi-thread"}, work=work),
@@ -321,16 +339,22 @@ def main():
         contenders["modegate_before"] = Contender("modegate_before", ports["MG"], mg_cmd(args.base_bin), env=mg_env, work=work)
     if not shutil.which("haproxy"):
         del contenders["haproxy"]
+    if lua:
+        contenders["nginx_lua"] = Contender("nginx_lua", ports["NGINX_LUA"], ["nginx", "-p", work, "-c", lua_conf, "-g", "daemon off;"],
+                                            work=work, scenarios=("b_policy_send",))
     cpu_scenarios = ("a_passthrough", "b_policy_send")
     results = {"smoke": smoke, "machine": {}, "cpu": {}, "latency": {}, "saturation": {}, "instructions": {},
                "resources": {}, "targets": {}}
     try:
         for name, c in contenders.items():
             c.start()
-            wrk(c.port, "a_passthrough", 1, sat_conns)  # warm-up: connections, pools, caches
-            wrk(c.port, "b_policy_send", 1, sat_conns)
+            for scenario in ("a_passthrough", "b_policy_send"):  # warm-up: connections, pools, caches
+                if c.scenarios is None or scenario in c.scenarios:
+                    wrk(c.port, scenario, 1, sat_conns)
             results["cpu"][name], results["latency"][name], results["saturation"][name] = {}, {}, {}
             for scenario in cpu_scenarios:
+                if c.scenarios is not None and scenario not in c.scenarios:
+                    continue
                 at_rate = [cpu_at_rate(c, scenario, headline_rate, cpu_s, rate_conns, smoke) for _ in range(runs)]
                 if c.proc:
                     results["cpu"][name][scenario] = spread([r["cpu_us_per_req"] for r in at_rate])
@@ -344,6 +368,8 @@ def main():
                     r = (smoke_rate if smoke else oha)(c.port, scenario, rate, lat_s, rate_conns)
                     results["latency"][name][scenario][str(rate)] = {k: spread([r[k]]) for k in ("p50_ms", "p99_ms", "p999_ms", "achieved_rps")}
             for scenario in SCENARIOS:
+                if c.scenarios is not None and scenario not in c.scenarios:
+                    continue
                 if name.startswith("modegate") and scenario == "c_rejected":
                     open(os.path.join(work, "list.log"), "w").close()
                 n = runs if scenario == "a_passthrough" else 1
@@ -360,14 +386,18 @@ def main():
         # Instruction counts under callgrind (one process per contender and scenario).
         if shutil.which("valgrind") and shutil.which("callgrind_control"):
             cg = {"nginx": (["nginx", "-p", work, "-c", ng_conf, "-g", "daemon off; master_process off;"], ports["NGINX"], None),
-                  "modegate": (mg_cmd(args.bin), ports["MG"], mg_env)}
+                  "modegate": (mg_cmd(args.bin), ports["MG"], mg_env),
+                  "modegate_native": (mg_cmd(args.bin, mg_native_conf), ports["MG"], mg_env)}
             if "haproxy" in contenders:
                 cg["haproxy"] = (["haproxy", "-db", "-f", ha_conf], ports["HAPROXY"], None)
             if args.base_bin:
                 cg["modegate_before"] = (mg_cmd(args.base_bin), ports["MG"], mg_env)
+            if lua:
+                cg["nginx_lua"] = (["nginx", "-p", work, "-c", lua_conf, "-g", "daemon off; master_process off;"], ports["NGINX_LUA"], None)
             for name, (cmd, port, env) in cg.items():
                 results["instructions"][name] = {
-                    sc: instructions_per_request(name, cmd, port, sc, cg_requests, work, env) for sc in cpu_scenarios}
+                    sc: instructions_per_request(name, cmd, port, sc, cg_requests, work, env)
+                    for sc in cpu_scenarios if name != "nginx_lua" or sc == "b_policy_send"}
 
         # Each resource scenario starts from a fresh process, so memory the allocator kept from
         # earlier runs does not count against the next one.
@@ -392,6 +422,17 @@ def main():
             idle.wait(timeout=10)
         results["resources"]["e_idle_connections"] = idle_count
         mg.stop()
+        # The same on the native engine.
+        native = contenders["modegate_native"].start()
+        idle = subprocess.Popen([sys.executable, os.path.join(HERE, "idle_conns.py"), "--addr", f"127.0.0.1:{ports['MG']}",
+                                 "--count", str(idle_count), "--hold", "60"], stdout=subprocess.PIPE, text=True)
+        line = idle.stdout.readline()
+        if not line.startswith(f"idle connections answered: {idle_count}"):
+            raise SystemExit(f"idle connections were not all answered (native engine): {line.strip()}")
+        results["resources"]["native_e_rss_kb_idle"] = settled_kb(native.rss_kb)
+        idle.kill()
+        idle.wait(timeout=10)
+        native.stop()
         mg.start()
         # (d) cold cache: concurrent requests for one unknown app → one upstream lookup.
         before = count_lines(os.path.join(work, "lookups.log"), "cold-app")
@@ -476,6 +517,22 @@ def evaluate(r):
     t["d_cold_cache_lookups"] = {"value": res["d_cold_cache_lookups"], "target": "== 1"}
     t["e_rss_mb_1000_idle"] = {"value": res["e_rss_kb_idle"] / 1024, "target": "<= 30"}
     t["e_rss_mb_100k_modes"] = {"value": res["rss_kb_cached_apps"] / 1024, "target": "<= 64"}
+    # The native HTTP/1.1 engine's targets (issue "an HTTP/1.1 path of our own").
+    if "modegate_native" in cpu:
+        nv_a = cpu["modegate_native"]["a_passthrough"]["median"]
+        t["native_a_cpu_vs_nginx"] = {"value": nv_a / ng_a, "target": "<= 1.0"}
+        ins = r["instructions"]
+        if ins.get("modegate_native", {}).get("a_passthrough") and ins.get("nginx", {}).get("a_passthrough"):
+            t["native_a_instructions_vs_nginx"] = {"value": ins["modegate_native"]["a_passthrough"] / ins["nginx"]["a_passthrough"], "target": "<= 1.1"}
+        t["native_a_saturated_rps_vs_nginx"] = {"value": sat["modegate_native"]["a_passthrough"]["rps"]["median"] / sat["nginx"]["a_passthrough"]["rps"]["median"], "target": ">= 1.0"}
+        t["native_b_policy_cpu_vs_own_passthrough"] = {"value": cpu["modegate_native"]["b_policy_send"]["median"] / nv_a, "target": "<= 1.1"}
+        nv_added = lat(r, "modegate_native", "a_passthrough", rate, "p99_ms") - direct99
+        t["native_a_added_p99_ms_vs_nginx_added"] = {"value": nv_added - ng_added, "target": "<= 0.1"}
+        t["native_b_policy_p99_ms_at_fixed_rate"] = {"value": lat(r, "modegate_native", "b_policy_send", rate, "p99_ms"), "target": "<= 2.0"}
+        if "native_e_rss_kb_idle" in res:
+            t["native_e_rss_mb_1000_idle"] = {"value": res["native_e_rss_kb_idle"] / 1024, "target": "<= 20"}
+    if "nginx_lua" in cpu and "modegate_native" in cpu:
+        t["native_b_policy_cpu_vs_nginx_lua"] = {"value": cpu["modegate_native"]["b_policy_send"]["median"] / cpu["nginx_lua"]["b_policy_send"]["median"], "target": "<= 1.0"}
     for v in t.values():
         op, num = v["target"].split()[0], float(v["target"].split()[1])
         v["met"] = {">=": v["value"] >= num, "<=": v["value"] <= num, "==": v["value"] == num}[op]
@@ -507,13 +564,14 @@ def markdown(r):
     for name, v in r["cpu"].items():
         if not v:
             continue
-        out.append(f"| {name} | {fmt_spread(v['a_passthrough'])} | {fmt_spread(v['b_policy_send'])} | {v['a_passthrough']['median'] / ng:.2f}× |")
+        vs = f"{v['a_passthrough']['median'] / ng:.2f}×" if "a_passthrough" in v else "—"
+        out.append(f"| {name} | {fmt_spread(v.get('a_passthrough'))} | {fmt_spread(v.get('b_policy_send'))} | {vs} |")
     if r["instructions"]:
         out += ["", f"## Instructions per request (callgrind, {meth['callgrind_requests']} requests after a warm-up; deterministic)", "",
                 "| contender | a passthrough | b policy POST 1 KB |", "| --- | ---: | ---: |"]
         for name, v in r["instructions"].items():
             cell = lambda x: "—" if x is None else f"{x:,.0f}"
-            out.append(f"| {name} | {cell(v['a_passthrough'])} | {cell(v['b_policy_send'])} |")
+            out.append(f"| {name} | {cell(v.get('a_passthrough'))} | {cell(v.get('b_policy_send'))} |")
     out += ["", "## Latency at fixed rates: added over direct (ms)", "",
             "| scenario | rate | direct p50 / p99 / p99.9 | contender | added p50 / p99 / p99.9 |", "| --- | ---: | --- | --- | --- |"]
     for sc in ("a_passthrough", "b_policy_send"):
@@ -521,7 +579,7 @@ def markdown(r):
             d = r["latency"]["direct"][sc][str(rate)]
             trip = lambda x: f"{x['p50_ms']['median']:.3f} / {x['p99_ms']['median']:.3f} / {x['p999_ms']['median']:.3f}"
             for name in r["latency"]:
-                if name == "direct" or str(rate) not in r["latency"][name][sc]:
+                if name == "direct" or str(rate) not in r["latency"][name].get(sc, {}):
                     continue
                 x = r["latency"][name][sc][str(rate)]
                 add = " / ".join(f"{x[k]['median'] - d[k]['median']:+.3f}" for k in ("p50_ms", "p99_ms", "p999_ms"))
@@ -529,8 +587,10 @@ def markdown(r):
     out += ["", "## Throughput at saturation", "",
             "| contender | a passthrough rps | b policy rps | c rejected rps | a CPU ms / 1k req |", "| --- | ---: | ---: | ---: | ---: |"]
     for name, v in r["saturation"].items():
-        out.append(f"| {name} | {fmt_spread(v['a_passthrough']['rps'], 0)} | {v['b_policy_send']['rps']['median']:.0f} | "
-                   f"{v['c_rejected']['rps']['median']:.0f} | {fmt_spread(v['a_passthrough']['cpu_ms_per_1k'])} |")
+        rps = lambda sc: f"{v[sc]['rps']['median']:.0f}" if sc in v else "—"
+        a = v.get("a_passthrough")
+        out.append(f"| {name} | {fmt_spread(a['rps'], 0) if a else '—'} | {rps('b_policy_send')} | "
+                   f"{rps('c_rejected')} | {fmt_spread(a['cpu_ms_per_1k']) if a else '—'} |")
     out += ["", "Scenario c is answered by modegate itself (400, no upstream call); the others forward it. "
             "b and c are single runs.", ""]
     res = r["resources"]
@@ -543,6 +603,8 @@ def markdown(r):
             f"({res['e_rss_kb_before_idle_together'] / 1024:.1f} MB before; this includes the upstream connections opened "
             "for them, up to `pool_max_idle_per_host` = 256 of which the pool keeps)",
             f"- {res['cached_apps']:.0f} cached app modes: modegate RSS {res['rss_kb_cached_apps'] / 1024:.1f} MB",
+            f"- On the native HTTP/1.1 engine, {res['e_idle_connections']} idle keep-alive connections: RSS "
+            f"{res.get('native_e_rss_kb_idle', 0) / 1024:.1f} MB",
             "- Peak RSS over the CPU, latency and saturation runs: " + ", ".join(
                 f"{k[:-len('_peak_rss_kb')]} {v / 1024:.1f} MB" for k, v in res.items() if k.endswith("_peak_rss_kb") and v),
             "", "## Targets", "", "| target | value | goal | met |", "| --- | ---: | --- | --- |"]

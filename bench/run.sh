@@ -4,7 +4,7 @@
 #   bash bench/run.sh           full run (< 15 min on a fresh clone); writes bench/results.md + .json
 #   bash bench/run.sh --smoke   seconds-long run into bench/work/bench/ that checks the pipeline (CI)
 #
-# Installs what it needs: nginx, HAProxy and wrk from Debian, and for the full run valgrind
+# Installs what it needs: nginx (with its lua module and lua-cjson), HAProxy and wrk from Debian, and for the full run valgrind
 # (instruction counts) and oha (open-loop load with latency correction) from crates.io.
 # Contenders are pinned with taskset: see bench/results.md. MODEGATE_BASE_BIN=path measures an
 # earlier build beside this one (the before/after columns).
@@ -24,6 +24,9 @@ need=()
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v wrk >/dev/null || need+=(wrk)
 command -v haproxy >/dev/null || need+=(haproxy)
+# nginx with lua-nginx-module and lua-cjson: the policy route's "what a user would build".
+[ -e /usr/lib/nginx/modules/ngx_http_lua_module.so ] || need+=(libnginx-mod-http-lua)
+[ -e /usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so ] || need+=(lua-cjson)
 if [ "$smoke" -eq 0 ]; then command -v valgrind >/dev/null || need+=(valgrind); fi
 command -v taskset >/dev/null || need+=(util-linux)
 command -v python3 >/dev/null || need+=(python3)

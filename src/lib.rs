@@ -317,6 +317,7 @@ impl App {
             http2_max_concurrent_streams: config.server.http2_max_concurrent_streams,
             shutdown_grace: config.server.shutdown_grace,
             tls: None,
+            http1_engine: config::Http1Engine::Hyper,
         };
         // Proxy clients that stop reading a response are cut off after the body idle timeout.
         let proxy_settings = ConnectionSettings {
@@ -332,6 +333,7 @@ impl App {
                 })
             }),
             tls: listener_tls,
+            http1_engine: config.server.http1_engine,
             ..settings.clone()
         };
         let admin_service = AdminState {
@@ -388,7 +390,7 @@ impl App {
                 "batch",
                 listener,
                 move |info: server::ConnectionInfo| {
-                    proxy::stack(
+                    proxy::stack::<server::ProxyBody>(
                         state.clone(),
                         proxy::Connection::for_api(info, schema::Api::Batch),
                     )
@@ -403,7 +405,7 @@ impl App {
             "proxy",
             proxy,
             move |info: server::ConnectionInfo| {
-                proxy::stack(state.clone(), proxy::Connection::new(info))
+                proxy::stack::<server::ProxyBody>(state.clone(), proxy::Connection::new(info))
             },
             proxy_settings,
             inner,

@@ -223,14 +223,14 @@ impl Callbacks {
     pub fn service(
         self: Arc<Self>,
     ) -> impl tower::Service<
-        Request<hyper::body::Incoming>,
+        Request<crate::server::ProxyBody>,
         Response = Response<GatewayBody>,
         Error = Infallible,
         Future = impl std::future::Future<Output = Result<Response<GatewayBody>, Infallible>> + Send,
     > + Clone
            + Send
            + 'static {
-        tower::service_fn(move |req: Request<hyper::body::Incoming>| {
+        tower::service_fn(move |req: Request<crate::server::ProxyBody>| {
             let this = self.clone();
             async move { Ok(this.handle(req).await) }
         })

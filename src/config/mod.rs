@@ -80,6 +80,19 @@ pub struct ServerSettings {
     pub batch_listen: Option<SocketAddr>,
     /// Body buffering limit on the Batch listener.
     pub max_batch_body_bytes: usize,
+    /// The HTTP/1.1 engine of the proxy listeners (`server.http1_engine`).
+    pub http1_engine: Http1Engine,
+}
+
+/// Which HTTP/1.1 implementation serves the proxy listeners (Conversation, Batch, callbacks).
+/// h2, TLS, the admin listener and the simulator are served by hyper whatever this says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Http1Engine {
+    /// hyper's HTTP/1.1 server.
+    #[default]
+    Hyper,
+    /// modegate's own HTTP/1.1 server (`server::h1`).
+    Native,
 }
 
 /// The proxy listener's certificate files (re-read on every reload).

@@ -43,6 +43,9 @@ pub(super) struct RawServer {
     /// Largest batch body buffered for policy; above it, 413.
     #[serde(default = "default_max_batch_body")]
     pub(super) max_batch_body_bytes: u64,
+    /// The HTTP/1.1 engine of the proxy listeners: "hyper" or "native".
+    #[serde(default = "default_http1_engine")]
+    pub(super) http1_engine: String,
 }
 
 /// `[upstream]`.
@@ -191,6 +194,10 @@ pub(super) fn default_max_body() -> u64 {
 pub(super) fn default_max_batch_body() -> u64 {
     8_388_608
 }
+pub(super) fn default_http1_engine() -> String {
+    "hyper".to_string()
+}
+
 pub(super) fn default_header_read_timeout() -> u64 {
     10
 }

@@ -227,6 +227,15 @@ fn server_section(s: RawServer, base_dir: &Path, problems: &mut Problems) -> Ser
             256 * 1_048_576,
             problems,
         ) as usize,
+        http1_engine: match one_of(
+            "server.http1_engine",
+            &s.http1_engine,
+            &["hyper", "native"],
+            problems,
+        ) {
+            "native" => super::Http1Engine::Native,
+            _ => super::Http1Engine::Hyper,
+        },
     };
     if server.listen == server.admin_listen && server.listen.port() != 0 {
         problems.add(

@@ -40,7 +40,7 @@ impl FramingFlag {
         self.0.load(Ordering::Acquire) <= request
     }
 
-    fn raise(&self, request: u64) {
+    pub(crate) fn raise(&self, request: u64) {
         self.0.fetch_min(request, Ordering::AcqRel);
     }
 }
@@ -322,6 +322,18 @@ impl<T> SniffIo<T> {
             reported: false,
             in_head: false,
         }
+    }
+
+    /// Wraps the write side of a connection whose reads are taken elsewhere (the native
+    /// engine reads heads itself): only the write-stall watchdog runs.
+    pub fn writer(
+        inner: T,
+        stall: Option<(std::time::Duration, Option<super::OnWriteStall>)>,
+        close: super::CloseCause,
+    ) -> Self {
+        let mut io = Self::new(inner, FramingFlag::default(), stall, close);
+        io.sniffer.phase = Phase::Off;
+        io
     }
 
     /// Tracks a write attempt: progress disarms the watchdog; a pending write arms it (with the

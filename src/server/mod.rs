@@ -7,10 +7,13 @@
 //! the first HEADERS. A connection that misses it is closed, so no slot is held by a peer that
 //! never asks for anything.
 //!
-//! The same loop serves the proxy, the admin endpoints and the simulator.
+//! The same loop serves the proxy, the admin endpoints and the simulator. With
+//! `server.http1_engine = "native"`, plain-TCP HTTP/1.1 connections of the proxy listeners are
+//! served by [`h1`] instead of hyper (h2c, TLS, admin and simulator stay on hyper).
 
 pub mod close;
 pub mod framing;
+pub mod h1;
 pub mod streams;
 
 use std::convert::Infallible;
@@ -28,6 +31,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+
+use crate::config::Http1Engine;
 
 pub use close::{CloseCause, CloseReason, OnClose};
 use framing::{FramingFlag, SniffIo};
@@ -95,6 +100,70 @@ pub struct ConnectionSettings {
     pub shutdown_grace: Duration,
     /// TLS for every connection (the handshake counts against the header read timeout).
     pub tls: Option<crate::tls::ServerTls>,
+    /// The engine of plain-TCP HTTP/1.1 connections (used where the service's body type is
+    /// one the native engine can produce, see [`ServerBody`]).
+    pub http1_engine: Http1Engine,
+}
+
+/// A request body type a listener's service takes. hyper's own [`Incoming`] is served by hyper
+/// alone; [`ProxyBody`] by either engine.
+pub trait ServerBody: Send + Sized + 'static {
+    /// From hyper's body.
+    fn from_hyper(body: Incoming) -> Self;
+    /// From the native engine's body, when this type can hold it.
+    const FROM_NATIVE: Option<fn(h1::RequestBody) -> Self>;
+}
+
+impl ServerBody for Incoming {
+    fn from_hyper(body: Incoming) -> Self {
+        body
+    }
+    const FROM_NATIVE: Option<fn(h1::RequestBody) -> Self> = None;
+}
+
+/// The request body of the proxy listeners: read by hyper or by the native engine.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Read by hyper.
+    Hyper(Incoming),
+    /// Read by [`h1`].
+    Native(h1::RequestBody),
+}
+
+impl ServerBody for ProxyBody {
+    fn from_hyper(body: Incoming) -> Self {
+        ProxyBody::Hyper(body)
+    }
+    const FROM_NATIVE: Option<fn(h1::RequestBody) -> Self> = Some(ProxyBody::Native);
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            ProxyBody::Hyper(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+            ProxyBody::Native(b) => std::pin::Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Hyper(b) => b.is_end_stream(),
+            ProxyBody::Native(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            ProxyBody::Hyper(b) => b.size_hint(),
+            ProxyBody::Native(b) => b.size_hint(),
+        }
+    }
 }
 
 impl Default for ConnectionSettings {
@@ -108,6 +177,7 @@ impl Default for ConnectionSettings {
             http2_max_concurrent_streams: 256,
             shutdown_grace: Duration::from_secs(20),
             tls: None,
+            http1_engine: Http1Engine::Hyper,
         }
     }
 }
@@ -214,7 +284,7 @@ fn is_header_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
 /// Serves `listener` until `shutdown`, then drains for at most `shutdown_grace`.
 ///
 /// `make` builds the service for one connection.
-pub async fn serve<M, S, B>(
+pub async fn serve<M, S, B, RB>(
     name: &'static str,
     listener: TcpListener,
     make: M,
@@ -222,14 +292,26 @@ pub async fn serve<M, S, B>(
     mut shutdown: Shutdown,
 ) where
     M: Fn(ConnectionInfo) -> S,
-    S: tower::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+    S: tower::Service<Request<RB>, Response = Response<B>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    RB: ServerBody,
 {
+    use tower::ServiceExt;
+    let native = match (settings.http1_engine, &settings.tls, RB::FROM_NATIVE) {
+        (Http1Engine::Native, None, Some(from_native)) => Some(from_native),
+        _ => None,
+    };
+    let from_hyper: fn(Request<Incoming>) -> Request<RB> = |req| req.map(RB::from_hyper);
+    tracing::debug!(
+        listener = name,
+        http1_engine = if native.is_some() { "native" } else { "hyper" },
+        "serving"
+    );
     let builder = builder(&settings);
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(settings.max_connections));
@@ -260,7 +342,7 @@ pub async fn serve<M, S, B>(
         let close = CloseCause::default();
         let tls = settings.tls.as_ref().map(crate::tls::ServerTls::acceptor);
         let seen = Arc::new(AtomicBool::new(false));
-        let service = TowerToHyperService::new(FirstHead {
+        let service = FirstHead {
             inner: make(ConnectionInfo {
                 peer,
                 framing: framing.clone(),
@@ -268,6 +350,15 @@ pub async fn serve<M, S, B>(
                 close: close.clone(),
             }),
             seen: seen.clone(),
+        };
+        let native_ctx = native.map(|from_native| {
+            let ctx = h1::Ctx {
+                header_read_timeout: settings.header_read_timeout,
+                close: close.clone(),
+                framing: framing.clone(),
+                shutdown: shutdown.clone(),
+            };
+            (from_native, ctx)
         });
         let builder = builder.clone();
         let graceful = graceful.watcher();
@@ -279,19 +370,46 @@ pub async fn serve<M, S, B>(
         tokio::spawn(async move {
             let io_close = close.clone();
             let connection = async move {
-                match tls {
-                    None => {
-                        let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
-                        graceful
-                            .watch(builder.serve_connection(io, service).into_owned())
+                match (tls, native_ctx) {
+                    (None, Some((from_native, ctx))) => {
+                        let (read, write) = stream.into_split();
+                        let mut reader = h1::body::Reader::new(read, bytes::BytesMut::new());
+                        if !h1::sniff_h2(&mut reader).await? {
+                            // Held until the connection ends, so a drain waits for it.
+                            let _graceful = graceful;
+                            let writer = SniffIo::writer(write, stall, io_close);
+                            let service =
+                                service.map_request(move |req: Request<h1::RequestBody>| {
+                                    req.map(from_native)
+                                });
+                            return h1::serve(reader, writer, service, ctx).await;
+                        }
+                        let (read, buf) = reader.into_parts();
+                        let stream = read.reunite(write)?;
+                        let io = h1::Rewind::new(buf, stream);
+                        let io = TokioIo::new(SniffIo::new(io, framing, stall, io_close));
+                        let service = TowerToHyperService::new(service.map_request(from_hyper));
+                        // Boxed: hyper's connection state is not carried in every connection
+                        // task's future (a native connection's task stays small).
+                        Box::pin(graceful.watch(builder.serve_connection(io, service).into_owned()))
                             .await
                     }
-                    Some(acceptor) => match acceptor.accept(stream).await {
+                    (None, None) => {
+                        let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
+                        let service = TowerToHyperService::new(service.map_request(from_hyper));
+                        // Boxed: hyper's connection state is not carried in every connection
+                        // task's future (a native connection's task stays small).
+                        Box::pin(graceful.watch(builder.serve_connection(io, service).into_owned()))
+                            .await
+                    }
+                    (Some(acceptor), _) => match Box::pin(acceptor.accept(stream)).await {
                         Ok(stream) => {
+                            let service = TowerToHyperService::new(service.map_request(from_hyper));
                             let io = TokioIo::new(SniffIo::new(stream, framing, stall, io_close));
-                            graceful
-                                .watch(builder.serve_connection(io, service).into_owned())
-                                .await
+                            Box::pin(
+                                graceful.watch(builder.serve_connection(io, service).into_owned()),
+                            )
+                            .await
                         }
                         Err(e) => Err(format!("TLS handshake failed: {e}").into()),
                     },

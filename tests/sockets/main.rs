@@ -11,6 +11,7 @@ mod attacks;
 mod callback_loop;
 mod callbacks;
 mod cli;
+mod differential;
 mod faults;
 mod h2_abuse;
 mod hostile;

@@ -153,6 +153,15 @@ pub fn config_for(base_url: &str) -> Config {
     c.server.listen = "127.0.0.1:0".parse().expect("addr");
     c.server.admin_listen = "127.0.0.1:0".parse().expect("addr");
     c.server.shutdown_grace = Duration::from_secs(5);
+    with_engine_from_env(c)
+}
+
+/// The HTTP/1.1 engine the socket suites run on: `MODEGATE_TEST_HTTP1_ENGINE=native` runs
+/// them on the native engine (CI runs them once per engine).
+pub fn with_engine_from_env(mut c: Config) -> Config {
+    if std::env::var("MODEGATE_TEST_HTTP1_ENGINE").as_deref() == Ok("native") {
+        c.server.http1_engine = modegate::config::Http1Engine::Native;
+    }
     c
 }
 
@@ -163,7 +172,9 @@ pub fn config_toml(text: &str) -> Config {
     } else {
         format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{text}")
     };
-    Config::parse(&text, std::path::Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}"))
+    with_engine_from_env(
+        Config::parse(&text, std::path::Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}")),
+    )
 }
 
 /// Logs of in-process gateways (warn and above, or `RUST_LOG`) go through the test harness's
@@ -188,6 +199,7 @@ pub async fn spawn_before(upstream: &str, extra: &str) -> RunningApp {
 
 pub async fn spawn(config: Config) -> RunningApp {
     quiet_logs();
+    let config = with_engine_from_env(config);
     App::bind(config).await.expect("bind").spawn()
 }
 
