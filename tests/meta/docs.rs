@@ -54,6 +54,7 @@ fn every_performance_figure_in_the_readme_is_from_the_committed_results() {
         "bench/soak.md",
         "bench/callbacks.md",
         "bench/api-model.md",
+        "bench/engines.md",
     ]
     .map(read)
     .concat()
