@@ -77,25 +77,24 @@ pub fn kept(proto: &str) -> bool {
     table().kept.contains(&proto)
 }
 
-/// [`kept`] for field `index` of `message`, the body's message: one table lookup.
-pub fn kept_field(message: MessageId, index: usize) -> bool {
-    table()
-        .kept_at_top
+/// Field `index` of `message` in a per-message, per-field table (false where it is short).
+fn flag(table: &[Vec<bool>], message: MessageId, index: usize) -> bool {
+    table
         .get(message.index())
         .and_then(|flags| flags.get(index))
         .copied()
         .unwrap_or(false)
 }
 
+/// [`kept`] for field `index` of `message`, the body's message: one table lookup.
+pub fn kept_field(message: MessageId, index: usize) -> bool {
+    flag(&table().kept_at_top, message, index)
+}
+
 /// Whether a rule reads field `index` of `message` (its enum values are then read strictly:
 /// an unknown name is refused, not forwarded).
 pub fn is_read(message: MessageId, index: usize) -> bool {
-    table()
-        .read
-        .get(message.index())
-        .and_then(|flags| flags.get(index))
-        .copied()
-        .unwrap_or(false)
+    flag(&table().read, message, index)
 }
 
 /// Whether `key` is the lowerCamelCase JSON name of `proto` (`ttl_days` → `ttlDays`).

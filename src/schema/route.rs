@@ -209,7 +209,7 @@ impl Routes {
                 None => Routed::WrongMethod,
             };
         }
-        if self.find(api, parts, verb, true).is_some() {
+        if self.matches_ignoring_case(api, parts, verb) {
             return Routed::Refused(RouteRefusal::CaseVariant);
         }
         let known_collection = parts.len() > COLLECTION
@@ -258,9 +258,10 @@ impl Routes {
             .map_or([].iter(), |(_, list)| list.iter())
     }
 
-    fn find(&self, api: Api, parts: &[&str], verb: Option<&str>, fold: bool) -> Option<&Entry> {
+    /// Whether a template of `api` matches with literals and verbs compared without case.
+    fn matches_ignoring_case(&self, api: Api, parts: &[&str], verb: Option<&str>) -> bool {
         self.candidates(parts)
-            .find(|e| e.api == api && matches(e, parts, verb, fold))
+            .any(|e| e.api == api && matches(e, parts, verb, true))
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, StatusCode};
 
+use super::parse::digits;
+
 /// How the response body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Out {
@@ -61,19 +63,6 @@ fn has_token(value: &HeaderValue, needle: &str) -> bool {
     value.to_str().is_ok_and(|s| {
         s.split(',')
             .any(|token| token.trim().eq_ignore_ascii_case(needle))
-    })
-}
-
-fn digits(bytes: &[u8]) -> Option<u64> {
-    if bytes.is_empty() {
-        return None;
-    }
-    bytes.iter().try_fold(0u64, |n, b| {
-        if b.is_ascii_digit() {
-            n.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-        } else {
-            None
-        }
     })
 }
 

@@ -75,7 +75,8 @@ fn is_chunked(value: &HeaderValue) -> bool {
     })
 }
 
-fn digits(bytes: &[u8]) -> Option<u64> {
+/// A non-empty run of ASCII digits as a number (`None` on anything else or overflow).
+pub(super) fn digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() {
         return None;
     }
