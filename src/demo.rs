@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use base64::Engine;
 use bytes::Bytes;
 use http::{header, Request, Uri};
 use http_body_util::Full;
@@ -39,9 +40,6 @@ pub const LEGACY_APP: &str = "legacy-app";
 pub const NEW_APP: &str = "new-app";
 /// Demo access key (id:secret), accepted as Basic auth by the simulator.
 pub const KEY: &str = "demo-key:demo-secret";
-
-/// The demo key as a Basic credential.
-const BASIC: &str = "Basic ZGVtby1rZXk6ZGVtby1zZWNyZXQ=";
 
 /// The demo's built-in callback consumer, on its socket.
 #[derive(Debug)]
@@ -133,7 +131,13 @@ pub async fn subscribe(simulator: &Simulator, target: &str) -> Result<(), String
         "triggers": ["MESSAGE_INBOUND", "MESSAGE_SUBMIT", "MESSAGE_DELIVERY"],
     });
     let request = Request::post(format!("/v1/projects/{PROJECT}/webhooks"))
-        .header(header::AUTHORIZATION, BASIC)
+        .header(
+            header::AUTHORIZATION,
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(KEY)
+            ),
+        )
         .header(header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
         .map_err(|e| e.to_string())?;

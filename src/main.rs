@@ -218,7 +218,6 @@ async fn demo(
             return ExitCode::from(1);
         }
     };
-    let hook_path = config.callbacks.webhooks.first().map(|w| w.path.clone());
     let overrides = modegate::reload::Overrides {
         listen,
         admin_listen,
@@ -244,10 +243,12 @@ async fn demo(
             1,
         );
     }
-    if let (Some(consumer), Some(callbacks), Some(sim), Some(hook_path)) =
-        (consumer, app.callbacks_addr(), app.simulator(), hook_path)
+    if let (Some(consumer), Some(callbacks), Some(sim)) =
+        (consumer, app.callbacks_addr(), app.simulator())
     {
-        match modegate::demo::subscribe(&sim, &format!("http://{callbacks}{hook_path}")).await {
+        match modegate::demo::subscribe(&sim, &format!("http://{callbacks}{}", consumer.webhook.0))
+            .await
+        {
             Ok(()) => {
                 text = text.replacen(
                     "Press Ctrl-C to stop.",

@@ -110,15 +110,14 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
     for (key, message) in callbacks::start_problems(&config.callbacks) {
         problems.push(config::Problem { key, message });
     }
-    // The proxy opens pseudo ids (rule dispatch.pseudo_ids) whenever the keys are named.
+    // The gateway reads the pseudo-id keys whenever they are named: the proxy opens pseudo ids
+    // (rule dispatch.pseudo_ids) and the callback listener seals them with the same keys.
     if let Some(name) = &config.callbacks.id_key_env {
-        if !problems.iter().any(|p| p.key == "callbacks.id_key_env") {
-            if let Err(message) = pseudo_ids::PseudoIds::from_env(name) {
-                problems.push(config::Problem {
-                    key: "callbacks.id_key_env".into(),
-                    message,
-                });
-            }
+        if let Err(message) = pseudo_ids::PseudoIds::from_env(name) {
+            problems.push(config::Problem {
+                key: "callbacks.id_key_env".into(),
+                message,
+            });
         }
     }
     if config.auth.mode == config::AuthMode::Inject {

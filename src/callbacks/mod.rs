@@ -85,16 +85,6 @@ fn fills_pseudo_ids(settings: &CallbackSettings) -> bool {
         .any(|w| w.fill_ids == FillIds::Pseudo)
 }
 
-/// The pseudo-id keys in the environment, when a webhook fills ids (for `check-config`).
-fn pseudo_ids(settings: &CallbackSettings) -> Result<Option<PseudoIds>, (String, String)> {
-    match (&settings.id_key_env, fills_pseudo_ids(settings)) {
-        (Some(name), true) => PseudoIds::from_env(name)
-            .map(Some)
-            .map_err(|m| ("callbacks.id_key_env".to_string(), m)),
-        _ => Ok(None),
-    }
-}
-
 fn secrets(i: usize, w: &WebhookSettings) -> Result<Option<Secrets>, (String, String)> {
     w.secret_env
         .as_deref()
@@ -109,16 +99,18 @@ fn secrets(i: usize, w: &WebhookSettings) -> Result<Option<Secrets>, (String, St
 }
 
 /// What keeps the callback listener from starting, from the environment: `(key, message)`
-/// pairs for `check-config` (messages never quote a secret).
+/// pairs for `check-config` (messages never quote a secret). The pseudo-id keys are the
+/// gateway's, checked with the other start-time problems.
 pub fn start_problems(settings: &CallbackSettings) -> Vec<(String, String)> {
     if settings.listen.is_none() {
         return Vec::new();
     }
-    let mut out: Vec<(String, String)> = pseudo_ids(settings).err().into_iter().collect();
-    for (i, w) in settings.webhooks.iter().enumerate() {
-        out.extend(secrets(i, w).err());
-    }
-    out
+    settings
+        .webhooks
+        .iter()
+        .enumerate()
+        .filter_map(|(i, w)| secrets(i, w).err())
+        .collect()
 }
 
 /// The callback listener, bound.
