@@ -32,6 +32,10 @@ SCENARIOS = {
 }
 
 
+# The `[server]` line of bench/modegate.toml.tmpl per HTTP/1.1 engine (nothing for the default).
+ENGINE_LINE = {"hyper": "", "native": 'http1_engine = "native"'}
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -313,8 +317,8 @@ def main():
         return path
 
     up_conf, ng_conf, ha_conf = render("upstream.nginx.conf.tmpl"), render("proxy.nginx.conf.tmpl"), render("haproxy.cfg.tmpl")
-    mg_conf = render("modegate.toml.tmpl", {"ENGINE": "hyper"})
-    mg_native_conf = render("modegate.toml.tmpl", {"ENGINE": "native"}, "modegate-native.toml")
+    mg_conf = render("modegate.toml.tmpl", {"ENGINE": ENGINE_LINE["hyper"]})
+    mg_native_conf = render("modegate.toml.tmpl", {"ENGINE": ENGINE_LINE["native"]}, "modegate-native.toml")
     # nginx with lua-nginx-module (Debian's libnginx-mod-http-lua) and lua-cjson, when installed.
     lua = os.path.exists("/usr/lib/nginx/modules/ngx_http_lua_module.so") and \
         os.path.exists("/usr/lib/x86_64-linux-gnu/lua/5.1/cjson.so")
