@@ -156,7 +156,7 @@ async fn tie_message(ctx: &RequestCtx, credential: &mut Credential) -> Option<Pr
     let (Some(project), Some(id)) = (&ctx.subject.project, &ctx.message_id) else {
         return None;
     };
-    let origin = ctx.snapshot.messages.origin(project, id).await?;
+    let origin = ctx.snapshot.messages.origin(project, id)?;
     let modes = &ctx.snapshot.modes;
     let authorization = ctx.authorization.as_ref();
     match (origin.store, origin.app.as_deref()) {

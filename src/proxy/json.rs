@@ -452,7 +452,15 @@ pub fn read_fields(
     strict: bool,
     message: Option<MessageId>,
 ) -> Result<Value, JsonProblem> {
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    // JSON text is UTF-8 (RFC 8259 §8.1): checked once for the whole body, so the parser does
+    // not check each string again.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        JsonProblem::Invalid(format!(
+            "body: not valid UTF-8 (at byte {}); JSON text must be UTF-8",
+            e.valid_up_to()
+        ))
+    })?;
+    let mut de = serde_json::Deserializer::from_str(text);
     let keys = KeyStack::default();
     let read = Read {
         keys: &keys,
@@ -670,6 +678,34 @@ mod tests {
                 other => panic!("{}: {other:?}", String::from_utf8_lossy(text)),
             }
         }
+    }
+
+    #[test]
+    fn bodies_must_be_utf8_anywhere_and_the_error_says_where() {
+        for (text, at) in [
+            (&b"{\"message\":{\"text\":\"\xff\"}}"[..], 20),
+            (&b"{\"app\xc0\xafid\":\"a\"}"[..], 5),
+            (&b"{\"a\":1}\xed\xa0\x80"[..], 7),
+        ] {
+            for strict in [true, false] {
+                match read_fields(text, strict) {
+                    Err(JsonProblem::Invalid(m)) => {
+                        assert_eq!(
+                            m,
+                            format!(
+                                "body: not valid UTF-8 (at byte {at}); JSON text must be UTF-8"
+                            )
+                        )
+                    }
+                    other => panic!("{}: {other:?}", String::from_utf8_lossy(text)),
+                }
+            }
+        }
+        let fine = "{\"app_id\":\"\u{e9}t\u{e9} \u{1f600}\",\"message\":{\"text_message\":{\"text\":\"\u{65e5}\"}}}";
+        assert_eq!(
+            send(fine).expect("UTF-8")["app_id"],
+            "\u{e9}t\u{e9} \u{1f600}"
+        );
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub async fn learn(
     }
     if op == Operation::DeleteMessage && response.status().is_success() {
         if let Some(id) = &ctx.message_id {
-            ctx.snapshot.messages.forget(project, id).await;
+            ctx.snapshot.messages.forget(project, id);
         }
         return Ok(response);
     }
@@ -191,17 +191,14 @@ async fn remember_sent(ctx: &RequestCtx, project: &str, id: &str) {
         ctx.mode
     };
     if valid_id(id) {
-        ctx.snapshot
-            .messages
-            .remember_new(
-                project,
-                id,
-                MessageOrigin {
-                    app: ctx.subject.app.as_deref().map(Arc::from),
-                    store,
-                },
-            )
-            .await;
+        ctx.snapshot.messages.remember_new(
+            project,
+            id,
+            MessageOrigin {
+                app: ctx.subject.app.as_deref().map(Arc::from),
+                store,
+            },
+        );
     }
 }
 
@@ -231,7 +228,6 @@ async fn remember_message(ctx: &RequestCtx, project: &str, message: &Value) {
     if store.is_some() || app.is_some() {
         ctx.snapshot
             .messages
-            .remember(project, id, MessageOrigin { app, store })
-            .await;
+            .remember(project, id, MessageOrigin { app, store });
     }
 }

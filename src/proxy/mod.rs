@@ -250,13 +250,14 @@ impl GatewayState {
             batch_origin: None,
             token_uri,
             metrics,
-            clock,
+            clock: clock.clone(),
             policy: RwLock::new(Arc::new(PolicyRuntime::new(config.policy.clone()))),
             modes,
             shared,
             messages: RwLock::new(Arc::new(MessageIndex::new(
                 config.mode_cache.max_messages,
                 config.mode_cache.message_ttl,
+                clock,
             ))),
             mode_lookup,
             contacts,
@@ -350,6 +351,7 @@ impl GatewayState {
         *self.messages.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(MessageIndex::new(
             new.mode_cache.max_messages,
             new.mode_cache.message_ttl,
+            self.clock.clone(),
         ));
         // The old cache's entries leave the gauge with it.
         for app in previous.known_apps() {

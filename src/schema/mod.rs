@@ -104,22 +104,70 @@ pub struct Message {
     pub name: String,
     /// Its fields, in schema order.
     pub fields: Vec<Field>,
+    /// The fields by name: an open-addressed table of `(signature, field index)` over both
+    /// names of every field (index `u16::MAX` marks a free slot), sized to a power of two at
+    /// least four times the names.
+    by_name: Vec<(u64, u16)>,
+}
+
+/// A name's length and first seven bytes in one word: equal names have equal signatures, and
+/// names of up to seven bytes are equal exactly when their signatures are.
+fn signature(name: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    let n = name.len().min(7);
+    word[..n].copy_from_slice(&name[..n]);
+    word[7] = name.len().min(255) as u8;
+    u64::from_le_bytes(word)
+}
+
+/// The slot a signature's probe starts at in a table of `len` slots (a power of two).
+fn slot(sig: u64, len: usize) -> usize {
+    // Fibonacci hashing: the high bits of the product mix every byte of the signature.
+    (sig.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize & (len - 1)
+}
+
+/// The name table of [`Message::by_name`] for `fields`.
+fn name_table(fields: &[Field]) -> Vec<(u64, u16)> {
+    let len = (fields.len() * 8).max(8).next_power_of_two();
+    let mut table = vec![(0, u16::MAX); len];
+    for (i, f) in fields.iter().enumerate() {
+        for name in [&f.proto, &f.json] {
+            let sig = signature(name.as_bytes());
+            let mut s = slot(sig, len);
+            while table[s].1 != u16::MAX {
+                if table[s].0 == sig && fields[usize::from(table[s].1)].named(name) {
+                    break; // A JSON name equal to the proto name: one entry.
+                }
+                s = (s + 1) & (len - 1);
+            }
+            table[s] = (sig, i as u16);
+        }
+    }
+    table
 }
 
 impl Message {
     /// The field `key` names exactly (proto or JSON name).
     pub fn field(&self, key: &str) -> Option<(usize, &Field)> {
-        // This runs for every key of every object of a body: length and first byte decide
-        // most comparisons without a call to compare the bytes.
+        // This runs for every key of every object of a body: a probe of the name table, the
+        // bytes compared only past the seventh and only for the name found.
         let k = key.as_bytes();
-        let first = *k.first()?;
-        let same = |name: &str| {
-            name.len() == k.len() && name.as_bytes()[0] == first && name.as_bytes() == k
-        };
-        self.fields
-            .iter()
-            .enumerate()
-            .find(|(_, f)| same(&f.proto) || same(&f.json))
+        let sig = signature(k);
+        let len = self.by_name.len();
+        let mut s = slot(sig, len);
+        loop {
+            let (candidate, index) = self.by_name[s];
+            if index == u16::MAX {
+                return None;
+            }
+            if candidate == sig {
+                let f = &self.fields[usize::from(index)];
+                if k.len() <= 7 || f.named(key) {
+                    return Some((usize::from(index), f));
+                }
+            }
+            s = (s + 1) & (len - 1);
+        }
     }
 
     /// The field a lenient reader could take `key` for, when `key` does not name it exactly.
@@ -438,6 +486,7 @@ pub fn load(operations: &str, messages: &str) -> Result<Schema, String> {
         }
         messages.push(Message {
             name: name.clone(),
+            by_name: name_table(&out),
             fields: out,
         });
     }
@@ -554,6 +603,36 @@ mod tests {
                 Operation::Other | Operation::OauthToken | Operation::Callback
             );
             assert_eq!(known, !special, "{}", op.as_str());
+        }
+    }
+
+    /// Every key, against every message: the signature lookup finds exactly the field a plain
+    /// comparison of names finds.
+    #[test]
+    fn field_lookup_matches_a_plain_comparison_of_names() {
+        let s = schema();
+        let mut keys: Vec<String> = Vec::new();
+        for m in &s.messages {
+            for f in &m.fields {
+                for name in [&f.proto, &f.json] {
+                    keys.push(name.clone());
+                    // Same length and first seven bytes, another ending; one byte more or less.
+                    let mut other = name.clone().into_bytes();
+                    if let Some(last) = other.last_mut() {
+                        *last = if *last == b'x' { b'y' } else { b'x' };
+                    }
+                    keys.push(String::from_utf8(other).expect("ascii"));
+                    keys.push(format!("{name}_"));
+                    keys.push(name[..name.len() - 1].to_string());
+                }
+            }
+        }
+        keys.extend(["", "a", "\u{e9}t\u{e9}", "0123456789abcdef"].map(String::from));
+        for m in &s.messages {
+            for key in &keys {
+                let plain = m.fields.iter().position(|f| f.named(key));
+                assert_eq!(m.field(key).map(|(i, _)| i), plain, "{}: {key:?}", m.name);
+            }
         }
     }
 
