@@ -55,6 +55,13 @@ fn hop_index(name: &HeaderName) -> Option<usize> {
     })
 }
 
+/// Whether a `Connection` token names one of [`HOP_BY_HOP`] (any case).
+fn is_hop_token(token: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_str().as_bytes().eq_ignore_ascii_case(token))
+}
+
 /// End-to-end headers the gateway relies on (body framing, request correlation); a
 /// `Connection` token naming them is ignored rather than honoured.
 fn protected(name: &HeaderName) -> bool {
@@ -79,21 +86,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if present[0] {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            // `keep-alive` and the like are removed below anyway (and not parsed here).
-            .filter(|token| {
-                !HOP_BY_HOP
-                    .iter()
-                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
-            })
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| !protected(name))
-            .collect();
+        // The common `Connection` value lists only hop-by-hop names (`keep-alive`, `close`),
+        // which go below anyway: nothing is collected, and nothing allocated, for it.
+        let mut listed: Vec<HeaderName> = Vec::new();
+        for value in headers.get_all(header::CONNECTION) {
+            for token in value.as_bytes().split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                // `keep-alive` and the like are removed below anyway (and not parsed here).
+                if token.is_empty() || is_hop_token(token) {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token) {
+                    if !protected(&name) {
+                        listed.push(name);
+                    }
+                }
+            }
+        }
         for name in listed {
             headers.remove(name);
         }
