@@ -35,6 +35,7 @@ fn pooling(idle_ms: u64, max_idle: usize) -> PoolSettings {
     PoolSettings {
         idle_timeout: Duration::from_millis(idle_ms),
         max_idle_per_host: max_idle,
+        http1_engine: engine_from_env(),
     }
 }
 

@@ -1,4 +1,4 @@
-//! Request bodies: the connection's read side with its buffer ([`Reader`]), the decoders
+//! Request bodies (and the decoders the upstream side reads responses with): the connection's read side with its buffer ([`Reader`]), the decoders
 //! (`Content-Length`, and the chunked coding with hyper's exact state machine: hex size, then
 //! optional whitespace and `;` extensions, CRLF; data then CRLF; trailer fields after the last
 //! chunk, each line ending in CRLF, at most 16 KiB and 100 fields), and [`RequestBody`], which
@@ -99,6 +99,8 @@ pub(crate) struct Decoder {
 #[derive(Debug)]
 enum Kind {
     Length(u64),
+    /// Everything until the end of the stream.
+    Close,
     Chunked {
         state: Chunk,
         size: u64,
@@ -117,6 +119,7 @@ impl Decoder {
     pub(crate) fn new(framing: Framing) -> Self {
         let kind = match framing {
             Framing::Length(n) => Kind::Length(n),
+            Framing::Close => Kind::Close,
             Framing::Chunked => Kind::Chunked {
                 state: Chunk::Start,
                 size: 0,
@@ -144,14 +147,21 @@ impl Decoder {
     pub(crate) fn remaining(&self) -> Option<u64> {
         match self.kind {
             Kind::Length(n) => Some(n),
-            Kind::Chunked { .. } => None,
+            Kind::Chunked { .. } | Kind::Close => None,
         }
+    }
+
+    /// Whether the end of the stream ends the body (rather than cutting it short).
+    pub(crate) fn ends_at_eof(&self) -> bool {
+        matches!(self.kind, Kind::Close)
     }
 
     /// Decodes from the front of `buf`.
     pub(crate) fn step(&mut self, buf: &mut BytesMut) -> io::Result<Step> {
         match &mut self.kind {
             Kind::Length(0) => Ok(Step::End),
+            Kind::Close if buf.is_empty() => Ok(Step::More),
+            Kind::Close => Ok(Step::Data(buf.split().freeze())),
             Kind::Length(left) => {
                 if buf.is_empty() {
                     return Ok(Step::More);
