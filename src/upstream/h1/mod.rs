@@ -26,7 +26,7 @@ use http::{header, HeaderValue, Method, Request, Response};
 use http_body::Body;
 use hyper_rustls::MaybeHttpsStream;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWrite};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use body::ResponseBody;
@@ -185,23 +185,14 @@ impl Connection {
             ended: matches!(written.out, Out::Length(0)),
             fresh: false,
         };
-        if !state.ended {
-            // As much of the body as is ready goes out with the head.
-            while self.write.len() < COALESCE_LIMIT && !state.ended {
-                let mut cx = Context::from_waker(Waker::noop());
-                match Pin::new(&mut body).poll_frame(&mut cx) {
-                    Poll::Pending => break,
-                    Poll::Ready(frame) => {
-                        state.took = true;
-                        if let Err(error) = self.put_frame(frame, &mut state) {
-                            return Err(SendError {
-                                error,
-                                request: None,
-                            });
-                        }
-                    }
-                }
-            }
+        // As much of the body as is ready goes out with the head.
+        if let Err(error) = self.coalesce(&mut body, &mut state) {
+            // What was framed goes out first, as hyper's client writes it.
+            let _ = self.io.write_all(&self.write).await;
+            return Err(SendError {
+                error,
+                request: None,
+            });
         }
         let method = parts.method.clone();
         let exchange =
@@ -244,6 +235,21 @@ impl Connection {
         Ok(response.map(|()| body))
     }
 
+    /// Takes the body frames that are ready (without waiting) into the write buffer.
+    fn coalesce(&mut self, body: &mut GatewayBody, state: &mut Writing) -> io::Result<()> {
+        let mut cx = Context::from_waker(Waker::noop());
+        while self.write.len() < COALESCE_LIMIT && !state.ended {
+            match Pin::new(&mut *body).poll_frame(&mut cx) {
+                Poll::Pending => break,
+                Poll::Ready(frame) => {
+                    state.took = true;
+                    self.put_frame(frame, state)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Encodes one frame of the request body (or its end) behind what `write` holds.
     fn put_frame(
         &mut self,
@@ -271,14 +277,16 @@ impl Connection {
                 }
                 let len = data.len() as u64;
                 match state.out {
-                    Out::Length(n) => {
-                        if state.sent + len > n {
-                            return Err(io::Error::other(
-                                "the request body is longer than its length",
-                            ));
-                        }
-                        self.write.extend_from_slice(&data);
+                    Out::Length(n) if state.sent + len >= n => {
+                        // Holding at least what is owed: only that goes out, and the request
+                        // is complete (as hyper's client does).
+                        let owed = usize::try_from(n - state.sent).unwrap_or(usize::MAX);
+                        self.write.extend_from_slice(&data[..owed.min(data.len())]);
+                        state.sent = n;
+                        state.ended = true;
+                        return Ok(());
                     }
+                    Out::Length(_) => self.write.extend_from_slice(&data),
                     Out::Chunked => {
                         hex(len, &mut self.write);
                         self.write.extend_from_slice(b"\r\n");
