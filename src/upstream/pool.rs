@@ -352,20 +352,7 @@ impl Pool {
         // others); one clock read per checkout.
         let timeout = self.inner.settings.idle_timeout;
         if self.inner.settings.http1_engine == Http1Engine::Native {
-            if host
-                .native
-                .front()
-                .is_some_and(|(_, since)| since.elapsed() >= timeout)
-            {
-                let now = Instant::now();
-                while host
-                    .native
-                    .front()
-                    .is_some_and(|(_, since)| now.duration_since(*since) >= timeout)
-                {
-                    host.native.pop_front();
-                }
-            }
+            expire(&mut host.native, timeout);
             // Newest first; one the upstream closed (or wrote to unasked) is dropped.
             while let Some((mut connection, _)) = host.native.pop_back() {
                 if connection.is_reusable() {
@@ -374,20 +361,7 @@ impl Pool {
             }
             return None;
         }
-        if host
-            .h1
-            .front()
-            .is_some_and(|(_, since)| since.elapsed() >= timeout)
-        {
-            let now = Instant::now();
-            while host
-                .h1
-                .front()
-                .is_some_and(|(_, since)| now.duration_since(*since) >= timeout)
-            {
-                host.h1.pop_front();
-            }
-        }
+        expire(&mut host.h1, timeout);
         // Newest first; a connection still finishing its last response is skipped, not lost,
         // and a closed one is dropped on the way.
         while let Some(i) = host
@@ -496,6 +470,23 @@ impl Pool {
             .await
             .map_err(|e| PoolError::Send(e.into()))?;
         Ok(Sender::H1(sender))
+    }
+}
+
+/// Drops the connections idle for `timeout` or longer from the front of `queue` (checked in
+/// oldest first); one clock read when none is due.
+fn expire<T>(queue: &mut VecDeque<(T, Instant)>, timeout: Duration) {
+    if queue
+        .front()
+        .is_some_and(|(_, since)| since.elapsed() >= timeout)
+    {
+        let now = Instant::now();
+        while queue
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= timeout)
+        {
+            queue.pop_front();
+        }
     }
 }
 

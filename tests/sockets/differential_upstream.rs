@@ -161,6 +161,36 @@ where
     body.collect().await.ok().map(|c| c.to_bytes().to_vec())
 }
 
+/// What a client made of `response`; unless the upstream closed after it (`close`) or its
+/// body failed, whether `second` (run once the upstream wrote all it had) got [`SECOND`]'s
+/// body on the same connection.
+async fn answered<B, F>(
+    response: http::Response<B>,
+    close: bool,
+    done: oneshot::Receiver<()>,
+    second: impl FnOnce() -> F,
+) -> Outcome
+where
+    B: http_body::Body<Data = Bytes>,
+    F: std::future::Future<Output = Option<Vec<u8>>>,
+{
+    let status = response.status().as_u16();
+    let headers = headers_of(response.headers());
+    let body = collect(response.into_body()).await;
+    let reused = if close || body.is_none() {
+        None
+    } else {
+        let _ = done.await;
+        Some(second().await.as_deref() == Some(&b"second"[..]))
+    };
+    Outcome::Answered {
+        status,
+        headers,
+        body,
+        reused,
+    }
+}
+
 /// A body of unknown size, frame by frame.
 struct Frames(VecDeque<Bytes>);
 
@@ -263,29 +293,15 @@ async fn via_hyper(asked: &Asked, pieces: Vec<Vec<u8>>, close: bool) -> (Outcome
     let outcome = match sender.send_request(asked.build(addr, true)).await {
         Err(_) => Outcome::Failed,
         Ok(response) => {
-            let status = response.status().as_u16();
-            let headers = headers_of(response.headers());
-            let body = collect(response.into_body()).await;
-            let reused = if close || body.is_none() {
-                None
-            } else {
-                let _ = done.await;
-                let second = async {
-                    sender.ready().await.ok()?;
-                    let response = sender
-                        .send_request(Asked::get(Method::GET).build(addr, true))
-                        .await
-                        .ok()?;
-                    collect(response.into_body()).await
-                };
-                Some(second.await.as_deref() == Some(&b"second"[..]))
-            };
-            Outcome::Answered {
-                status,
-                headers,
-                body,
-                reused,
-            }
+            answered(response, close, done, move || async move {
+                sender.ready().await.ok()?;
+                let response = sender
+                    .send_request(Asked::get(Method::GET).build(addr, true))
+                    .await
+                    .ok()?;
+                collect(response.into_body()).await
+            })
+            .await
         }
     };
     (outcome, seen.await.unwrap_or_default())
@@ -313,33 +329,18 @@ async fn via_native(asked: &Asked, pieces: Vec<Vec<u8>>, close: bool) -> (Outcom
     {
         Err(_) => Outcome::Failed,
         Ok(response) => {
-            let status = response.status().as_u16();
-            let headers = headers_of(response.headers());
-            let body = collect(response.into_body()).await;
-            let reused = if close || body.is_none() {
-                None
-            } else {
-                let _ = done.await;
-                let back = slot.0.lock().expect("lock").take();
-                let second = async {
-                    let mut connection = back?;
-                    if !connection.is_reusable() {
-                        return None;
-                    }
-                    let response = connection
-                        .send(Asked::get(Method::GET).build(addr, false), None)
-                        .await
-                        .ok()?;
-                    collect(response.into_body()).await
-                };
-                Some(second.await.as_deref() == Some(&b"second"[..]))
-            };
-            Outcome::Answered {
-                status,
-                headers,
-                body,
-                reused,
-            }
+            answered(response, close, done, move || async move {
+                let mut connection = slot.0.lock().expect("lock").take()?;
+                if !connection.is_reusable() {
+                    return None;
+                }
+                let response = connection
+                    .send(Asked::get(Method::GET).build(addr, false), None)
+                    .await
+                    .ok()?;
+                collect(response.into_body()).await
+            })
+            .await
         }
     };
     (outcome, seen.await.unwrap_or_default())

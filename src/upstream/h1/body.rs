@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::{Connection, Home};
-use crate::server::h1::body::{Decoder, Step};
+use crate::server::h1::body::{Decoder, Next};
 
 /// The body of a response read by the native HTTP/1.1 client.
 pub struct ResponseBody {
@@ -81,60 +81,37 @@ impl http_body::Body for ResponseBody {
         let Some(reading) = this.reading.as_mut() else {
             return Poll::Ready(None);
         };
-        loop {
-            match reading.decoder.step(&mut reading.connection.read) {
-                Ok(Step::Data(data)) => {
-                    if reading.decoder.is_eof() {
-                        this.finish(true);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Ok(Step::Trailers(trailers)) => {
+        match ready!(reading.decoder.poll_next(&mut *reading.connection, cx)) {
+            Next::Data(data) => {
+                if reading.decoder.is_eof() {
                     this.finish(true);
-                    return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                 }
-                Ok(Step::End) => {
-                    this.finish(true);
-                    return Poll::Ready(None);
-                }
-                Ok(Step::More) => match ready!(reading.connection.poll_fill(cx)) {
-                    Ok(0) if reading.decoder.ends_at_eof() => {
-                        this.finish(false);
-                        return Poll::Ready(None);
-                    }
-                    Ok(0) => {
-                        let error = reading.decoder.eof_error();
-                        this.finish(false);
-                        return Poll::Ready(Some(Err(error)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        this.finish(false);
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                },
-                Err(e) => {
-                    this.finish(false);
-                    return Poll::Ready(Some(Err(e)));
-                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
+            }
+            Next::Trailers(trailers) => {
+                this.finish(true);
+                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+            }
+            Next::End => {
+                // A body read to the close leaves nothing to reuse.
+                let framed = !reading.decoder.ends_at_eof();
+                this.finish(framed);
+                Poll::Ready(None)
+            }
+            Next::Failed(e) => {
+                this.finish(false);
+                Poll::Ready(Some(Err(e)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.reading {
-            None => true,
-            Some(r) => r.decoder.remaining() == Some(0),
-        }
+        self.reading
+            .as_ref()
+            .is_none_or(|r| r.decoder.remaining() == Some(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.reading {
-            None => SizeHint::with_exact(0),
-            Some(r) => match r.decoder.remaining() {
-                Some(n) => SizeHint::with_exact(n),
-                None => SizeHint::default(),
-            },
-        }
+        Decoder::hint(self.reading.as_ref().map(|r| &r.decoder))
     }
 }

@@ -33,7 +33,7 @@ pub use body::ResponseBody;
 use head::Out;
 
 use super::{GatewayBody, UPSTREAM_READ_BUF};
-use crate::server::h1::body::Decoder;
+use crate::server::h1::body::{Decoder, Source};
 use crate::server::h1::parse::Framing;
 
 /// The stream under an upstream connection (what the pool's connector yields).
@@ -75,6 +75,16 @@ pub struct SendError {
     pub error: io::Error,
     /// The request, when none of it reached the wire (it may be sent again elsewhere).
     pub request: Option<Request<GatewayBody>>,
+}
+
+impl Source for Connection {
+    fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.read
+    }
+
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_fill(cx)
+    }
 }
 
 /// Polls `fut` once, without waiting.
@@ -329,10 +339,17 @@ impl Connection {
                     Poll::Pending => {}
                 }
             } else if !state.ended {
-                if let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(cx) {
-                    state.took = true;
-                    self.put_frame(frame, state)?;
-                    progress = true;
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        state.took = true;
+                        self.put_frame(frame, state)?;
+                        progress = true;
+                    }
+                    // While the client's next frame is awaited, what a TLS session still holds
+                    // goes out (a no-op on plain TCP); a failure shows on the next write.
+                    Poll::Pending => {
+                        let _ = Pin::new(&mut self.io).poll_flush(cx);
+                    }
                 }
             } else if !state.done {
                 if let Poll::Ready(flushed) = Pin::new(&mut self.io).poll_flush(cx) {
