@@ -113,6 +113,7 @@ impl Host {
             .get_or_insert_with(|| {
                 Arc::new(HostHome {
                     pool: Arc::downgrade(pool),
+                    host: HeaderValue::from_str(key.authority.as_str()).ok(),
                     key: key.clone(),
                 })
             })
@@ -130,9 +131,15 @@ enum Sender {
 struct HostHome {
     pool: Weak<Inner>,
     key: Key,
+    /// The origin's `Host` value, built once.
+    host: Option<HeaderValue>,
 }
 
 impl native::Home for HostHome {
+    fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
+    }
+
     fn check_in(&self, connection: Box<NativeConnection>) {
         let Some(inner) = self.pool.upgrade() else {
             return;

@@ -43,6 +43,12 @@ pub type Stream = MaybeHttpsStream<TokioIo<TcpStream>>;
 pub trait Home: Send + Sync {
     /// Takes `connection` back (or drops it, closing it).
     fn check_in(&self, connection: Box<Connection>);
+
+    /// The `Host` of requests to this home's origin, when it keeps one ready (else it is built
+    /// from each request's authority).
+    fn host(&self) -> Option<&HeaderValue> {
+        None
+    }
 }
 
 /// Request body data at most this large is copied behind the head into one write.
@@ -166,10 +172,15 @@ impl Connection {
     ) -> Result<Response<ResponseBody>, SendError> {
         let (mut parts, mut body) = request.into_parts();
         if !parts.headers.contains_key(header::HOST) {
-            if let Some(authority) = parts.uri.authority() {
-                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                    parts.headers.insert(header::HOST, host);
-                }
+            let host = match home.as_deref().and_then(|h| h.host()) {
+                Some(host) => Some(host.clone()),
+                None => parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            };
+            if let Some(host) = host {
+                parts.headers.insert(header::HOST, host);
             }
         }
         let shape = if body.is_end_stream() {
