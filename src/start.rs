@@ -145,7 +145,7 @@ pub fn start_problems(config: &Config) -> Vec<config::Problem> {
 /// each unless `deps` brings one.
 pub(crate) fn with_production_deps(config: &Config, deps: &mut Deps) -> Result<(), StartError> {
     if deps.upstream.is_none() {
-        let client = upstream::HyperUpstream::new(&config.upstream)
+        let client = upstream::HyperUpstream::new(&config.upstream, config.server.http1_engine)
             .map_err(|e| StartError::Upstream(format!("upstream: {e}")))?;
         deps.upstream = Some(client.into_upstream());
     }

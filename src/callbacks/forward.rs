@@ -10,7 +10,7 @@ use http::{header, HeaderMap, HeaderName, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Limited};
 use tower::ServiceExt;
 
-use crate::config::{ProxySetting, UpstreamSettings};
+use crate::config::{Http1Engine, ProxySetting, UpstreamSettings};
 use crate::domain::UpstreamErrorKind;
 use crate::upstream::{GatewayBody, HyperUpstream, Upstream};
 
@@ -26,13 +26,17 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 ];
 
 /// The client callbacks are delivered with.
-pub fn client(upstream: &UpstreamSettings, longest: Duration) -> Result<Upstream, String> {
+pub fn client(
+    upstream: &UpstreamSettings,
+    longest: Duration,
+    engine: Http1Engine,
+) -> Result<Upstream, String> {
     let settings = UpstreamSettings {
         request_timeout: longest,
         proxy: ProxySetting::Disabled,
         ..upstream.clone()
     };
-    HyperUpstream::new(&settings).map(HyperUpstream::into_upstream)
+    HyperUpstream::new(&settings, engine).map(HyperUpstream::into_upstream)
 }
 
 /// The request headers a target gets: the sender's end-to-end headers without `host` and

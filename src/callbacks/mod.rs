@@ -187,7 +187,7 @@ impl Callbacks {
             .unwrap_or(Duration::from_secs(10));
         Ok(Some(Arc::new(Callbacks {
             webhooks,
-            client: forward::client(&config.upstream, longest)?,
+            client: forward::client(&config.upstream, longest, config.server.http1_engine)?,
             metrics,
             max_body: config.server.max_policy_body_bytes,
             body_idle: config.server.body_idle_timeout,

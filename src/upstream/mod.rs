@@ -1,10 +1,10 @@
 //! The upstream seam (a top-level module so that `proxy` and `auth` share it without a cycle):
 //! every request the gateway sends (forwarded calls, mode and contact
 //! lookups, token fetches) goes through one [`Upstream`] — a tower service. In production it is
-//! [`HyperUpstream`], a pooled hyper-util client (rustls for https with the configured trust
-//! anchors, ALPN h2 and http/1.1; plain http for the simulator and tests; an optional CONNECT
-//! proxy, see [`egress`]) with the request timeout; tests inject any service, such as the
-//! simulator in-process.
+//! [`HyperUpstream`], a pooled client (rustls for https with the configured trust anchors, ALPN
+//! h2 and http/1.1; plain http for the simulator and tests; an optional CONNECT proxy, see
+//! [`egress`]; HTTP/1.1 on hyper or on the native client, see [`h1`]) with the request timeout;
+//! tests inject any service, such as the simulator in-process.
 //!
 //! [`call`] is the one place an upstream exchange is timed and counted.
 //!
@@ -25,9 +25,10 @@ use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceExt};
 
 pub mod egress;
+pub mod h1;
 pub mod pool;
 
-use crate::config::UpstreamSettings;
+use crate::config::{Http1Engine, UpstreamSettings};
 use crate::domain::{Operation, UpstreamErrorKind};
 use crate::metrics::Metrics;
 
@@ -189,11 +190,12 @@ pub struct HyperUpstream {
 }
 
 impl HyperUpstream {
-    /// Builds the client from `[upstream]` settings and the process environment (the proxy
-    /// variables). Fails when the trust anchors or the proxy cannot be used; `check-config`
-    /// reports the same problems (see [`HyperUpstream::problems`]).
-    pub fn new(settings: &UpstreamSettings) -> Result<Self, String> {
-        Self::with_env(settings, &|name| std::env::var(name).ok())
+    /// Builds the client from `[upstream]` settings, the HTTP/1.1 engine
+    /// (`server.http1_engine`) and the process environment (the proxy variables). Fails when
+    /// the trust anchors or the proxy cannot be used; `check-config` reports the same problems
+    /// (see [`HyperUpstream::problems`]).
+    pub fn new(settings: &UpstreamSettings, engine: Http1Engine) -> Result<Self, String> {
+        Self::with_env(settings, engine, &|name| std::env::var(name).ok())
     }
 
     /// What would keep [`HyperUpstream::new`] from building, as `(key, message)` pairs.
@@ -212,11 +214,13 @@ impl HyperUpstream {
     /// [`HyperUpstream::new`] with the environment read through `env`.
     pub fn with_env(
         settings: &UpstreamSettings,
+        engine: Http1Engine,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, String> {
         let pooling = pool::PoolSettings {
             idle_timeout: POOL_IDLE_TIMEOUT,
             max_idle_per_host: settings.pool_max_idle_per_host,
+            http1_engine: engine,
         };
         Self::with_pool(settings, env, pooling)
     }

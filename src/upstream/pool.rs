@@ -1,6 +1,8 @@
-//! The upstream connection pool, over hyper's `client::conn` senders: one multiplexed HTTP/2
-//! connection per origin when ALPN chose h2, else HTTP/1.1 connections kept alive and reused
-//! newest first (the warmest socket), with an idle timeout and a cap per origin.
+//! The upstream connection pool: one multiplexed HTTP/2 connection per origin (hyper's
+//! `client::conn`) when ALPN chose h2, else HTTP/1.1 connections kept alive and reused newest
+//! first (the warmest socket), with an idle timeout and a cap per origin. HTTP/1.1 runs on
+//! hyper's `client::conn::http1`, or on the native client ([`super::h1`]) when
+//! `server.http1_engine = "native"`.
 //!
 //! An HTTP/1.1 sender goes back to the pool as soon as the response head arrives; it is only
 //! handed out again once hyper's dispatcher says it is ready — that is, once the previous
@@ -9,13 +11,22 @@
 //! even start to send (the upstream closed an idle keep-alive connection, an h2 connection
 //! going away) is retried once on a fresh connection; nothing that reached the wire is.
 //!
+//! A native connection comes back to the pool from its response body, once that body was
+//! read to its end and the exchange allows keep-alive; before it is handed out again it is
+//! checked, without waiting, for an upstream that closed it or sent something unasked.
+//!
 //! Connections come from the connector the TLS and egress settings build (rustls, ALPN, an
 //! optional CONNECT tunnel), so every failure keeps its classification: connect or TLS while
 //! connecting, reset once sending.
 
 use std::collections::VecDeque;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
 
 use http::uri::{Authority, Scheme};
 use http::{header, HeaderValue, Request, Response, Uri, Version};
@@ -28,10 +39,12 @@ use tokio::net::TcpStream;
 use tower::{Service, ServiceExt};
 
 use super::egress::EgressConnector;
+use super::h1::{self as native, Connection as NativeConnection};
 use super::{
     BoxError, GatewayBody, UPSTREAM_H2_CONNECTION_WINDOW, UPSTREAM_H2_STREAM_WINDOW,
     UPSTREAM_READ_BUF,
 };
+use crate::config::Http1Engine;
 
 type Connector = HttpsConnector<EgressConnector>;
 type Io = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -42,7 +55,7 @@ pub enum PoolError {
     /// No connection could be made (TCP, the proxy tunnel, or TLS).
     Connect(BoxError),
     /// The connection failed while the request was sent or the response head awaited.
-    Send(hyper::Error),
+    Send(BoxError),
     /// The request's URI names no origin.
     NoOrigin,
 }
@@ -61,7 +74,7 @@ impl std::error::Error for PoolError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             PoolError::Connect(e) => Some(&**e),
-            PoolError::Send(e) => Some(e),
+            PoolError::Send(e) => Some(&**e),
             PoolError::NoOrigin => None,
         }
     }
@@ -88,11 +101,97 @@ struct Host {
     h2: Option<http2::SendRequest<GatewayBody>>,
     /// HTTP/1.1 connections, newest at the back, with when each was checked in.
     h1: VecDeque<(http1::SendRequest<GatewayBody>, Instant)>,
+    /// Native HTTP/1.1 connections, newest at the back, with when each was checked in.
+    native: VecDeque<(Box<NativeConnection>, Instant)>,
+    /// Where this origin's native connections come back to.
+    home: Option<Arc<HostHome>>,
+}
+
+impl Host {
+    fn home(&mut self, pool: &Arc<Inner>, key: &Key) -> Arc<HostHome> {
+        self.home
+            .get_or_insert_with(|| {
+                Arc::new(HostHome {
+                    pool: Arc::downgrade(pool),
+                    host: HeaderValue::from_str(key.authority.as_str()).ok(),
+                    key: key.clone(),
+                })
+            })
+            .clone()
+    }
 }
 
 enum Sender {
     H1(http1::SendRequest<GatewayBody>),
     H2(http2::SendRequest<GatewayBody>),
+    Native(Box<NativeConnection>, Arc<HostHome>),
+}
+
+/// An origin of the pool, as the place its native connections come back to.
+struct HostHome {
+    pool: Weak<Inner>,
+    key: Key,
+    /// The origin's `Host` value, built once.
+    host: Option<HeaderValue>,
+}
+
+impl native::Home for HostHome {
+    fn host(&self) -> Option<&HeaderValue> {
+        self.host.as_ref()
+    }
+
+    fn check_in(&self, connection: Box<NativeConnection>) {
+        let Some(inner) = self.pool.upgrade() else {
+            return;
+        };
+        let max = inner.settings.max_idle_per_host;
+        let mut hosts = inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let host = hosts.entry(&self.key);
+        if host.native.len() >= max {
+            host.native.pop_front();
+        }
+        if max > 0 {
+            host.native.push_back((connection, Instant::now()));
+        }
+    }
+}
+
+/// A response body from either HTTP/1.1 engine or h2.
+#[derive(Debug)]
+pub enum PoolBody {
+    /// From a hyper connection.
+    Hyper(Incoming),
+    /// From a native HTTP/1.1 connection.
+    Native(native::ResponseBody),
+}
+
+impl Body for PoolBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            PoolBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            PoolBody::Native(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            PoolBody::Hyper(b) => b.is_end_stream(),
+            PoolBody::Native(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            PoolBody::Hyper(b) => b.size_hint(),
+            PoolBody::Native(b) => b.size_hint(),
+        }
+    }
 }
 
 /// Pool settings.
@@ -102,6 +201,8 @@ pub struct PoolSettings {
     pub idle_timeout: Duration,
     /// HTTP/1.1 connections kept per origin.
     pub max_idle_per_host: usize,
+    /// Which HTTP/1.1 client runs the origins that do not speak h2 (`server.http1_engine`).
+    pub http1_engine: Http1Engine,
 }
 
 /// Origins and their connections. A gateway talks to one or two origins (the API, the token
@@ -110,10 +211,6 @@ pub struct PoolSettings {
 struct Hosts(Vec<(Key, Host)>);
 
 impl Hosts {
-    fn get(&self, key: &Key) -> Option<&Host> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, h)| h)
-    }
-
     fn get_mut(&mut self, key: &Key) -> Option<&mut Host> {
         self.0.iter_mut().find(|(k, _)| k == key).map(|(_, h)| h)
     }
@@ -170,11 +267,15 @@ impl Pool {
         let Some(key) = Key::of(uri) else {
             return (0, 0);
         };
-        let hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
-        hosts.get(&key).map_or((0, 0), |h| {
+        let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.get_mut(&key).map_or((0, 0), |h| {
             (
                 h.h2.iter().filter(|s| !s.is_closed()).count(),
-                h.h1.iter().filter(|(s, _)| !s.is_closed()).count(),
+                h.h1.iter().filter(|(s, _)| !s.is_closed()).count()
+                    + h.native
+                        .iter_mut()
+                        .map(|(c, _)| usize::from(c.is_reusable()))
+                        .sum::<usize>(),
             )
         })
     }
@@ -183,7 +284,7 @@ impl Pool {
     pub async fn send(
         &self,
         request: Request<GatewayBody>,
-    ) -> Result<Response<Incoming>, PoolError> {
+    ) -> Result<Response<PoolBody>, PoolError> {
         let key = Key::of(request.uri()).ok_or(PoolError::NoOrigin)?;
         let mut request = request;
         let mut reused = true;
@@ -203,6 +304,22 @@ impl Pool {
                     *request.version_mut() = Version::HTTP_2;
                     sender.try_send_request(request).await
                 }
+                Sender::Native(connection, home) => {
+                    *request.version_mut() = Version::HTTP_11;
+                    match connection.send(request, Some(home)).await {
+                        Ok(response) => return Ok(response.map(PoolBody::Native)),
+                        // Never sent: once more, on a connection of its own.
+                        Err(native::SendError {
+                            request: Some(back),
+                            ..
+                        }) if reused => {
+                            request = back;
+                            reused = false;
+                            continue;
+                        }
+                        Err(e) => return Err(PoolError::Send(e.error.into())),
+                    }
+                }
                 Sender::H1(mut sender) => {
                     *request.version_mut() = Version::HTTP_11;
                     origin_form(&mut request);
@@ -214,7 +331,7 @@ impl Pool {
                 }
             };
             match outcome {
-                Ok(response) => return Ok(response),
+                Ok(response) => return Ok(response.map(PoolBody::Hyper)),
                 Err(mut e) => match e.take_message() {
                     // Never sent: once more, on a connection of its own.
                     Some(back) if reused => {
@@ -223,7 +340,7 @@ impl Pool {
                         self.forget_h2(&key);
                         continue;
                     }
-                    _ => return Err(PoolError::Send(e.into_error())),
+                    _ => return Err(PoolError::Send(e.into_error().into())),
                 },
             }
         }
@@ -241,20 +358,17 @@ impl Pool {
         // Checked in oldest first, so the expired ones are at the front (the reaper takes any
         // others); one clock read per checkout.
         let timeout = self.inner.settings.idle_timeout;
-        if host
-            .h1
-            .front()
-            .is_some_and(|(_, since)| since.elapsed() >= timeout)
-        {
-            let now = Instant::now();
-            while host
-                .h1
-                .front()
-                .is_some_and(|(_, since)| now.duration_since(*since) >= timeout)
-            {
-                host.h1.pop_front();
+        if self.inner.settings.http1_engine == Http1Engine::Native {
+            expire(&mut host.native, timeout);
+            // Newest first; one the upstream closed (or wrote to unasked) is dropped.
+            while let Some((mut connection, _)) = host.native.pop_back() {
+                if connection.is_reusable() {
+                    return Some(Sender::Native(connection, host.home(&self.inner, key)));
+                }
             }
+            return None;
         }
+        expire(&mut host.h1, timeout);
         // Newest first; a connection still finishing its last response is skipped, not lost,
         // and a closed one is dropped on the way.
         while let Some(i) = host
@@ -319,13 +433,16 @@ impl Pool {
                 .keep_alive_while_idle(false)
                 .handshake(io)
                 .await
-                .map_err(PoolError::Send)?;
+                .map_err(|e| PoolError::Send(e.into()))?;
             tokio::spawn(async move {
                 if let Err(e) = connection.await {
                     tracing::debug!(error = %e, "upstream h2 connection ended");
                 }
             });
-            sender.ready().await.map_err(PoolError::Send)?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| PoolError::Send(e.into()))?;
             let mut hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
             let host = hosts.entry(key);
             match &host.h2 {
@@ -335,18 +452,48 @@ impl Pool {
             }
             return Ok(Sender::H2(sender));
         }
+        if self.inner.settings.http1_engine == Http1Engine::Native {
+            let home = self
+                .inner
+                .hosts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(key)
+                .home(&self.inner, key);
+            return Ok(Sender::Native(NativeConnection::new(io), home));
+        }
         let (mut sender, connection) = http1::Builder::new()
             .max_buf_size(UPSTREAM_READ_BUF)
             .handshake(io)
             .await
-            .map_err(PoolError::Send)?;
+            .map_err(|e| PoolError::Send(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "upstream HTTP/1.1 connection ended");
             }
         });
-        sender.ready().await.map_err(PoolError::Send)?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| PoolError::Send(e.into()))?;
         Ok(Sender::H1(sender))
+    }
+}
+
+/// Drops the connections idle for `timeout` or longer from the front of `queue` (checked in
+/// oldest first); one clock read when none is due.
+fn expire<T>(queue: &mut VecDeque<(T, Instant)>, timeout: Duration) {
+    if queue
+        .front()
+        .is_some_and(|(_, since)| since.elapsed() >= timeout)
+    {
+        let now = Instant::now();
+        while queue
+            .front()
+            .is_some_and(|(_, since)| now.duration_since(*since) >= timeout)
+        {
+            queue.pop_front();
+        }
     }
 }
 
@@ -380,19 +527,23 @@ async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
         for (_, host) in hosts.0.iter_mut() {
             host.h1
                 .retain(|(s, since)| !s.is_closed() && since.elapsed() < idle_timeout);
+            host.native
+                .retain_mut(|(c, since)| since.elapsed() < idle_timeout && c.is_reusable());
             if host.h2.as_ref().is_some_and(|s| s.is_closed()) {
                 host.h2 = None;
             }
         }
-        hosts.0.retain(|(_, h)| h.h2.is_some() || !h.h1.is_empty());
+        hosts
+            .0
+            .retain(|(_, h)| h.h2.is_some() || !h.h1.is_empty() || !h.native.is_empty());
     }
 }
 
 impl Service<Request<GatewayBody>> for Pool {
-    type Response = Response<Incoming>;
+    type Response = Response<PoolBody>;
     type Error = PoolError;
     type Future = std::pin::Pin<
-        Box<dyn std::future::Future<Output = Result<Response<Incoming>, PoolError>> + Send>,
+        Box<dyn std::future::Future<Output = Result<Response<PoolBody>, PoolError>> + Send>,
     >;
 
     fn poll_ready(

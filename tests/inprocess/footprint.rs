@@ -40,6 +40,7 @@ async fn the_pool_send_future_carries_no_connect() {
         PoolSettings {
             idle_timeout: Duration::from_secs(1),
             max_idle_per_host: 1,
+            http1_engine: engine_from_env(),
         },
     )
     .expect("client");

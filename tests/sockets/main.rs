@@ -12,6 +12,7 @@ mod callback_loop;
 mod callbacks;
 mod cli;
 mod differential;
+mod differential_upstream;
 mod faults;
 mod h2_abuse;
 mod hostile;

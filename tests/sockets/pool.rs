@@ -1,6 +1,7 @@
 //! The upstream connection pool through real sockets: HTTP/1.1 keep-alive reuse, the idle
 //! timeout, h2 multiplexing, an upstream that closes idle connections, a connection that dies
-//! mid-response, and the per-origin cap.
+//! mid-response or whose body is abandoned, `Connection: close`, and the per-origin cap; the
+//! HTTP/1.1 connections run on the engine `MODEGATE_TEST_HTTP1_ENGINE` names.
 
 use crate::support;
 
@@ -35,6 +36,7 @@ fn pooling(idle_ms: u64, max_idle: usize) -> PoolSettings {
     PoolSettings {
         idle_timeout: Duration::from_millis(idle_ms),
         max_idle_per_host: max_idle,
+        http1_engine: engine_from_env(),
     }
 }
 
@@ -279,4 +281,43 @@ async fn failures_keep_their_classification() {
     // Closed before answering: reset.
     let (url, _) = raw_upstream(|_, _| (Vec::new(), true)).await;
     assert_eq!(kind(&url).await, "reset");
+}
+
+#[tokio::test]
+async fn an_abandoned_body_closes_its_connection_and_close_is_never_reused() {
+    // The first connection's answer promises more than it sends and is dropped unread; later
+    // ones answer in full, the second of them with `Connection: close`.
+    let (url, accepted) = raw_upstream(|conn, _| match conn {
+        0 => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 100000\r\n\r\nhello".to_vec(),
+            false,
+        ),
+        1 => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok".to_vec(),
+            false,
+        ),
+        _ => (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+            false,
+        ),
+    })
+    .await;
+    let client = pooled_client(&url, None, pooling(60_000, 8));
+    let abandoned = client
+        .pool()
+        .send(
+            Request::get(format!("{url}/x"))
+                .body(full(Bytes::new()))
+                .expect("request"),
+        )
+        .await
+        .expect("head");
+    assert_eq!(abandoned.status(), StatusCode::OK);
+    drop(abandoned);
+    // A fresh connection, which says close: the one after it is fresh again, and kept.
+    for _ in 0..3 {
+        let (status, body) = fetch(&client, &format!("{url}/x")).await.expect("ok");
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
 }

@@ -277,9 +277,10 @@ async fn failure_detail(url: &str, ca_file: Option<&std::path::Path>) -> (String
         "[upstream]\nbase_url = \"{url}\"\n{}",
         ca_file.map_or_else(String::new, |p| format!("ca_file = {:?}\n", p.display()))
     ));
-    let upstream = modegate::upstream::HyperUpstream::new(&config.upstream)
-        .expect("client")
-        .into_upstream();
+    let upstream =
+        modegate::upstream::HyperUpstream::new(&config.upstream, config.server.http1_engine)
+            .expect("client")
+            .into_upstream();
     let request = Request::get(format!("{url}/v1/projects/p/apps"))
         .body(modegate::upstream::full(Bytes::new()))
         .expect("request");
@@ -424,6 +425,7 @@ async fn proxy_credentials_and_no_proxy_come_from_the_environment() {
     let with_credentials = format!("http://u:p@{}", proxy.addr);
     let client = modegate::upstream::HyperUpstream::with_env(
         &settings(""),
+        engine_from_env(),
         &env_with(vec![("HTTPS_PROXY", with_credentials.clone())]),
     )
     .expect("client")
@@ -440,6 +442,7 @@ async fn proxy_credentials_and_no_proxy_come_from_the_environment() {
     // NO_PROXY naming the upstream host: direct.
     let client = modegate::upstream::HyperUpstream::with_env(
         &settings(""),
+        engine_from_env(),
         &env_with(vec![
             ("https_proxy", with_credentials.clone()),
             ("NO_PROXY", "example.org, localhost".to_string()),
@@ -453,6 +456,7 @@ async fn proxy_credentials_and_no_proxy_come_from_the_environment() {
     // proxy_url = "none": the environment is ignored.
     let client = modegate::upstream::HyperUpstream::with_env(
         &settings("proxy_url = \"none\"\n"),
+        engine_from_env(),
         &env_with(vec![("HTTPS_PROXY", with_credentials)]),
     )
     .expect("client")

@@ -159,10 +159,20 @@ pub fn config_for(base_url: &str) -> Config {
 /// The HTTP/1.1 engine the socket suites run on: `MODEGATE_TEST_HTTP1_ENGINE=native` runs
 /// them on the native engine (CI runs them once per engine).
 pub fn with_engine_from_env(mut c: Config) -> Config {
-    if std::env::var("MODEGATE_TEST_HTTP1_ENGINE").as_deref() == Ok("native") {
+    if engine_from_env() == modegate::config::Http1Engine::Native {
         c.server.http1_engine = modegate::config::Http1Engine::Native;
     }
     c
+}
+
+/// The HTTP/1.1 engine `MODEGATE_TEST_HTTP1_ENGINE` names (hyper unless `native`), for the
+/// listeners and the upstream pool alike.
+pub fn engine_from_env() -> modegate::config::Http1Engine {
+    if std::env::var("MODEGATE_TEST_HTTP1_ENGINE").as_deref() == Ok("native") {
+        modegate::config::Http1Engine::Native
+    } else {
+        modegate::config::Http1Engine::Hyper
+    }
 }
 
 /// Parses TOML config text (with ephemeral listeners unless the text sets them).

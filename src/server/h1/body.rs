@@ -1,4 +1,4 @@
-//! Request bodies: the connection's read side with its buffer ([`Reader`]), the decoders
+//! Request bodies (and the decoders the upstream side reads responses with): the connection's read side with its buffer ([`Reader`]), the decoders
 //! (`Content-Length`, and the chunked coding with hyper's exact state machine: hex size, then
 //! optional whitespace and `;` extensions, CRLF; data then CRLF; trailer fields after the last
 //! chunk, each line ending in CRLF, at most 16 KiB and 100 fields), and [`RequestBody`], which
@@ -61,6 +61,37 @@ impl Reader {
     }
 }
 
+/// A read side a body decoder pulls from: a server connection's, or an upstream connection's
+/// (`crate::upstream::h1`).
+pub(crate) trait Source {
+    /// What was read and not used yet.
+    fn buffer(&mut self) -> &mut BytesMut;
+    /// Reads more into the buffer; `Ok(0)` at end of stream.
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>>;
+}
+
+impl Source for Reader {
+    fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    fn poll_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.poll_fill(cx)
+    }
+}
+
+/// What a body's next frame is.
+#[derive(Debug)]
+pub(crate) enum Next {
+    Data(Bytes),
+    Trailers(HeaderMap),
+    /// The body is complete (by its framing, or by the end of the stream for a body read to
+    /// the close).
+    End,
+    /// Malformed framing, or the stream ended early.
+    Failed(io::Error),
+}
+
 /// Where the chunked decoder is (hyper's states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Chunk {
@@ -99,6 +130,8 @@ pub(crate) struct Decoder {
 #[derive(Debug)]
 enum Kind {
     Length(u64),
+    /// Everything until the end of the stream.
+    Close,
     Chunked {
         state: Chunk,
         size: u64,
@@ -117,6 +150,7 @@ impl Decoder {
     pub(crate) fn new(framing: Framing) -> Self {
         let kind = match framing {
             Framing::Length(n) => Kind::Length(n),
+            Framing::Close => Kind::Close,
             Framing::Chunked => Kind::Chunked {
                 state: Chunk::Start,
                 size: 0,
@@ -144,14 +178,30 @@ impl Decoder {
     pub(crate) fn remaining(&self) -> Option<u64> {
         match self.kind {
             Kind::Length(n) => Some(n),
-            Kind::Chunked { .. } => None,
+            Kind::Chunked { .. } | Kind::Close => None,
         }
+    }
+
+    /// The size hint of a body read by `decoder` (`None`: a body already at its end).
+    pub(crate) fn hint(decoder: Option<&Decoder>) -> SizeHint {
+        match decoder.map(Decoder::remaining) {
+            None => SizeHint::with_exact(0),
+            Some(Some(n)) => SizeHint::with_exact(n),
+            Some(None) => SizeHint::default(),
+        }
+    }
+
+    /// Whether the end of the stream ends the body (rather than cutting it short).
+    pub(crate) fn ends_at_eof(&self) -> bool {
+        matches!(self.kind, Kind::Close)
     }
 
     /// Decodes from the front of `buf`.
     pub(crate) fn step(&mut self, buf: &mut BytesMut) -> io::Result<Step> {
         match &mut self.kind {
             Kind::Length(0) => Ok(Step::End),
+            Kind::Close if buf.is_empty() => Ok(Step::More),
+            Kind::Close => Ok(Step::Data(buf.split().freeze())),
             Kind::Length(left) => {
                 if buf.is_empty() {
                     return Ok(Step::More);
@@ -193,6 +243,28 @@ impl Decoder {
                     return Ok(Step::End);
                 }
             },
+        }
+    }
+
+    /// Decodes the next frame, reading from `source` only when its buffer runs out.
+    pub(crate) fn poll_next(
+        &mut self,
+        source: &mut impl Source,
+        cx: &mut Context<'_>,
+    ) -> Poll<Next> {
+        loop {
+            return Poll::Ready(match self.step(source.buffer()) {
+                Ok(Step::Data(data)) => Next::Data(data),
+                Ok(Step::Trailers(trailers)) => Next::Trailers(trailers),
+                Ok(Step::End) => Next::End,
+                Ok(Step::More) => match ready!(source.poll_more(cx)) {
+                    Ok(0) if self.ends_at_eof() => Next::End,
+                    Ok(0) => Next::Failed(self.eof_error()),
+                    Ok(_) => continue,
+                    Err(e) => Next::Failed(e),
+                },
+                Err(e) => Next::Failed(e),
+            });
         }
     }
 
@@ -428,53 +500,31 @@ impl http_body::Body for RequestBody {
         if let Some(wants) = active.wants.take() {
             let _ = wants.send(());
         }
-        loop {
-            let step = active.decoder.step(&mut active.reader.buf);
-            match step {
-                Ok(Step::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                Ok(Step::Trailers(t)) => {
-                    this.finish(|reader, _| Returned::Done(reader));
-                    return Poll::Ready(Some(Ok(Frame::trailers(t))));
-                }
-                Ok(Step::End) => {
-                    this.finish(|reader, _| Returned::Done(reader));
-                    return Poll::Ready(None);
-                }
-                Ok(Step::More) => match ready!(active.reader.poll_fill(cx)) {
-                    Ok(0) => {
-                        let error = active.decoder.eof_error();
-                        this.finish(|_, _| Returned::Failed);
-                        return Poll::Ready(Some(Err(error)));
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        this.finish(|_, _| Returned::Failed);
-                        return Poll::Ready(Some(Err(e)));
-                    }
-                },
-                Err(e) => {
-                    this.finish(|_, _| Returned::Failed);
-                    return Poll::Ready(Some(Err(e)));
-                }
+        match ready!(active.decoder.poll_next(&mut active.reader, cx)) {
+            Next::Data(data) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Next::Trailers(t) => {
+                this.finish(|reader, _| Returned::Done(reader));
+                Poll::Ready(Some(Ok(Frame::trailers(t))))
+            }
+            Next::End => {
+                this.finish(|reader, _| Returned::Done(reader));
+                Poll::Ready(None)
+            }
+            Next::Failed(e) => {
+                this.finish(|_, _| Returned::Failed);
+                Poll::Ready(Some(Err(e)))
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.active {
-            None => true,
-            Some(a) => a.decoder.remaining() == Some(0),
-        }
+        self.active
+            .as_ref()
+            .is_none_or(|a| a.decoder.remaining() == Some(0))
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.active {
-            None => SizeHint::with_exact(0),
-            Some(a) => match a.decoder.remaining() {
-                Some(n) => SizeHint::with_exact(n),
-                None => SizeHint::default(),
-            },
-        }
+        Decoder::hint(self.active.as_ref().map(|a| &a.decoder))
     }
 }
 

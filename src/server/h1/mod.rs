@@ -376,7 +376,16 @@ where
                 }
             };
             let Some(frame) = frame else { break };
-            let frame = frame?;
+            let frame = match frame {
+                Ok(frame) => frame,
+                Err(e) => {
+                    // What is already framed (the head, at least) goes out first, so the client
+                    // reads a truncated answer rather than none (a body can fail before its first
+                    // wait, when the upstream's last bytes and its close arrived together).
+                    flush(writer, out).await?;
+                    return Err(e);
+                }
+            };
             let Ok(data) = frame.into_data() else {
                 continue;
             };

@@ -32,6 +32,9 @@ pub(crate) enum Framing {
     Length(u64),
     /// The chunked transfer coding.
     Chunked,
+    /// Until the connection closes (responses only: the upstream side, see
+    /// `crate::upstream::h1`).
+    Close,
 }
 
 /// A complete request head.
@@ -60,14 +63,16 @@ pub(crate) enum Parsed {
     Refused(StatusCode),
 }
 
-fn connection_has(value: &HeaderValue, needle: &str) -> bool {
+/// Whether a comma-separated header value lists `needle` (case-insensitive).
+pub(crate) fn connection_has(value: &HeaderValue, needle: &str) -> bool {
     value.to_str().is_ok_and(|s| {
         s.split(',')
             .any(|token| token.trim().eq_ignore_ascii_case(needle))
     })
 }
 
-fn is_chunked(value: &HeaderValue) -> bool {
+/// Whether a `Transfer-Encoding` value's final coding is `chunked`.
+pub(crate) fn is_chunked(value: &HeaderValue) -> bool {
     value.to_str().is_ok_and(|s| {
         s.rsplit(',')
             .next()
@@ -76,7 +81,7 @@ fn is_chunked(value: &HeaderValue) -> bool {
 }
 
 /// A non-empty run of ASCII digits as a number (`None` on anything else or overflow).
-pub(super) fn digits(bytes: &[u8]) -> Option<u64> {
+pub(crate) fn digits(bytes: &[u8]) -> Option<u64> {
     if bytes.is_empty() {
         return None;
     }
