@@ -306,7 +306,9 @@ impl Pool {
                 }
                 Sender::Native(connection, home) => {
                     *request.version_mut() = Version::HTTP_11;
-                    match connection.send(request, Some(home)).await {
+                    // Boxed: the native exchange's state machine would otherwise make every
+                    // request's future larger on either engine (hyper's requests move it too).
+                    match Box::pin(connection.send(request, Some(home))).await {
                         Ok(response) => return Ok(response.map(PoolBody::Native)),
                         // Never sent: once more, on a connection of its own.
                         Err(native::SendError {
