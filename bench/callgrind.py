@@ -9,12 +9,23 @@ scenarios of bench.py. Deterministic, so it runs on a busy machine; a few minute
 --build NAME=BIN (repeatable) measures another modegate build beside this one, on its default
 engine (a before / after comparison in one run). --keep leaves the callgrind output files in
 bench/work/callgrind/ (callgrind_annotate them).
+
+--cpu-rounds N measures CPU time per request instead (utime + stime of the contender at 8,000
+req/s for 6 s after a warm-up, the scenarios of bench.py), the contenders interleaved round by
+round in alternating order, so that a machine's drift during the run reaches every contender
+alike; it reports each contender's runs and their median. For a before / after comparison of
+CPU time on a machine whose noise is larger than the difference (bench.py measures contenders
+one after the other):
+
+    python3 bench/callgrind.py --only before,modegate --build before=/path/to/old/modegate --cpu-rounds 7
 """
 import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
+import time
 
 import bench
 
@@ -29,6 +40,9 @@ def main():
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--build", action="append", default=[], metavar="NAME=BIN",
                     help="another modegate build, measured on its default engine")
+    ap.add_argument("--cpu-rounds", type=int, default=0, metavar="N",
+                    help="CPU time per request at 8,000 req/s instead, N interleaved rounds")
+    ap.add_argument("--scenario", help="only this scenario (a_passthrough or b_policy_send)")
     args = ap.parse_args()
     work = os.path.join(HERE, "work", "callgrind")
     shutil.rmtree(work, ignore_errors=True)
@@ -70,6 +84,12 @@ def main():
     results = {}
     try:
         bench.wait_port(ports["UP"])
+        if args.cpu_rounds:
+            chosen = {name: (cmd, port, e, tuple(sc for sc in scs if sc == (args.scenario or sc)))
+                      for name, (cmd, port, e, scs) in cg.items() if not only or name in only}
+            results = cpu_rounds(chosen, args.cpu_rounds)
+            print(json.dumps(results, indent=2))
+            return
         for name, (cmd, port, e, scenarios) in cg.items():
             if only and name not in only:
                 continue
@@ -80,6 +100,38 @@ def main():
         up.terminate()
         up.wait(timeout=10)
     print(json.dumps(results, indent=2))
+
+
+def cpu_seconds(pid):
+    """utime + stime of one process, in seconds."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / bench.TICK
+
+
+def cpu_rounds(contenders, rounds, rate=8000, seconds=6, conns=32):
+    """CPU µs per request of each contender and scenario, the contenders interleaved."""
+    runs = {name: {sc: [] for sc in scenarios} for name, (_, _, _, scenarios) in contenders.items()}
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names if r % 2 == 0 else names[::-1]:
+            cmd, port, env, scenarios = contenders[name]
+            proc = subprocess.Popen(["taskset", "-c", bench.CONTENDER_CPU] + cmd, env={**os.environ, **(env or {})},
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                bench.wait_port(port, timeout=60)
+                for sc in scenarios:
+                    bench.oha(port, sc, 2000, 2, conns)  # warm-up: connections, pools, caches
+                    before = cpu_seconds(proc.pid)
+                    answer = bench.oha(port, sc, rate, seconds, conns)
+                    used = cpu_seconds(proc.pid) - before
+                    runs[name][sc].append(round(used * 1e6 / max(answer["answered"], 1), 2))
+                    print(name, sc, runs[name][sc][-1], flush=True)
+            finally:
+                proc.terminate()
+                proc.wait(timeout=30)
+            time.sleep(0.5)
+    return {name: {sc: {"median": statistics.median(v), "runs": v} for sc, v in per.items()}
+            for name, per in runs.items()}
 
 
 if __name__ == "__main__":

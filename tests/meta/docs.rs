@@ -47,7 +47,8 @@ fn figures(text: &str) -> Vec<String> {
 fn every_performance_figure_in_the_readme_is_from_the_committed_results() {
     let readme = read("README.md");
     // The committed runs: the benchmark, the stalled-reader measurement, the soak and the
-    // callback throughput, the API-model before / after run.
+    // callback throughput, the API-model before / after run, the engines' run and the native
+    // engine's measurements.
     let results = [
         "bench/results.md",
         "bench/stalled.md",
@@ -55,6 +56,7 @@ fn every_performance_figure_in_the_readme_is_from_the_committed_results() {
         "bench/callbacks.md",
         "bench/api-model.md",
         "bench/engines.md",
+        "bench/native.md",
     ]
     .map(read)
     .concat()
