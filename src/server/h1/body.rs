@@ -191,6 +191,11 @@ impl Decoder {
         }
     }
 
+    /// Whether a body read by `decoder` is at its end (`None`: it already ended).
+    pub(crate) fn at_end(decoder: Option<&Decoder>) -> bool {
+        decoder.is_none_or(|d| d.remaining() == Some(0))
+    }
+
     /// Whether the end of the stream ends the body (rather than cutting it short).
     pub(crate) fn ends_at_eof(&self) -> bool {
         matches!(self.kind, Kind::Close)
@@ -518,9 +523,7 @@ impl http_body::Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.active
-            .as_ref()
-            .is_none_or(|a| a.decoder.remaining() == Some(0))
+        Decoder::at_end(self.active.as_ref().map(|a| &a.decoder))
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -106,9 +106,7 @@ impl http_body::Body for ResponseBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.reading
-            .as_ref()
-            .is_none_or(|r| r.decoder.remaining() == Some(0))
+        Decoder::at_end(self.reading.as_ref().map(|r| &r.decoder))
     }
 
     fn size_hint(&self) -> SizeHint {
