@@ -26,7 +26,7 @@ pub struct MessageOrigin {
 /// are the ones it just sent), and nothing here waits.
 ///
 /// A map and a queue under one lock rather than a concurrent cache: every send records an id,
-/// and a concurrent cache's bookkeeping (epochs, write buffers, housekeeping) cost about ten
+/// and a concurrent cache's bookkeeping (epochs, write buffers, housekeeping) cost about six
 /// times what this does per id, on the path every send takes (see bench/api-model.md).
 pub struct MessageIndex {
     inner: Option<Mutex<Entries>>,
