@@ -241,13 +241,15 @@ def cpu_at_rate(contender, scenario, rate, seconds, conns, smoke):
 SCENARIOS_CPU = ("a_passthrough", "b_policy_send")
 
 
-def instructions_per_request(name, cmd, port, scenario, requests, work, env=None, keep=False):
+def instructions_per_request(name, cmd, port, scenario, requests, work, env=None, keep=False, simulate=False):
     """Instructions per request of `cmd` under callgrind: counters zeroed after a warm-up,
     dumped after `requests` more. Deterministic, unlike CPU time on a shared machine. `keep`
-    leaves the profile (the last dump) in `work`."""
+    leaves the profile (the last dump) in `work`. `simulate` adds callgrind's cache and branch
+    simulation and returns every event per request instead (a dict: Ir, I1mr, D1mr, ...)."""
     out = os.path.join(work, f"callgrind-{name}-{scenario}")
+    sim = ["--cache-sim=yes", "--branch-sim=yes"] if simulate else []
     proc = subprocess.Popen(["taskset", "-c", CONTENDER_CPU, "valgrind", "--tool=callgrind", "--trace-children=no",
-                             f"--callgrind-out-file={out}.%p"] + cmd,
+                             f"--callgrind-out-file={out}.%p"] + sim + cmd,
                             env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(port, timeout=120)
@@ -260,19 +262,26 @@ def instructions_per_request(name, cmd, port, scenario, requests, work, env=None
                 os.remove(os.path.join(work, f))
         subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
         total = None
+        events = ["Ir"]
         deadline = time.time() + 30
         while total is None and time.time() < deadline:
             for f in os.listdir(work):
                 if f.startswith(os.path.basename(out)):
                     for line in open(os.path.join(work, f)):
+                        if line.startswith("events:"):
+                            events = line.split()[1:]
                         if line.startswith("summary:") or line.startswith("totals:"):
-                            total = int(line.split()[1])
+                            total = [int(x) for x in line.split()[1:]]
             time.sleep(0.2)
         if not keep:
             for f in os.listdir(work):
                 if f.startswith(os.path.basename(out)):
                     os.remove(os.path.join(work, f))
-        return total / requests if total else None
+        if not total:
+            return None
+        if simulate:
+            return {e: v / requests for e, v in zip(events, total)}
+        return total[0] / requests
     finally:
         proc.terminate()
         try:
