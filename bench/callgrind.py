@@ -92,7 +92,7 @@ def main():
         if args.cpu_rounds:
             chosen = {name: (cmd, port, e, tuple(sc for sc in scs if sc == (args.scenario or sc)))
                       for name, (cmd, port, e, scs) in cg.items() if not only or name in only}
-            results = cpu_rounds(chosen, args.cpu_rounds)
+            results = cpu_rounds(chosen, args.cpu_rounds, work)
             print(json.dumps(results, indent=2))
             return
         for name, (cmd, port, e, scenarios) in cg.items():
@@ -121,33 +121,23 @@ def measure(name, cmd, port, scenario, args, work, env):
     return got
 
 
-def cpu_seconds(pid):
-    """utime + stime of one process, in seconds."""
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / bench.TICK
-
-
-def cpu_rounds(contenders, rounds, rate=8000, seconds=6, conns=32):
-    """CPU µs per request of each contender and scenario, the contenders interleaved."""
+def cpu_rounds(contenders, rounds, work, rate=8000, seconds=6, conns=32):
+    """CPU µs per request of each contender and scenario (bench.py's `cpu_at_rate` on its
+    `Contender`), the contenders interleaved."""
     runs = {name: {sc: [] for sc in scenarios} for name, (_, _, _, scenarios) in contenders.items()}
     names = list(contenders)
     for r in range(rounds):
         for name in names if r % 2 == 0 else names[::-1]:
             cmd, port, env, scenarios = contenders[name]
-            proc = subprocess.Popen(["taskset", "-c", bench.CONTENDER_CPU] + cmd, env={**os.environ, **(env or {})},
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            contender = bench.Contender(name, port, cmd, env=env, work=work).start()
             try:
-                bench.wait_port(port, timeout=60)
                 for sc in scenarios:
                     bench.oha(port, sc, 2000, 2, conns)  # warm-up: connections, pools, caches
-                    before = cpu_seconds(proc.pid)
-                    answer = bench.oha(port, sc, rate, seconds, conns)
-                    used = cpu_seconds(proc.pid) - before
-                    runs[name][sc].append(round(used * 1e6 / max(answer["answered"], 1), 2))
+                    answer = bench.cpu_at_rate(contender, sc, rate, seconds, conns, smoke=False)
+                    runs[name][sc].append(round(answer["cpu_us_per_req"], 2))
                     print(name, sc, runs[name][sc][-1], flush=True)
             finally:
-                proc.terminate()
-                proc.wait(timeout=30)
+                contender.stop()
             time.sleep(0.5)
     return {name: {sc: {"median": statistics.median(v), "runs": v} for sc, v in per.items()}
             for name, per in runs.items()}
