@@ -17,7 +17,8 @@ struct ReadTable {
     kept: Vec<&'static str>,
     /// Per message, per field: whether it is on a declared path.
     read: Vec<Vec<bool>>,
-    /// Per message, per field: whether it is in `kept` (for a body message at the top).
+    /// Per message, per field: whether it is built at the top of a body of that message (a
+    /// rule of one of its operations reads it, or it is the app id).
     kept_at_top: Vec<Vec<bool>>,
 }
 
@@ -53,13 +54,19 @@ fn table() -> &'static ReadTable {
                 }
             }
         }
+        // A body message keeps the top-level fields a rule of one of its operations reads,
+        // and the subject's app id.
         let kept_at_top = s
             .messages()
             .iter()
-            .map(|m| {
+            .enumerate()
+            .map(|(i, m)| {
                 m.fields
                     .iter()
-                    .map(|f| kept.contains(&f.proto.as_str()))
+                    .enumerate()
+                    .map(|(index, f)| {
+                        f.proto == "app_id" || read[i].get(index).copied().unwrap_or(false)
+                    })
                     .collect()
             })
             .collect();
@@ -86,7 +93,8 @@ fn flag(table: &[Vec<bool>], message: MessageId, index: usize) -> bool {
         .unwrap_or(false)
 }
 
-/// [`kept`] for field `index` of `message`, the body's message: one table lookup.
+/// Whether field `index` of `message`, the body's message, is built from a body: one table
+/// lookup. Only the fields rules of the message's own operations read (and the app id).
 pub fn kept_field(message: MessageId, index: usize) -> bool {
     flag(&table().kept_at_top, message, index)
 }
@@ -174,19 +182,28 @@ mod tests {
             for (index, f) in m.fields.iter().enumerate() {
                 assert_eq!(
                     kept_field(id, index),
-                    kept(&f.proto),
+                    f.proto == "app_id" || is_read(id, index),
                     "{}.{}",
                     m.name,
                     f.proto
                 );
-                kept_somewhere += usize::from(kept(&f.proto));
+                kept_somewhere += usize::from(kept_field(id, index));
             }
         }
         assert!(kept_somewhere > 0);
-        assert!(!kept_field(
-            schema().message_named("SendMessageRequest").expect("send"),
-            999
-        ));
+        let send = schema().message_named("SendMessageRequest").expect("send");
+        assert!(!kept_field(send, 999));
+        // A send's metadata is read by no rule of a send (the batch rule reads a batch's).
+        let field = |m, name| {
+            schema()
+                .message(m)
+                .field(name)
+                .map(|(index, _)| kept_field(m, index))
+        };
+        assert_eq!(field(send, "message_metadata"), Some(false));
+        assert_eq!(field(send, "recipient"), Some(true));
+        let batch = schema().message_named("BatchSendRequest").expect("batch");
+        assert_eq!(field(batch, "message_metadata"), Some(true));
     }
 
     #[test]

@@ -35,7 +35,10 @@ pub(super) fn changed_recipients(before: Option<&Value>, after: &Value) -> usize
     let shared_changed = before.and_then(Value::as_object).is_some_and(|fields| {
         fields.iter().any(|(key, value)| {
             !fields::names(key, "recipient_and_params")
-                && after.as_object().and_then(|a| a.get(key)) != Some(value)
+                && after
+                    .as_object()
+                    .and_then(|a| a.get(key))
+                    .is_none_or(|other| differs(value, other))
         })
     });
     if shared_changed {
@@ -48,13 +51,17 @@ pub(super) fn changed_recipients(before: Option<&Value>, after: &Value) -> usize
         .count()
 }
 
-/// Whether `after` differs from `before` in what `before` holds: the facts of a recipient hold
-/// only the fields rules read, so fields they left out are not compared.
+/// Whether `after` differs from `before` in what `before` holds: the facts of a body hold only
+/// the fields rules read (a message on a read path keeps only its read fields), so fields they
+/// left out are not compared.
 fn differs(before: &Value, after: &Value) -> bool {
     match (before, after) {
         (Value::Object(b), Value::Object(a)) => b
             .iter()
             .any(|(key, value)| a.get(key).is_none_or(|other| differs(value, other))),
+        (Value::Array(b), Value::Array(a)) => {
+            b.len() != a.len() || b.iter().zip(a).any(|(b, a)| differs(b, a))
+        }
         _ => before != after,
     }
 }
@@ -152,4 +159,37 @@ fn fix(problems: Vec<String>) -> String {
         "{}; the batch was not sent: send these recipients with recipient.identified_by.channel_identities",
         problems.join("; ")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn recipients_changed_are_counted_against_the_facts_read() {
+        // The facts hold only what rules read: identities are walked, not built.
+        let facts = json!({"app_id": "a", "processing_strategy": "DEFAULT", "recipient_and_params": [
+            {"recipient": {"contact_id": "c1"}},
+            {"recipient": {"identified_by": {}}, "conversation_metadata": {"k": [1]}},
+        ]});
+        let unchanged = json!({"app_id": "a", "processing_strategy": "DEFAULT", "message": {"text_message": {"text": "x"}},
+        "recipient_and_params": [
+            {"recipient": {"contact_id": "c1"}, "parameters": {"n": "Ann"}},
+            {"recipient": {"identified_by": {"channel_identities": [{"channel": "SMS", "identity": "+1"}]}},
+             "conversation_metadata": {"k": [1]}},
+        ]});
+        assert_eq!(changed_recipients(Some(&facts), &unchanged), 0);
+        let mut one = unchanged.clone();
+        one["recipient_and_params"][0]["recipient"] = json!({"identified_by": {"channel_identities": [{"channel": "SMS", "identity": "+2"}]}});
+        assert_eq!(changed_recipients(Some(&facts), &one), 1);
+        let mut metadata = unchanged.clone();
+        metadata["recipient_and_params"][1]["conversation_metadata"] = json!({"k": [1, 2]});
+        assert_eq!(changed_recipients(Some(&facts), &metadata), 1);
+        // A field every recipient shares changes them all.
+        let mut shared = unchanged;
+        shared["processing_strategy"] = json!("DISPATCH_ONLY");
+        assert_eq!(changed_recipients(Some(&facts), &shared), 2);
+        assert_eq!(changed_recipients(None, &shared), 0);
+    }
 }

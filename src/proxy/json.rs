@@ -160,9 +160,6 @@ impl<'de> Deserialize<'de> for Key<'de> {
     }
 }
 
-/// The top-level field read as compact per-element facts rather than in full.
-const FACTS_ONLY: &str = "recipient_and_params";
-
 /// Where in the body a value is, which decides what is built of it.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Part {
@@ -170,9 +167,11 @@ enum Part {
     Top,
     /// A field rules read, or inside one: built in full.
     Kept,
-    /// Inside a batch's recipients ([`FACTS_ONLY`]): of each message only the fields a rule
-    /// reads are built (their maps and Structs in full), so a thousand recipients' parameters
-    /// and identities are walked, never copied.
+    /// A kept field that is a message or a list of messages (a send's `recipient`, an app's
+    /// retention policies, a batch's recipients), or inside one: of each message only the
+    /// fields on a path a rule declares are built (maps and Structs among them in full; a
+    /// message on such a path keeps its presence as an object of its own read fields), so a
+    /// recipient's identities or a thousand recipients' parameters are walked, never copied.
     Facts,
     /// Anything else: checked, not built (read as `Null`).
     Skipped,
@@ -278,7 +277,9 @@ impl<'k, 'de> Read<'k, 'de> {
         };
         let part = match self.part {
             Part::Kept => Part::Kept,
-            Part::Top if kept && field == FACTS_ONLY => Part::Facts,
+            Part::Top if kept && matches!(ty, Ty::Message(_) | Ty::List(Kind::Message(_))) => {
+                Part::Facts
+            }
             Part::Top if kept => Part::Kept,
             Part::Facts if kept => match ty {
                 Ty::Message(_) | Ty::List(Kind::Message(_)) => Part::Facts,
@@ -553,6 +554,38 @@ mod tests {
     }
 
     #[test]
+    fn a_send_keeps_compact_facts_of_its_recipient() {
+        let facts = send(
+            r#"{"app_id":"a","recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},
+                "message":{"text_message":{"text":"hi"}},"processing_strategy":"DISPATCH_ONLY"}"#,
+        )
+        .expect("read");
+        assert_eq!(
+            facts,
+            serde_json::json!({"app_id":"a","recipient":{"identified_by":{}},"processing_strategy":"DISPATCH_ONLY"}),
+            "the identities are walked, not built; identified_by keeps its presence"
+        );
+        let facts = send(r#"{"recipient":{"contactId":"c1","channel_priority_order":["SMS"]}}"#)
+            .expect("read");
+        assert_eq!(facts["recipient"], serde_json::json!({"contactId":"c1"}));
+        // An app's retention policies keep the fields the retention rules read.
+        let m = schema().message_named("App");
+        let app = r#"{"display_name":"x","retention_policy":{"retention_type":"MESSAGE_EXPIRE_POLICY","ttl_days":5000}}"#;
+        let facts = super::read_fields(app.as_bytes(), true, m).expect("read");
+        assert_eq!(
+            facts["retention_policy"],
+            serde_json::json!({"retention_type":"MESSAGE_EXPIRE_POLICY","ttl_days":5000})
+        );
+        // Duplicates and enum spellings are still judged inside what is not built.
+        for refused in [
+            r#"{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","channel":"MMS"}]}}}"#,
+            r#"{"recipient":{"identified_by":{"channel_identities":[{"channel":"1","identity":"+1"}]}}}"#,
+        ] {
+            assert!(send(refused).is_err(), "{refused}");
+        }
+    }
+
+    #[test]
     fn map_and_struct_keys_are_data() {
         for body in [
             r#"{"app_id":"a","conversation_metadata":{"orderId":1,"order_id":2}}"#,
@@ -806,8 +839,10 @@ mod tests {
         }
     }
 
-    /// Every rule decides the same on the fields [`read_fields`] keeps as on the whole body:
-    /// a rule reading a field its catalogue row does not declare fails this.
+    /// Every rule decides the same on the fields [`read_fields`] keeps as on the whole body,
+    /// read without a schema type and as each operation's body message (where only the
+    /// declared paths of message fields are built): a rule reading a field its catalogue row
+    /// does not declare fails this.
     #[test]
     fn rules_decide_the_same_on_the_fields_as_on_the_whole_body() {
         use crate::domain::{Operation, ProcessingMode};
@@ -824,6 +859,9 @@ mod tests {
             r#"{"app_id":"a","contact_ids":["k"],"messages_source":"CONVERSATION_SOURCE"}"#,
             r#"{"appId":"a","contactIds":["k"],"channel_identities":[{"identity":"+1"}]}"#,
             r#"{"retention_policy":{"ttl_days":0},"processing_mode":2,"processing_strategy":1}"#,
+            r#"{"app_id":"a","recipient":{"contact_id":"k","identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},"channel_priority_order":["SMS"],"message_metadata":"m"}"#,
+            r#"{"app_id":"a","send_after":"2030-01-01T00:00:00Z","message_metadata":{"_batch_id":"x"},"recipient_and_params":[{"recipient":{"contactId":"k"},"parameters":{"n":"a"}},{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},"conversation_metadata":{"_batch_id":"y"}}]}"#,
+            r#"{"app_id":"a","recipient_and_params":[],"processing_strategy":"DISPATCH_ONLY","conversation_metadata":{"k":1}}"#,
         ];
         let pinned = [
             None,
@@ -833,8 +871,11 @@ mod tests {
         let query = Query::parse(None);
         for text in bodies {
             let whole: Value = serde_json::from_str(text).expect("json");
-            let fields = read_fields(text.as_bytes(), true).expect("fields");
+            let untyped = read_fields(text.as_bytes(), true).expect("fields");
             for &op in Operation::ALL {
+                let message = schema().definitions(op).find_map(|d| d.body_message());
+                // A body the operation's message refuses (an enum by number) is never judged.
+                let typed = super::read_fields(text.as_bytes(), true, message).ok();
                 for mode in pinned {
                     for &rule in RuleId::ALL {
                         for action in [Action::Shadow, Action::Rewrite, Action::Enforce] {
@@ -860,11 +901,14 @@ mod tests {
                                 };
                                 evaluate(&facts, mode, &ctx)
                             };
-                            assert_eq!(
-                                decide(&whole),
-                                decide(&fields),
-                                "{rule:?} {op:?} {mode:?} {text}"
-                            );
+                            let expected = decide(&whole);
+                            for fields in std::iter::once(&untyped).chain(typed.as_ref()) {
+                                assert_eq!(
+                                    expected,
+                                    decide(fields),
+                                    "{rule:?} {op:?} {mode:?} {text}"
+                                );
+                            }
                         }
                     }
                 }
