@@ -14,18 +14,23 @@ bench/work/callgrind/ (callgrind_annotate them).
 request, an estimate of cycles (instructions + 10 per L1 miss + 100 per last-level miss + 15 per
 mispredicted branch): deterministic, for what instruction counts leave out.
 
---cpu-rounds N measures CPU time per request instead (utime + stime of the contender at 8,000
-req/s for 6 s after a warm-up, the scenarios of bench.py), the contenders interleaved round by
-round in alternating order, so that a machine's drift during the run reaches every contender
-alike; it reports each contender's runs and their median. For a before / after comparison of
-CPU time on a machine whose noise is larger than the difference (bench.py measures contenders
-one after the other):
+--cpu-rounds N measures CPU time per request instead: the scheduler's run time of the
+contender's threads per answered request at 8,000 req/s (the scenarios of bench.py). All the
+contenders named run at once, pinned to the contender CPU, and each round loads each in turn for
+--cpu-seconds (default 2), in alternating order, so that a round's windows are seconds apart
+and the machine's drift (minutes long here) reaches every contender alike. It reports each
+contender's windows and their median and, for two contenders, the ratio of each round (the
+first named in --only over the second), its median and a bootstrap 95% interval of that median.
+For a before / after comparison of CPU time on a machine whose noise is larger than the
+difference (bench.py measures contenders one after the other):
 
-    python3 bench/callgrind.py --only before,modegate --build before=/path/to/old/modegate --cpu-rounds 7
+    python3 bench/callgrind.py --only modegate,before --build before=/path/to/old/modegate \
+        --cpu-rounds 60 --scenario b_policy_send
 """
 import argparse
 import json
 import os
+import random
 import shutil
 import statistics
 import subprocess
@@ -46,6 +51,8 @@ def main():
                     help="another modegate build, measured on its default engine")
     ap.add_argument("--cpu-rounds", type=int, default=0, metavar="N",
                     help="CPU time per request at 8,000 req/s instead, N interleaved rounds")
+    ap.add_argument("--cpu-seconds", type=float, default=2, metavar="S",
+                    help="with --cpu-rounds: the length of each measured window (default 2)")
     ap.add_argument("--scenario", help="only this scenario (a_passthrough or b_policy_send)")
     ap.add_argument("--cache-sim", action="store_true", help="simulate caches and branches too")
     args = ap.parse_args()
@@ -67,13 +74,17 @@ def main():
     up = subprocess.Popen(["taskset", "-c", bench.SUPPORT_CPU, "nginx", "-p", work, "-c", render("upstream.nginx.conf.tmpl"),
                            "-g", "daemon off;"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     env = {"TOKIO_WORKER_THREADS": "1", "RUST_LOG": "warn"}
-    mg = lambda engine, binary=args.bin: (
-        [os.path.abspath(binary), "serve", "--config",
-         render("modegate.toml.tmpl", {"ENGINE": bench.ENGINE_LINE[engine]}, f"modegate-{engine}.toml")],
-        ports["MG"], env, bench.SCENARIOS_CPU)
+
+    def mg(name, engine, binary=args.bin):
+        """A modegate contender on ports of its own (so --cpu-rounds can keep them all running)."""
+        port, admin = bench.free_port(), bench.free_port()
+        config = render("modegate.toml.tmpl", {"ENGINE": bench.ENGINE_LINE[engine], "MG": str(port),
+                                               "ADMIN": str(admin)}, f"modegate-{name}.toml")
+        return [os.path.abspath(binary), "serve", "--config", config], port, env, bench.SCENARIOS_CPU
+
     cg = {
-        "modegate": mg("hyper"),
-        "modegate_native": mg("native"),
+        "modegate": mg("modegate", "hyper"),
+        "modegate_native": mg("modegate_native", "native"),
         "nginx": (["nginx", "-p", work, "-c", render("proxy.nginx.conf.tmpl"), "-g", "daemon off; master_process off;"],
                   ports["NGINX"], None, bench.SCENARIOS_CPU),
     }
@@ -81,7 +92,7 @@ def main():
         name, sep, binary = build.partition("=")
         if not sep or not name or not binary:
             raise SystemExit(f"--build {build!r}: expected NAME=BIN")
-        cg[name] = mg("hyper", binary)
+        cg[name] = mg(name, "hyper", binary)
     if os.path.exists("/usr/lib/nginx/modules/ngx_http_lua_module.so"):
         cg["nginx_lua"] = (["nginx", "-p", work, "-c", render("proxy-lua.nginx.conf.tmpl"), "-g", "daemon off; master_process off;"],
                            ports["NGINX_LUA"], None, ("b_policy_send",))
@@ -90,9 +101,10 @@ def main():
     try:
         bench.wait_port(ports["UP"])
         if args.cpu_rounds:
+            order = [n for n in args.only.split(",") if n in cg] if args.only else list(cg)
             chosen = {name: (cmd, port, e, tuple(sc for sc in scs if sc == (args.scenario or sc)))
-                      for name, (cmd, port, e, scs) in cg.items() if not only or name in only}
-            results = cpu_rounds(chosen, args.cpu_rounds, work)
+                      for name, (cmd, port, e, scs) in ((n, cg[n]) for n in order)}
+            results = cpu_rounds(chosen, args.cpu_rounds, work, seconds=args.cpu_seconds)
             print(json.dumps(results, indent=2))
             return
         for name, (cmd, port, e, scenarios) in cg.items():
@@ -121,26 +133,69 @@ def measure(name, cmd, port, scenario, args, work, env):
     return got
 
 
-def cpu_rounds(contenders, rounds, work, rate=8000, seconds=6, conns=32):
-    """CPU µs per request of each contender and scenario (bench.py's `cpu_at_rate` on its
-    `Contender`), the contenders interleaved."""
+def cpu_rounds(contenders, rounds, work, rate=8000, seconds=2, conns=32):
+    """CPU µs per request of each contender and scenario at a fixed rate (bench.py's `oha`), the
+    contenders interleaved: all of them run for the whole measurement (each on its own port,
+    all pinned to the contender CPU, the idle ones waiting), and each round loads each of them
+    in turn for `seconds`, in alternating order. A round's windows are seconds apart, so the
+    machine's drift (minutes long on a shared virtual machine) reaches every contender alike.
+    CPU time is the scheduler's run time of the contender's threads (`/proc/PID/task/*/
+    schedstat`, nanoseconds), read around each window."""
     runs = {name: {sc: [] for sc in scenarios} for name, (_, _, _, scenarios) in contenders.items()}
     names = list(contenders)
-    for r in range(rounds):
-        for name in names if r % 2 == 0 else names[::-1]:
-            cmd, port, env, scenarios = contenders[name]
-            contender = bench.Contender(name, port, cmd, env=env, work=work).start()
-            try:
+    running = {}
+    try:
+        for name, (cmd, port, env, _) in contenders.items():
+            running[name] = bench.Contender(name, port, cmd, env=env, work=work).start()
+        for name, (_, port, _, scenarios) in contenders.items():
+            for sc in scenarios:
+                bench.oha(port, sc, 2000, 2, conns)  # warm-up: connections, pools, caches
+        for r in range(rounds):
+            for name in names if r % 2 == 0 else names[::-1]:
+                _, port, _, scenarios = contenders[name]
                 for sc in scenarios:
-                    bench.oha(port, sc, 2000, 2, conns)  # warm-up: connections, pools, caches
-                    answer = bench.cpu_at_rate(contender, sc, rate, seconds, conns, smoke=False)
-                    runs[name][sc].append(round(answer["cpu_us_per_req"], 2))
+                    before = run_ns(running[name])
+                    answered = bench.oha(port, sc, rate, seconds, conns)["answered"]
+                    used = run_ns(running[name]) - before
+                    runs[name][sc].append(round(used / 1e3 / answered, 2) if answered else None)
                     print(name, sc, runs[name][sc][-1], flush=True)
-            finally:
-                contender.stop()
-            time.sleep(0.5)
-    return {name: {sc: {"median": statistics.median(v), "runs": v} for sc, v in per.items()}
-            for name, per in runs.items()}
+    finally:
+        for contender in running.values():
+            contender.stop()
+    result = {name: {sc: {"median": statistics.median(x for x in v if x), "runs": v} for sc, v in per.items()}
+              for name, per in runs.items()}
+    if len(names) == 2:
+        result["paired"] = paired(names[0], names[1], runs)
+    return result
+
+
+def run_ns(contender):
+    """Nanoseconds the scheduler has run the contender's threads (all its processes)."""
+    total = 0
+    for pid in contender.pids():
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass  # a thread that ended between the listing and the read
+    return total
+
+
+def paired(first, second, runs, resamples=4000):
+    """Two contenders measured round by round: the ratio first / second of each round (both
+    measured within seconds of each other, so the machine's slower drift cancels), their median
+    and a bootstrap 95% interval of that median (rounds resampled; fixed seed)."""
+    rng = random.Random(0)
+    out = {"of": f"{first} / {second}"}
+    for sc, a in runs[first].items():
+        ratios = [round(x / y, 4) for x, y in zip(a, runs[second].get(sc, [])) if x and y]
+        if not ratios:
+            continue
+        medians = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(resamples))
+        out[sc] = {"ratios": ratios, "median": round(statistics.median(ratios), 4),
+                   "ci95": [round(medians[int(0.025 * resamples)], 4), round(medians[int(0.975 * resamples) - 1], 4)]}
+    return out
 
 
 if __name__ == "__main__":
