@@ -839,16 +839,64 @@ mod tests {
         }
     }
 
+    /// Whether every rule, alone and in each action, under each pinned mode, decides the same
+    /// for `op` on each of `readings` as on the whole body: the first rule found deciding
+    /// otherwise.
+    fn first_disagreement(
+        op: crate::domain::Operation,
+        whole: &Value,
+        readings: &[&Value],
+    ) -> Option<String> {
+        use crate::domain::ProcessingMode;
+        use crate::policy::{
+            evaluate, Action, PolicyContext, Query, RequestFacts, RuleId, RuleSet,
+        };
+        let query = Query::parse(None);
+        for mode in [
+            None,
+            Some(ProcessingMode::Conversation),
+            Some(ProcessingMode::Dispatch),
+        ] {
+            for &rule in RuleId::ALL {
+                for action in [Action::Shadow, Action::Rewrite, Action::Enforce] {
+                    let mut rules = RuleSet::default();
+                    for &r in RuleId::ALL {
+                        rules.set(r, Action::Off);
+                    }
+                    rules.set(rule, action);
+                    let ctx = PolicyContext {
+                        rules: &rules,
+                        create_app_default_mode: mode,
+                        max_ttl_days: 30,
+                        allow_dispatch_only: false,
+                        now: std::time::UNIX_EPOCH,
+                    };
+                    let decide = |body: &Value| {
+                        let facts = RequestFacts {
+                            operation: op,
+                            query: &query,
+                            body: Some(body),
+                            message_store: None,
+                            pseudo: None,
+                        };
+                        evaluate(&facts, mode, &ctx)
+                    };
+                    let expected = decide(whole);
+                    if let Some(fields) = readings.iter().find(|f| decide(f) != expected) {
+                        return Some(format!("{rule:?} {action:?} {op:?} {mode:?}: {fields}"));
+                    }
+                }
+            }
+        }
+        None
+    }
+
     /// Every rule decides the same on the fields [`read_fields`] keeps as on the whole body,
     /// read without a schema type and as each operation's body message (where only the
     /// declared paths of message fields are built): a rule reading a field its catalogue row
     /// does not declare fails this.
     #[test]
     fn rules_decide_the_same_on_the_fields_as_on_the_whole_body() {
-        use crate::domain::{Operation, ProcessingMode};
-        use crate::policy::{
-            evaluate, Action, PolicyContext, Query, RequestFacts, RuleId, RuleSet,
-        };
         let bodies = [
             r#"{"app_id":"a","recipient":{"contact_id":"k"},"message":{"text_message":{"text":"x"}}}"#,
             r#"{"appId":"a","recipient":{"contactId":"k"},"processingStrategy":"DISPATCH_ONLY","correlationId":"c","conversationMetadata":{"k":"v"}}"#,
@@ -863,56 +911,118 @@ mod tests {
             r#"{"app_id":"a","send_after":"2030-01-01T00:00:00Z","message_metadata":{"_batch_id":"x"},"recipient_and_params":[{"recipient":{"contactId":"k"},"parameters":{"n":"a"}},{"recipient":{"identified_by":{"channel_identities":[{"channel":"SMS","identity":"+1"}]}},"conversation_metadata":{"_batch_id":"y"}}]}"#,
             r#"{"app_id":"a","recipient_and_params":[],"processing_strategy":"DISPATCH_ONLY","conversation_metadata":{"k":1}}"#,
         ];
-        let pinned = [
-            None,
-            Some(ProcessingMode::Conversation),
-            Some(ProcessingMode::Dispatch),
-        ];
-        let query = Query::parse(None);
         for text in bodies {
             let whole: Value = serde_json::from_str(text).expect("json");
             let untyped = read_fields(text.as_bytes(), true).expect("fields");
-            for &op in Operation::ALL {
+            for &op in crate::domain::Operation::ALL {
                 let message = schema().definitions(op).find_map(|d| d.body_message());
                 // A body the operation's message refuses (an enum by number) is never judged.
                 let typed = super::read_fields(text.as_bytes(), true, message).ok();
-                for mode in pinned {
-                    for &rule in RuleId::ALL {
-                        for action in [Action::Shadow, Action::Rewrite, Action::Enforce] {
-                            let mut rules = RuleSet::default();
-                            for &r in RuleId::ALL {
-                                rules.set(r, Action::Off);
-                            }
-                            rules.set(rule, action);
-                            let ctx = PolicyContext {
-                                rules: &rules,
-                                create_app_default_mode: mode,
-                                max_ttl_days: 30,
-                                allow_dispatch_only: false,
-                                now: std::time::UNIX_EPOCH,
-                            };
-                            let decide = |body: &Value| {
-                                let facts = RequestFacts {
-                                    operation: op,
-                                    query: &query,
-                                    body: Some(body),
-                                    message_store: None,
-                                    pseudo: None,
-                                };
-                                evaluate(&facts, mode, &ctx)
-                            };
-                            let expected = decide(&whole);
-                            for fields in std::iter::once(&untyped).chain(typed.as_ref()) {
-                                assert_eq!(
-                                    expected,
-                                    decide(fields),
-                                    "{rule:?} {op:?} {mode:?} {text}"
-                                );
-                            }
-                        }
-                    }
+                let readings: Vec<&Value> =
+                    std::iter::once(&untyped).chain(typed.as_ref()).collect();
+                if let Some(found) = first_disagreement(op, &whole, &readings) {
+                    panic!("{found}\nbody: {text}");
                 }
             }
+        }
+    }
+
+    /// One value of a field of `kind`: strings and numbers that rules judge (empty, a verb, a
+    /// time, ttl days in and out of range, numeric strings), every name of an enum, messages
+    /// nested to `depth`, sometimes null.
+    fn generated_value(kind: Kind, depth: u32) -> BoxedStrategy<Value> {
+        use serde_json::json;
+        let value = match kind {
+            Kind::String => proptest::sample::select(vec![
+                json!("k"),
+                json!(""),
+                json!("DISPATCH_ONLY"),
+                json!("2030-01-01T00:00:00Z"),
+                json!("mgpc_x"),
+            ])
+            .boxed(),
+            Kind::Int => proptest::sample::select(vec![
+                json!(0),
+                json!(7),
+                json!(30),
+                json!(5000),
+                json!("31"),
+                json!(-1),
+            ])
+            .boxed(),
+            Kind::Bool => any::<bool>().prop_map(Value::Bool).boxed(),
+            Kind::Mask => Just(json!("a,b")).boxed(),
+            Kind::Struct => proptest::sample::select(vec![
+                json!({"_batch_id": "x", "k": 1}),
+                json!({"orderId": 1, "order_id": [2]}),
+            ])
+            .boxed(),
+            Kind::Any => Just(json!({"k": {"v": 1}})).boxed(),
+            Kind::Enum(e) => proptest::sample::select(schema().enumeration(e).values.clone())
+                .prop_map(Value::String)
+                .boxed(),
+            Kind::Message(m) if depth > 0 => generated_body(m, depth - 1),
+            Kind::Message(_) => Just(json!({})).boxed(),
+        };
+        prop_oneof![9 => value, 1 => Just(Value::Null)].boxed()
+    }
+
+    /// A body of `message` as the schema describes it: a random subset of its fields, each
+    /// under its proto or its JSON name, with values of its kind and shape.
+    fn generated_body(message: MessageId, depth: u32) -> BoxedStrategy<Value> {
+        let fields: Vec<BoxedStrategy<Option<(String, Value)>>> = schema()
+            .message(message)
+            .fields
+            .iter()
+            .map(|f| {
+                let name = proptest::sample::select(vec![f.proto.clone(), f.json.clone()]);
+                let value = match f.shape {
+                    Shape::Single => generated_value(f.kind, depth),
+                    Shape::Repeated => {
+                        proptest::collection::vec(generated_value(f.kind, depth), 0..3)
+                            .prop_map(Value::Array)
+                            .boxed()
+                    }
+                    Shape::Map => generated_value(f.kind, depth)
+                        .prop_map(|v| serde_json::json!({"k": v, "firstName": 1}))
+                        .boxed(),
+                };
+                proptest::option::weighted(0.4, (name, value)).boxed()
+            })
+            .collect();
+        fields
+            .prop_map(|entries| Value::Object(entries.into_iter().flatten().collect()))
+            .boxed()
+    }
+
+    /// An operation that takes a body and a body generated from its message.
+    fn operation_and_body() -> impl Strategy<Value = (crate::domain::Operation, MessageId, Value)> {
+        let with_bodies: Vec<_> = crate::domain::Operation::ALL
+            .iter()
+            .flat_map(|&op| {
+                schema()
+                    .definitions(op)
+                    .filter_map(move |d| d.body_message().map(|m| (op, m)))
+            })
+            .collect();
+        proptest::sample::select(with_bodies)
+            .prop_flat_map(|(op, m)| generated_body(m, 3).prop_map(move |body| (op, m, body)))
+    }
+
+    proptest::proptest! {
+        // 256 cases, or `PROPTEST_CASES` for a longer run.
+
+        /// Bodies generated from the schema, for every operation that takes one: the facts read
+        /// as its body message lead every rule to the decision the whole body does.
+        #[test]
+        fn rules_decide_the_same_on_generated_bodies((op, message, body) in operation_and_body()) {
+            let text = serde_json::to_vec(&body).expect("serialise");
+            // Refused bodies (none are generated: names exact, one spelling per key) are never judged.
+            let facts = super::read_fields(&text, true, Some(message));
+            proptest::prop_assert!(facts.is_ok(), "{:?}: {}", facts.err(), body);
+            let facts = facts.expect("read");
+            let found = first_disagreement(op, &body, &[&facts]);
+            proptest::prop_assert!(found.is_none(), "{}\nbody: {}", found.unwrap_or_default(), body);
         }
     }
 }
