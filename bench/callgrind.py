@@ -34,7 +34,6 @@ import random
 import shutil
 import statistics
 import subprocess
-import time
 
 import bench
 
@@ -154,9 +153,9 @@ def cpu_rounds(contenders, rounds, work, rate=8000, seconds=2, conns=32):
             for name in names if r % 2 == 0 else names[::-1]:
                 _, port, _, scenarios = contenders[name]
                 for sc in scenarios:
-                    before = run_ns(running[name])
+                    before = running[name].run_ns()
                     answered = bench.oha(port, sc, rate, seconds, conns)["answered"]
-                    used = run_ns(running[name]) - before
+                    used = running[name].run_ns() - before
                     runs[name][sc].append(round(used / 1e3 / answered, 2) if answered else None)
                     print(name, sc, runs[name][sc][-1], flush=True)
     finally:
@@ -167,19 +166,6 @@ def cpu_rounds(contenders, rounds, work, rate=8000, seconds=2, conns=32):
     if len(names) == 2:
         result["paired"] = paired(names[0], names[1], runs)
     return result
-
-
-def run_ns(contender):
-    """Nanoseconds the scheduler has run the contender's threads (all its processes)."""
-    total = 0
-    for pid in contender.pids():
-        for task in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except OSError:
-                pass  # a thread that ended between the listing and the read
-    return total
 
 
 def paired(first, second, runs, resamples=4000):
