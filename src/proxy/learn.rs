@@ -109,7 +109,7 @@ pub async fn learn(
             message_id: Some(id),
         }) = serde_json::from_slice::<SendAnswer<'_>>(&bytes)
         {
-            remember_sent(ctx, project, &id).await;
+            remember_sent(ctx, project, &id);
         }
     } else if let Ok(value) = serde_json::from_slice::<Value>(&bytes) {
         match op {
@@ -120,11 +120,11 @@ pub async fn learn(
                     .into_iter()
                     .flatten()
                 {
-                    remember_message(ctx, project, message).await;
+                    remember_message(ctx, project, message);
                 }
             }
             Operation::GetMessage | Operation::UpdateMessage => {
-                remember_message(ctx, project, &value).await
+                remember_message(ctx, project, &value)
             }
             _ => learn_apps(ctx, project, op, &value).await,
         }
@@ -179,7 +179,7 @@ struct SendAnswer<'a> {
 
 /// A sent message: its id, the app that sent it, and its store when the send fixed it
 /// (`DISPATCH_ONLY`) or the app's mode was resolved for the decision.
-async fn remember_sent(ctx: &RequestCtx, project: &str, id: &str) {
+fn remember_sent(ctx: &RequestCtx, project: &str, id: &str) {
     let dispatch_only = ctx
         .body
         .as_ref()
@@ -203,7 +203,7 @@ async fn remember_sent(ctx: &RequestCtx, project: &str, id: &str) {
 }
 
 /// A message object from a get, update or list answer: it names its store and app.
-async fn remember_message(ctx: &RequestCtx, project: &str, message: &Value) {
+fn remember_message(ctx: &RequestCtx, project: &str, message: &Value) {
     let Some(id) = message
         .get("id")
         .and_then(Value::as_str)
