@@ -277,11 +277,9 @@ impl<'k, 'de> Read<'k, 'de> {
         };
         let part = match self.part {
             Part::Kept => Part::Kept,
-            Part::Top if kept && matches!(ty, Ty::Message(_) | Ty::List(Kind::Message(_))) => {
-                Part::Facts
-            }
-            Part::Top if kept => Part::Kept,
-            Part::Facts if kept => match ty {
+            // A kept message (or list of them) is built along its declared paths; any other
+            // kept value in full.
+            Part::Top | Part::Facts if kept => match ty {
                 Ty::Message(_) | Ty::List(Kind::Message(_)) => Part::Facts,
                 _ => Part::Kept,
             },
