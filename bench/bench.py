@@ -59,6 +59,18 @@ def proc_ticks(pid):
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
+def proc_run_ns(pid):
+    """Nanoseconds the scheduler has run the threads of `pid` (each thread's schedstat)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            pass  # a thread that ended between the listing and the read
+    return total
+
+
 def status_kb(pid, key):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -122,17 +134,9 @@ class Contender:
         return sum(proc_ticks(p) for p in self.pids())
 
     def run_ns(self):
-        """Nanoseconds the scheduler has run the contender's threads (all its processes): finer
-        than `ticks`, for short windows."""
-        total = 0
-        for pid in self.pids():
-            for task in os.listdir(f"/proc/{pid}/task"):
-                try:
-                    with open(f"/proc/{pid}/task/{task}/schedstat") as f:
-                        total += int(f.read().split()[0])
-                except OSError:
-                    pass  # a thread that ended between the listing and the read
-        return total
+        """Nanoseconds the scheduler has run the contender's threads: finer than `ticks`, for
+        short windows."""
+        return sum(proc_run_ns(p) for p in self.pids())
 
     def rss_kb(self, key="VmRSS"):
         return sum(status_kb(p, key) for p in self.pids())
